@@ -1,0 +1,168 @@
+//! `easel bench`: seconds per UNet evaluation and per VAE decode of SD 1.5-sized networks with
+//! random weights, and peak memory — the numbers the speed work is measured by. Random weights
+//! cost exactly what real ones do, so no download is needed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder};
+use clap::Args;
+use easel::engine::config::{read_json, UNetConfig, VaeConfig};
+use easel::engine::device::{parse_dtype, DeviceChoice};
+use easel::engine::unet::UNet;
+use easel::engine::vae::Vae;
+use serde_json::json;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Picture sizes to time the UNet at (square, pixels).
+    #[arg(long, value_delimiter = ',', default_value = "256,512")]
+    sizes: Vec<usize>,
+    /// Timed runs per measurement (the median is reported), after one warm-up run.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Also time a VAE decode at the largest size.
+    #[arg(long)]
+    vae: bool,
+    /// A UNet config.json to bench instead of SD 1.5's.
+    #[arg(long)]
+    unet_config: Option<PathBuf>,
+    /// A VAE config.json to bench instead of SD 1.5's.
+    #[arg(long)]
+    vae_config: Option<PathBuf>,
+    /// auto, cpu, cuda or metal.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Hands out normal(0, 0.02) tensors for any weight a model asks for.
+struct RandomWeights;
+
+impl SimpleBackend for RandomWeights {
+    fn get(&self, s: Shape, _: &str, _: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        Tensor::randn(0f32, 0.02, s, dev)?.to_dtype(dtype)
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("random weights have no shape for {name}")
+    }
+
+    fn contains_tensor(&self, _: &str) -> bool {
+        true
+    }
+}
+
+const SD15_UNET: &str = r#"{"block_out_channels": [320, 640, 1280, 1280], "cross_attention_dim": 768,
+    "attention_head_dim": 8, "layers_per_block": 2, "norm_num_groups": 32}"#;
+const SD15_VAE: &str = r#"{"block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "latent_channels": 4,
+    "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+    "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"]}"#;
+
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.runs >= 1, "--runs must be at least 1");
+    anyhow::ensure!(!args.sizes.is_empty(), "--sizes needs at least one size");
+    for &s in &args.sizes {
+        anyhow::ensure!(s % 8 == 0 && s >= 64, "--sizes: {s} is not a multiple of 8 of at least 64");
+    }
+    let device = args.device.parse::<DeviceChoice>()?.open()?;
+    let dtype = parse_dtype(&args.dtype, &device)?;
+    let unet_cfg: UNetConfig = match &args.unet_config {
+        Some(p) => read_json(p)?,
+        None => serde_json::from_str(SD15_UNET)?,
+    };
+    let vb = VarBuilder::from_backend(Box::new(RandomWeights), dtype, device.clone());
+    let unet = UNet::new(vb.clone(), &unet_cfg)?;
+    let context =
+        Tensor::randn(0f32, 1.0, (1, 77, unet_cfg.cross_attention_dim), &device)?.to_dtype(dtype)?;
+
+    let mut unet_rows = Vec::new();
+    for &size in &args.sizes {
+        let latent = size / 8;
+        let x =
+            Tensor::randn(0f32, 1.0, (1, unet_cfg.in_channels, latent, latent), &device)?.to_dtype(dtype)?;
+        let secs = time_median(args.runs, &device, || {
+            unet.forward(&x, 500.0, &context)?;
+            Ok(())
+        })?;
+        if !args.json {
+            println!("UNet {size}x{size} (latent {latent}): {secs:.3} s per evaluation");
+        }
+        unet_rows.push(json!({ "size": size, "secs_per_eval": secs }));
+    }
+
+    let mut vae_row = serde_json::Value::Null;
+    if args.vae {
+        let vae_cfg: VaeConfig = match &args.vae_config {
+            Some(p) => read_json(p)?,
+            None => serde_json::from_str(SD15_VAE)?,
+        };
+        let vae = Vae::new(vb, &vae_cfg)?;
+        let size = *args.sizes.iter().max().unwrap_or(&512);
+        let z = Tensor::randn(0f32, 1.0, (1, vae_cfg.latent_channels, size / 8, size / 8), &device)?
+            .to_dtype(dtype)?;
+        let secs = time_median(args.runs, &device, || {
+            vae.decode(&z)?;
+            Ok(())
+        })?;
+        if !args.json {
+            println!("VAE decode {size}x{size}: {secs:.3} s");
+        }
+        vae_row = json!({ "size": size, "secs": secs });
+    }
+
+    let peak = peak_rss_bytes();
+    let report = json!({
+        "device": format!("{device:?}"),
+        "dtype": args.dtype,
+        "threads": candle_core::utils::get_num_threads(),
+        "unet": unet_rows,
+        "vae_decode": vae_row,
+        "peak_rss_bytes": peak,
+        "version": easel::version(),
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        match peak {
+            Some(b) => println!("peak memory (RSS): {:.2} GB", b as f64 / 1e9),
+            None => println!("peak memory: not available on this system"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One warm-up run, then the median of `runs` timed runs, in seconds.
+fn time_median(
+    runs: usize,
+    device: &Device,
+    mut f: impl FnMut() -> easel::Result<()>,
+) -> anyhow::Result<f64> {
+    f()?;
+    device.synchronize()?;
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        f()?;
+        device.synchronize()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// Peak resident memory of this process (Linux's VmHWM).
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

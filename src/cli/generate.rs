@@ -1,0 +1,264 @@
+//! `easel generate`: one request from flags, pictures written as PNGs with their parameters.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use easel::engine::device::{parse_dtype, DeviceChoice};
+use easel::engine::{GenerationInputs, GenerationRequest, SamplerKind, StableDiffusion};
+use easel::export::parameters::{to_a1111, Provenance};
+use easel::export::png::save_png;
+use easel::Error;
+use image::imageops::FilterType;
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// A diffusers folder, a .safetensors/.ckpt checkpoint, or a hub id pulled earlier.
+    #[arg(long)]
+    model: String,
+    /// What to draw.
+    #[arg(long)]
+    prompt: String,
+    /// What to steer away from.
+    #[arg(long, default_value = "")]
+    negative: String,
+    /// ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras or lcm.
+    #[arg(long, default_value = "dpmpp_2m_karras")]
+    sampler: String,
+    /// Denoising steps.
+    #[arg(long, default_value_t = 25)]
+    steps: usize,
+    /// Classifier-free guidance scale (1 turns guidance off).
+    #[arg(long, default_value_t = 7.0)]
+    cfg: f64,
+    /// Seed of the first picture (picture k of a batch uses seed + k); random when omitted.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Width in pixels, a multiple of 8 (default 512, or the init image's width).
+    #[arg(long)]
+    width: Option<usize>,
+    /// Height in pixels, a multiple of 8 (default 512, or the init image's height).
+    #[arg(long)]
+    height: Option<usize>,
+    /// A safetensors file with an f32 tensor `noise` [1, 4, H/8, W/8] used instead of seeded noise.
+    #[arg(long)]
+    noise: Option<PathBuf>,
+    /// Start from this picture (img2img).
+    #[arg(long)]
+    init_image: Option<PathBuf>,
+    /// How far to move from the init image, (0, 1].
+    #[arg(long, default_value_t = 0.75)]
+    strength: f64,
+    /// Inpainting mask: white is repainted, black kept.
+    #[arg(long)]
+    mask: Option<PathBuf>,
+    /// Pictures to make.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// auto, cpu, cuda or metal.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Replace existing output files.
+    #[arg(long)]
+    overwrite: bool,
+    /// Output PNG; with --batch N, pictures are numbered OUT-1.png … OUT-N.png.
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
+pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
+    let sampler: SamplerKind = args.sampler.parse()?;
+    let init = match &args.init_image {
+        Some(p) => Some(read_image(p, "init image")?),
+        None => None,
+    };
+    let (default_w, default_h) =
+        init.as_ref().map_or((512, 512), |i| (i.width() as usize / 8 * 8, i.height() as usize / 8 * 8));
+    let request = GenerationRequest {
+        prompt: args.prompt.clone(),
+        negative_prompt: args.negative.clone(),
+        sampler,
+        steps: args.steps,
+        cfg_scale: args.cfg,
+        seed: args.seed.unwrap_or_else(random_seed),
+        width: args.width.unwrap_or(default_w),
+        height: args.height.unwrap_or(default_h),
+        batch: args.batch,
+        strength: args.strength,
+        init_image: args.init_image.clone(),
+        mask: args.mask.clone(),
+        noise: args.noise.clone(),
+    };
+    request.validate()?;
+    let outputs = output_paths(&args.output, request.batch);
+    for path in &outputs {
+        if path.exists() && !args.overwrite {
+            return Err(Error::WouldOverwrite { path: path.clone() }.into());
+        }
+    }
+    let inputs = read_inputs(&request, init)?;
+    let model_path = super::resolve_model(&args.model)?;
+    let device = args.device.parse::<DeviceChoice>()?.open()?;
+    let dtype = parse_dtype(&args.dtype, &device)?;
+
+    let spinner = ProgressBar::new_spinner().with_message(format!("loading {}", model_path.display()));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let model = StableDiffusion::load(&model_path, &device, dtype)?;
+    spinner.finish_and_clear();
+    let provenance = Provenance {
+        model: model.name.clone(),
+        model_hash: if model_path.is_file() { Some(file_hash(&model_path)?) } else { None },
+        version: format!("Easel {}", easel::version()),
+    };
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&cancel);
+    // A second Ctrl-C ends at once; the first stops cleanly after the current step.
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this step… (Ctrl-C again to quit now)");
+    })
+    .context("cannot install the Ctrl-C handler")?;
+
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps  {per_sec}  eta {eta}")
+            .map_err(|e| anyhow::anyhow!(e))?
+            .progress_chars("=> "),
+    );
+    let mut on_progress = |p: easel::engine::Progress| {
+        if p.step == 1 {
+            bar.reset();
+            bar.set_length(p.total as u64);
+            bar.set_prefix(format!("picture {}/{}", p.image + 1, request.batch));
+        }
+        bar.set_position(p.step as u64);
+    };
+    let mut written = Vec::new();
+    let mut on_image = |img: easel::engine::GeneratedImage| -> easel::Result<()> {
+        let path = &outputs[written.len()];
+        let texts = metadata(&request, img.seed, &provenance, &img.timings);
+        save_png(path, &img.image, &texts, args.overwrite)?;
+        bar.println(format!(
+            "wrote {} (seed {}, {:.1} s)",
+            path.display(),
+            img.seed,
+            img.timings.text_secs + img.timings.denoise_secs + img.timings.decode_secs
+        ));
+        written.push(path.clone());
+        Ok(())
+    };
+    let result =
+        easel::engine::generate_each(&model, &request, &inputs, &mut on_progress, &mut on_image, &cancel);
+    bar.finish_and_clear();
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(Error::Cancelled) => {
+            eprintln!("cancelled; {} finished picture(s) were saved", written.len());
+            Ok(ExitCode::from(130))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// OUT for one picture; OUT-1 … OUT-N for a batch.
+fn output_paths(out: &Path, batch: usize) -> Vec<PathBuf> {
+    if batch == 1 {
+        return vec![out.to_path_buf()];
+    }
+    let stem = out.file_stem().and_then(|s| s.to_str()).unwrap_or("easel");
+    let ext = out.extension().and_then(|s| s.to_str()).unwrap_or("png");
+    (1..=batch).map(|k| out.with_file_name(format!("{stem}-{k}.{ext}"))).collect()
+}
+
+fn read_image(path: &Path, what: &str) -> anyhow::Result<image::DynamicImage> {
+    if !path.exists() {
+        return Err(Error::not_found(what, path).into());
+    }
+    image::open(path).map_err(|e| {
+        Error::bad_file(
+            format!("cannot read the {what} ({e}); use a PNG, JPEG, WebP, BMP or TIFF picture"),
+            path,
+        )
+        .into()
+    })
+}
+
+fn read_inputs(
+    request: &GenerationRequest,
+    init: Option<image::DynamicImage>,
+) -> anyhow::Result<GenerationInputs> {
+    let (w, h) = (request.width as u32, request.height as u32);
+    let fit = |img: image::DynamicImage| {
+        if img.width() == w && img.height() == h {
+            img
+        } else {
+            img.resize_exact(w, h, FilterType::Lanczos3)
+        }
+    };
+    let init_image = init.map(|i| fit(i).to_rgb8());
+    let mask = match &request.mask {
+        Some(p) => Some(fit(read_image(p, "mask")?).to_luma8()),
+        None => None,
+    };
+    let noise = match &request.noise {
+        Some(p) => {
+            let mut tensors = easel::engine::weights::read_safetensors(p)?;
+            let t = tensors.remove("noise").ok_or_else(|| {
+                Error::bad_file(
+                    "the noise file has no tensor named `noise` (an f32 tensor [1, 4, H/8, W/8])",
+                    p,
+                )
+            })?;
+            Some(t.to_dtype(candle_core::DType::F32)?)
+        }
+        None => None,
+    };
+    Ok(GenerationInputs { init_image, mask, noise })
+}
+
+fn metadata(
+    request: &GenerationRequest,
+    seed: u64,
+    provenance: &Provenance,
+    timings: &easel::engine::Timings,
+) -> Vec<(String, String)> {
+    let single = GenerationRequest { seed, batch: 1, ..request.clone() };
+    let json = serde_json::json!({
+        "request": single,
+        "model": provenance.model,
+        "model_hash": provenance.model_hash,
+        "version": provenance.version,
+        "timings": timings,
+    });
+    vec![
+        ("parameters".to_string(), to_a1111(&single, seed, provenance)),
+        ("easel".to_string(), json.to_string()),
+    ]
+}
+
+/// A1111's model hash: the first 10 hex digits of the file's sha256.
+fn file_hash(path: &Path) -> anyhow::Result<String> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io("cannot open the model", e, path))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io("cannot read the model", e, path))?;
+    let digest = hasher.finalize();
+    Ok(digest.iter().take(5).map(|b| format!("{b:02x}")).collect())
+}
+
+fn random_seed() -> u64 {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    // Keep seeds within what A1111 and JSON readers handle exactly.
+    (nanos as u64 ^ u64::from(std::process::id())) % (1 << 32)
+}

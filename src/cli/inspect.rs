@@ -1,0 +1,128 @@
+//! `easel inspect`: what a file is — a model's family and shape, a safetensors file's tensors and
+//! metadata, or a picture's generation parameters — as text or JSON.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use easel::engine::checkpoint;
+use easel::engine::weights::{read_safetensors, read_safetensors_metadata};
+use easel::Error;
+use serde_json::{json, Value};
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// A model folder, a .safetensors file or a PNG.
+    path: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
+    let path = &args.path;
+    if !path.exists() {
+        return Err(Error::not_found("file", path).into());
+    }
+    let report = if path.is_dir() {
+        describe_folder(path)?
+    } else {
+        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("png") => describe_png(path)?,
+            Some("safetensors") => describe_safetensors(path)?,
+            _ => {
+                return Err(Error::bad_file(
+                    "Easel inspects model folders, .safetensors files and PNGs",
+                    path,
+                )
+                .into())
+            }
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_text(&report, 0);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe_png(path: &Path) -> anyhow::Result<Value> {
+    let texts = easel::export::png::read_png_text(path)?;
+    let mut report = json!({ "kind": "picture", "text_chunks": texts });
+    if let Some(params) = texts.get("parameters") {
+        let parsed = easel::export::parameters::parse_a1111(params);
+        report["request"] = serde_json::to_value(parsed.to_request())?;
+    }
+    Ok(report)
+}
+
+fn describe_folder(dir: &Path) -> anyhow::Result<Value> {
+    if !dir.join("model_index.json").exists() {
+        return Err(Error::bad_file("this folder is not a diffusers model (no model_index.json)", dir).into());
+    }
+    let unet: easel::engine::config::UNetConfig =
+        easel::engine::config::read_json(&dir.join("unet/config.json"))?;
+    let scheduler: Value = easel::engine::config::read_json(&dir.join("scheduler/scheduler_config.json"))?;
+    Ok(json!({
+        "kind": "diffusers model",
+        "family": checkpoint::Family::of_unet(&unet).label(),
+        "inpainting": unet.in_channels == 9,
+        "unet_channels": unet.block_out_channels,
+        "cross_attention_dim": unet.cross_attention_dim,
+        "prediction_type": scheduler.get("prediction_type").cloned().unwrap_or(json!("epsilon")),
+        "scheduler": scheduler.get("_class_name").cloned().unwrap_or(Value::Null),
+    }))
+}
+
+fn describe_safetensors(path: &Path) -> anyhow::Result<Value> {
+    let metadata = read_safetensors_metadata(path)?;
+    let tensors = read_safetensors(path)?;
+    let mut dtypes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut params = 0usize;
+    for t in tensors.values() {
+        *dtypes.entry(format!("{:?}", t.dtype()).to_lowercase()).or_default() += 1;
+        params += t.elem_count();
+    }
+    let count = tensors.len();
+    let mut report = json!({
+        "kind": "safetensors",
+        "tensors": count,
+        "parameters": params,
+        "dtypes": dtypes,
+        "metadata": metadata,
+    });
+    if tensors.keys().any(|k| k.starts_with("model.diffusion_model.")) {
+        let parts = checkpoint::split(tensors, path)?;
+        report["kind"] = json!("Stable Diffusion checkpoint");
+        report["family"] = json!(parts.family.label());
+        report["inpainting"] = json!(parts.unet_config.in_channels == 9);
+        report["unet_channels"] = json!(parts.unet_config.block_out_channels);
+        report["text_encoder_layers"] = json!(parts.clip_config.num_hidden_layers);
+    }
+    Ok(report)
+}
+
+fn print_text(value: &Value, indent: usize) {
+    let pad = "  ".repeat(indent);
+    if let Value::Object(map) = value {
+        for (k, v) in map {
+            match v {
+                Value::Object(inner) if inner.is_empty() => println!("{pad}{k}: (none)"),
+                Value::Object(_) => {
+                    println!("{pad}{k}:");
+                    print_text(v, indent + 1);
+                }
+                Value::String(s) if s.contains('\n') => {
+                    println!("{pad}{k}:");
+                    for line in s.lines() {
+                        println!("{pad}  {line}");
+                    }
+                }
+                Value::String(s) => println!("{pad}{k}: {s}"),
+                other => println!("{pad}{k}: {other}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Command-line parsing: clap's raw arguments are turned into validated library values before any
+//! work starts ("parse, don't validate"), then each subcommand runs.
+
+mod bench;
+mod generate;
+mod inspect;
+mod models;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Easel: draw and generate pictures with Stable Diffusion and LoRA adapters.
+#[derive(Parser)]
+#[command(name = "easel", version = easel_version(), about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+fn easel_version() -> &'static str {
+    Box::leak(easel::version().into_boxed_str())
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate pictures from a prompt (txt2img, img2img, inpainting).
+    Generate(generate::GenerateArgs),
+    /// Download or list Stable Diffusion models.
+    Models(models::ModelsArgs),
+    /// Describe a model, checkpoint, safetensors file or picture's metadata.
+    Inspect(inspect::InspectArgs),
+    /// Measure UNet and VAE speed and peak memory on this machine.
+    Bench(bench::BenchArgs),
+}
+
+/// Parses the command line and runs the chosen subcommand.
+pub fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Generate(args) => generate::run(args),
+        Command::Models(args) => models::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Bench(args) => bench::run(args),
+    }
+}
+
+/// Resolves `--model`: a local path, or a hub id already pulled into the cache.
+pub fn resolve_model(spec: &str) -> anyhow::Result<std::path::PathBuf> {
+    let path = std::path::PathBuf::from(spec);
+    if path.exists() {
+        return Ok(path);
+    }
+    if easel::hub::looks_like_repo_id(spec) {
+        if let Some(dir) = easel::hub::cached_model(spec) {
+            return Ok(dir);
+        }
+        anyhow::bail!("{spec} is not downloaded yet; run `easel models pull {spec}` first, or pass a local folder or file");
+    }
+    Err(easel::Error::not_found("model", &path).into())
+}

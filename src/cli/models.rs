@@ -1,0 +1,66 @@
+//! `easel models`: pull diffusers models from the hub into the shared cache, and list what is here.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+#[derive(Args)]
+pub struct ModelsArgs {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Subcommand)]
+enum Action {
+    /// Download a diffusers model (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5).
+    Pull {
+        /// The hub id, owner/name.
+        repo_id: String,
+        /// Prefer the half-size fp16 weights when the repository has them.
+        #[arg(long)]
+        fp16: bool,
+    },
+    /// List models in the hub cache and in ./models.
+    List,
+}
+
+pub fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
+    match args.action {
+        Action::Pull { repo_id, fp16 } => {
+            let dir = easel::hub::pull(&repo_id, fp16)?;
+            println!("{repo_id} is ready: {}", dir.display());
+            println!("use it with: easel generate --model {repo_id} --prompt \"…\" -o out.png");
+        }
+        Action::List => {
+            let cached = easel::hub::list_cached();
+            let local = local_models();
+            if cached.is_empty() && local.is_empty() {
+                println!("no models yet: run `easel models pull <owner/name>` or put a .safetensors checkpoint in ./models");
+            }
+            for (id, dir) in cached {
+                println!("{id}\t{}", dir.display());
+            }
+            for path in local {
+                println!("{}", path.display());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checkpoints and diffusers folders in ./models.
+fn local_models() -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir("models") else {
+        return Vec::new();
+    };
+    let mut found: Vec<_> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.join("model_index.json").exists()
+                || matches!(p.extension().and_then(|e| e.to_str()), Some("safetensors" | "ckpt"))
+        })
+        .collect();
+    found.sort();
+    found
+}

@@ -1,0 +1,451 @@
+//! Single-file checkpoints in the original CompVis/A1111 layout: the family is inferred from tensor
+//! shapes (they carry no config), and keys are renamed to diffusers' names so the same model code
+//! loads them. SD 2.x's OpenCLIP text encoder has its fused q/k/v split here.
+
+use std::path::Path;
+
+use candle_core::Tensor;
+use serde_json::{json, Map, Value};
+
+use super::config::{ClipConfig, PerBlock, UNetConfig, VaeConfig};
+use super::weights::TensorMap;
+use crate::error::{Error, Result};
+
+/// The Stable Diffusion generation a model belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Family {
+    /// SD 1.x (CLIP ViT-L text encoder, 768-wide cross-attention).
+    Sd1,
+    /// SD 2.x (OpenCLIP ViT-H, 1024-wide cross-attention, linear projections).
+    Sd2,
+}
+
+impl Family {
+    /// A short name for reports ("SD 1.x").
+    pub fn label(self) -> &'static str {
+        match self {
+            Family::Sd1 => "SD 1.x",
+            Family::Sd2 => "SD 2.x",
+        }
+    }
+
+    /// The family a UNet config describes.
+    pub fn of_unet(cfg: &UNetConfig) -> Family {
+        if cfg.cross_attention_dim == 1024 || (cfg.cross_attention_dim != 768 && cfg.use_linear_projection) {
+            Family::Sd2
+        } else {
+            Family::Sd1
+        }
+    }
+
+    /// The published scheduler config of the family, for files that carry none.
+    pub fn scheduler_config(self) -> Map<String, Value> {
+        let mut cfg = json!({
+            "_class_name": "PNDMScheduler",
+            "beta_end": 0.012,
+            "beta_schedule": "scaled_linear",
+            "beta_start": 0.00085,
+            "num_train_timesteps": 1000,
+            "set_alpha_to_one": false,
+            "skip_prk_steps": true,
+            "steps_offset": 1,
+            "clip_sample": false
+        });
+        if self == Family::Sd2 {
+            // Most SD 2.x single files are the 768 v-prediction models.
+            cfg["prediction_type"] = json!("v_prediction");
+        }
+        match cfg {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        }
+    }
+}
+
+/// A single-file checkpoint split into its three models, with the configs inferred from it.
+pub struct SingleFileParts {
+    /// The model family.
+    pub family: Family,
+    /// UNet tensors under diffusers' names.
+    pub unet: TensorMap,
+    /// UNet architecture.
+    pub unet_config: UNetConfig,
+    /// VAE tensors under diffusers' names.
+    pub vae: TensorMap,
+    /// VAE architecture.
+    pub vae_config: VaeConfig,
+    /// Text-encoder tensors under transformers' names (no `text_model.` prefix).
+    pub text: TensorMap,
+    /// Text-encoder architecture.
+    pub clip_config: ClipConfig,
+}
+
+const UNET_PREFIX: &str = "model.diffusion_model.";
+const VAE_PREFIX: &str = "first_stage_model.";
+const SD1_TEXT_PREFIX: &str = "cond_stage_model.transformer.";
+const SD2_TEXT_PREFIX: &str = "cond_stage_model.model.";
+
+/// Splits and renames an original-layout checkpoint; `path` only names the file in errors.
+pub fn split(tensors: TensorMap, path: &Path) -> Result<SingleFileParts> {
+    if tensors.keys().any(|k| k.starts_with("conditioner.embedders.")) {
+        return Err(Error::bad_file("this is an SDXL checkpoint, which Easel does not support yet", path));
+    }
+    if !tensors.keys().any(|k| k.starts_with(UNET_PREFIX)) {
+        return Err(Error::bad_file(
+            "this file holds no Stable Diffusion UNet (no `model.diffusion_model.` tensors); \
+             is it a LoRA, a VAE or another kind of model?",
+            path,
+        ));
+    }
+    let mut unet = TensorMap::new();
+    let mut vae = TensorMap::new();
+    let mut text = TensorMap::new();
+    let mut open_clip = TensorMap::new();
+    for (key, t) in tensors {
+        if let Some(rest) = key.strip_prefix(UNET_PREFIX) {
+            if let Some(name) = unet_key(rest) {
+                unet.insert(name, t);
+            }
+        } else if let Some(rest) = key.strip_prefix(VAE_PREFIX) {
+            if let Some((name, t)) = vae_key(rest, t)? {
+                vae.insert(name, t);
+            }
+        } else if let Some(rest) = key.strip_prefix(SD1_TEXT_PREFIX) {
+            text.insert(rest.strip_prefix("text_model.").unwrap_or(rest).to_string(), t);
+        } else if let Some(rest) = key.strip_prefix(SD2_TEXT_PREFIX) {
+            open_clip.insert(rest.to_string(), t);
+        }
+    }
+    // The VAE decoder's levels are stored in reverse order; now that all are known, renumber.
+    let vae = renumber_decoder(vae);
+    let unet_config = infer_unet(&unet, path)?;
+    let family = Family::of_unet(&unet_config);
+    let unet_config = with_family_heads(unet_config, family);
+    let vae_config = infer_vae(&vae, path)?;
+    let (text, clip_config) = if !open_clip.is_empty() {
+        convert_open_clip(open_clip, path)?
+    } else {
+        let cfg = infer_clip(&text, "quick_gelu", 0, path)?;
+        (text, cfg)
+    };
+    Ok(SingleFileParts { family, unet, unet_config, vae, vae_config, text, clip_config })
+}
+
+fn resnet_name(rest: &str) -> String {
+    const MAP: [(&str, &str); 6] = [
+        ("in_layers.0.", "norm1."),
+        ("in_layers.2.", "conv1."),
+        ("emb_layers.1.", "time_emb_proj."),
+        ("out_layers.0.", "norm2."),
+        ("out_layers.3.", "conv2."),
+        ("skip_connection.", "conv_shortcut."),
+    ];
+    for (from, to) in MAP {
+        if let Some(tail) = rest.strip_prefix(from) {
+            return format!("{to}{tail}");
+        }
+    }
+    rest.to_string()
+}
+
+/// The diffusers name of an original UNet key (SD 1.x/2.x: three slots per level).
+fn unet_key(rest: &str) -> Option<String> {
+    const PER: usize = 3;
+    let simple = [
+        ("time_embed.0.", "time_embedding.linear_1."),
+        ("time_embed.2.", "time_embedding.linear_2."),
+        ("input_blocks.0.0.", "conv_in."),
+        ("out.0.", "conv_norm_out."),
+        ("out.2.", "conv_out."),
+    ];
+    for (from, to) in simple {
+        if let Some(tail) = rest.strip_prefix(from) {
+            return Some(format!("{to}{tail}"));
+        }
+    }
+    let parts: Vec<&str> = rest.splitn(4, '.').collect();
+    if parts.len() < 4 {
+        return None;
+    }
+    let (block, slot, tail) = (parts[1].parse::<usize>().ok()?, parts[2], parts[3]);
+    match parts[0] {
+        "input_blocks" => {
+            if let Some(param) = tail.strip_prefix("op.") {
+                return Some(format!("down_blocks.{}.downsamplers.0.conv.{param}", block / PER - 1));
+            }
+            let (i, j) = ((block - 1) / PER, (block - 1) % PER);
+            match slot {
+                "0" => Some(format!("down_blocks.{i}.resnets.{j}.{}", resnet_name(tail))),
+                "1" => Some(format!("down_blocks.{i}.attentions.{j}.{tail}")),
+                _ => None,
+            }
+        }
+        "middle_block" => match block {
+            0 => Some(format!("mid_block.resnets.0.{}", resnet_name(&format!("{slot}.{tail}")))),
+            1 => Some(format!("mid_block.attentions.0.{slot}.{tail}")),
+            2 => Some(format!("mid_block.resnets.1.{}", resnet_name(&format!("{slot}.{tail}")))),
+            _ => None,
+        },
+        "output_blocks" => {
+            let (i, j) = (block / PER, block % PER);
+            match slot {
+                "0" => Some(format!("up_blocks.{i}.resnets.{j}.{}", resnet_name(tail))),
+                "1" if tail.starts_with("conv.") => Some(format!("up_blocks.{i}.upsamplers.0.{tail}")),
+                "1" => Some(format!("up_blocks.{i}.attentions.{j}.{tail}")),
+                "2" => Some(format!("up_blocks.{i}.upsamplers.0.{tail}")),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Renames one VAE key; the decoder's level numbers are fixed later by `renumber_decoder`.
+fn vae_key(rest: &str, t: Tensor) -> Result<Option<(String, Tensor)>> {
+    let (part, tail) = match rest.split_once('.') {
+        Some(x) => x,
+        None => return Ok(None),
+    };
+    if part == "quant_conv" || part == "post_quant_conv" {
+        return Ok(Some((rest.to_string(), t)));
+    }
+    let resnet = |s: &str| s.replace("nin_shortcut", "conv_shortcut");
+    let name = if let Some(x) = tail.strip_prefix("norm_out.") {
+        format!("{part}.conv_norm_out.{x}")
+    } else if tail.starts_with("conv_in.") || tail.starts_with("conv_out.") {
+        format!("{part}.{tail}")
+    } else if let Some(x) = tail.strip_prefix("mid.block_1.") {
+        format!("{part}.mid_block.resnets.0.{}", resnet(x))
+    } else if let Some(x) = tail.strip_prefix("mid.block_2.") {
+        format!("{part}.mid_block.resnets.1.{}", resnet(x))
+    } else if let Some(x) = tail.strip_prefix("mid.attn_1.") {
+        let (layer, param) = x.split_once('.').unwrap_or((x, ""));
+        let layer = match layer {
+            "norm" => "group_norm",
+            "q" => "to_q",
+            "k" => "to_k",
+            "v" => "to_v",
+            "proj_out" => "to_out.0",
+            _ => return Ok(None),
+        };
+        // Stored as 1×1 convolutions; diffusers uses linear layers.
+        let t = if t.rank() == 4 { t.squeeze(3)?.squeeze(2)? } else { t };
+        return Ok(Some((format!("{part}.mid_block.attentions.0.{layer}.{param}"), t)));
+    } else if let Some(x) = tail.strip_prefix("down.").or_else(|| tail.strip_prefix("up.")) {
+        let kind = if tail.starts_with("down.") { "down_blocks" } else { "up_blocks" };
+        let (level, x) = x.split_once('.').unwrap_or((x, ""));
+        if let Some(y) = x.strip_prefix("block.") {
+            format!("{part}.{kind}.{level}.resnets.{}", resnet(y))
+        } else if let Some(y) = x.strip_prefix("downsample.").or_else(|| x.strip_prefix("upsample.")) {
+            let sampler = if kind == "down_blocks" { "downsamplers" } else { "upsamplers" };
+            format!("{part}.{kind}.{level}.{sampler}.0.{y}")
+        } else {
+            return Ok(None);
+        }
+    } else {
+        return Ok(None);
+    };
+    Ok(Some((name, t)))
+}
+
+fn renumber_decoder(vae: TensorMap) -> TensorMap {
+    let levels = vae
+        .keys()
+        .filter_map(|k| k.strip_prefix("decoder.up_blocks.")?.split('.').next()?.parse::<usize>().ok())
+        .max()
+        .map_or(0, |m| m + 1);
+    vae.into_iter()
+        .map(|(k, t)| match k.strip_prefix("decoder.up_blocks.") {
+            Some(rest) => {
+                let (level, tail) = rest.split_once('.').unwrap_or((rest, ""));
+                let level: usize = level.parse().unwrap_or(0);
+                (format!("decoder.up_blocks.{}.{tail}", levels - 1 - level), t)
+            }
+            None => (k, t),
+        })
+        .collect()
+}
+
+fn dim(map: &TensorMap, key: &str, axis: usize, path: &Path) -> Result<usize> {
+    map.get(key).and_then(|t| t.dims().get(axis).copied()).ok_or_else(|| {
+        Error::bad_file(
+            format!("the checkpoint lacks the tensor {key}, so its architecture cannot be read"),
+            path,
+        )
+    })
+}
+
+fn count_indices(map: &TensorMap, prefix: &str) -> usize {
+    map.keys()
+        .filter_map(|k| k.strip_prefix(prefix)?.split('.').next()?.parse::<usize>().ok())
+        .max()
+        .map_or(0, |m| m + 1)
+}
+
+fn infer_unet(unet: &TensorMap, path: &Path) -> Result<UNetConfig> {
+    let n = count_indices(unet, "down_blocks.");
+    let channels = (0..n)
+        .map(|i| dim(unet, &format!("down_blocks.{i}.resnets.0.conv1.weight"), 0, path))
+        .collect::<Result<Vec<_>>>()?;
+    let has_attn = |kind: &str, i: usize| unet.contains_key(&format!("{kind}.{i}.attentions.0.norm.weight"));
+    let down: Vec<String> = (0..n)
+        .map(|i| if has_attn("down_blocks", i) { "CrossAttnDownBlock2D" } else { "DownBlock2D" }.into())
+        .collect();
+    let up: Vec<String> = (0..n)
+        .map(|i| if has_attn("up_blocks", i) { "CrossAttnUpBlock2D" } else { "UpBlock2D" }.into())
+        .collect();
+    let to_k = unet
+        .iter()
+        .find(|(k, _)| k.ends_with("attn2.to_k.weight"))
+        .ok_or_else(|| Error::bad_file("the checkpoint's UNet has no cross-attention", path))?;
+    let proj_in = unet.iter().find(|(k, _)| k.ends_with("proj_in.weight")).map(|(_, t)| t.rank());
+    let depth = (0..n)
+        .find(|&i| has_attn("down_blocks", i))
+        .map(|i| count_indices(unet, &format!("down_blocks.{i}.attentions.0.transformer_blocks.")))
+        .unwrap_or(1);
+    let cfg = json!({
+        "in_channels": dim(unet, "conv_in.weight", 1, path)?,
+        "out_channels": dim(unet, "conv_out.weight", 0, path)?,
+        "block_out_channels": channels,
+        "down_block_types": down,
+        "up_block_types": up,
+        "layers_per_block": count_indices(unet, "down_blocks.0.resnets."),
+        "cross_attention_dim": to_k.1.dim(1)?,
+        "use_linear_projection": proj_in == Some(2),
+        "transformer_layers_per_block": depth.max(1),
+    });
+    serde_json::from_value(cfg)
+        .map_err(|e| Error::bad_file(format!("cannot read the UNet's shape ({e})"), path))
+}
+
+/// SD 1.x uses 8 heads everywhere; SD 2.x uses 64-wide heads.
+fn with_family_heads(mut cfg: UNetConfig, family: Family) -> UNetConfig {
+    cfg.attention_head_dim = match family {
+        Family::Sd1 => PerBlock::One(8),
+        Family::Sd2 => PerBlock::Each(cfg.block_out_channels.iter().map(|c| (c / 64).max(1)).collect()),
+    };
+    cfg
+}
+
+fn infer_vae(vae: &TensorMap, path: &Path) -> Result<VaeConfig> {
+    let n = count_indices(vae, "encoder.down_blocks.");
+    let channels = (0..n)
+        .map(|i| dim(vae, &format!("encoder.down_blocks.{i}.resnets.0.conv1.weight"), 0, path))
+        .collect::<Result<Vec<_>>>()?;
+    let cfg = json!({
+        "in_channels": dim(vae, "encoder.conv_in.weight", 1, path)?,
+        "out_channels": dim(vae, "decoder.conv_out.weight", 0, path)?,
+        "block_out_channels": channels,
+        "layers_per_block": count_indices(vae, "encoder.down_blocks.0.resnets."),
+        "latent_channels": dim(vae, "post_quant_conv.weight", 0, path)?,
+        "mid_block_add_attention": vae.contains_key("encoder.mid_block.attentions.0.to_q.weight"),
+    });
+    serde_json::from_value(cfg)
+        .map_err(|e| Error::bad_file(format!("cannot read the VAE's shape ({e})"), path))
+}
+
+fn infer_clip(text: &TensorMap, act: &str, drop_layers: usize, path: &Path) -> Result<ClipConfig> {
+    let hidden = dim(text, "embeddings.token_embedding.weight", 1, path)?;
+    let layers = count_indices(text, "encoder.layers.");
+    let cfg = json!({
+        "vocab_size": dim(text, "embeddings.token_embedding.weight", 0, path)?,
+        "hidden_size": hidden,
+        "intermediate_size": dim(text, "encoder.layers.0.mlp.fc1.weight", 0, path)?,
+        "num_hidden_layers": layers.saturating_sub(drop_layers),
+        "num_attention_heads": (hidden / 64).max(1),
+        "max_position_embeddings": dim(text, "embeddings.position_embedding.weight", 0, path)?,
+        "hidden_act": act,
+    });
+    serde_json::from_value(cfg)
+        .map_err(|e| Error::bad_file(format!("cannot read the text encoder's shape ({e})"), path))
+}
+
+/// Renames OpenCLIP's layout to transformers' CLIP names, splitting fused q/k/v. SD 2.x uses the
+/// penultimate layer's output, so the last layer is dropped from the config.
+fn convert_open_clip(src: TensorMap, path: &Path) -> Result<(TensorMap, ClipConfig)> {
+    let mut out = TensorMap::new();
+    for (key, t) in src {
+        let name = if key == "token_embedding.weight" {
+            "embeddings.token_embedding.weight".to_string()
+        } else if key == "positional_embedding" {
+            "embeddings.position_embedding.weight".to_string()
+        } else if let Some(x) = key.strip_prefix("ln_final.") {
+            format!("final_layer_norm.{x}")
+        } else if let Some(x) = key.strip_prefix("transformer.resblocks.") {
+            let (layer, tail) = x.split_once('.').unwrap_or((x, ""));
+            let base = format!("encoder.layers.{layer}");
+            if let Some(kind) = tail.strip_prefix("attn.in_proj_") {
+                let h = t.dim(0)? / 3;
+                for (i, proj) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
+                    out.insert(
+                        format!("{base}.self_attn.{proj}.{kind}"),
+                        t.narrow(0, i * h, h)?.contiguous()?,
+                    );
+                }
+                continue;
+            }
+            let tail = tail
+                .replace("ln_1.", "layer_norm1.")
+                .replace("ln_2.", "layer_norm2.")
+                .replace("attn.out_proj.", "self_attn.out_proj.")
+                .replace("mlp.c_fc.", "mlp.fc1.")
+                .replace("mlp.c_proj.", "mlp.fc2.");
+            format!("{base}.{tail}")
+        } else {
+            continue;
+        };
+        out.insert(name, t);
+    }
+    let cfg = infer_clip(&out, "gelu", 1, path)?;
+    Ok((out, cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    #[test]
+    fn unet_keys_follow_the_reference_table() {
+        let cases = [
+            ("input_blocks.1.0.in_layers.0.weight", "down_blocks.0.resnets.0.norm1.weight"),
+            ("input_blocks.5.1.proj_in.weight", "down_blocks.1.attentions.1.proj_in.weight"),
+            ("input_blocks.3.0.op.weight", "down_blocks.0.downsamplers.0.conv.weight"),
+            ("input_blocks.10.0.skip_connection.bias", "down_blocks.3.resnets.0.conv_shortcut.bias"),
+            ("middle_block.1.proj_out.bias", "mid_block.attentions.0.proj_out.bias"),
+            ("middle_block.2.emb_layers.1.weight", "mid_block.resnets.1.time_emb_proj.weight"),
+            ("output_blocks.2.1.conv.weight", "up_blocks.0.upsamplers.0.conv.weight"),
+            ("output_blocks.5.2.conv.bias", "up_blocks.1.upsamplers.0.conv.bias"),
+            ("output_blocks.4.1.norm.weight", "up_blocks.1.attentions.1.norm.weight"),
+            ("output_blocks.11.0.out_layers.3.weight", "up_blocks.3.resnets.2.conv2.weight"),
+            ("time_embed.2.bias", "time_embedding.linear_2.bias"),
+        ];
+        for (from, to) in cases {
+            assert_eq!(unet_key(from).as_deref(), Some(to), "{from}");
+        }
+    }
+
+    #[test]
+    fn open_clip_fused_qkv_is_split() -> Result<()> {
+        let mut src = TensorMap::new();
+        let fused = Tensor::arange(0f32, 12., &Device::Cpu)?.reshape((6, 2))?;
+        src.insert("transformer.resblocks.0.attn.in_proj_weight".into(), fused);
+        src.insert("token_embedding.weight".into(), Tensor::zeros((10, 128), DType::F32, &Device::Cpu)?);
+        src.insert("positional_embedding".into(), Tensor::zeros((77, 128), DType::F32, &Device::Cpu)?);
+        src.insert(
+            "transformer.resblocks.0.mlp.c_fc.weight".into(),
+            Tensor::zeros((512, 128), DType::F32, &Device::Cpu)?,
+        );
+        src.insert(
+            "transformer.resblocks.1.ln_1.weight".into(),
+            Tensor::zeros(128, DType::F32, &Device::Cpu)?,
+        );
+        let (out, cfg) = convert_open_clip(src, Path::new("x.safetensors"))?;
+        let k = out["encoder.layers.0.self_attn.k_proj.weight"].flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(k, vec![4., 5., 6., 7.]);
+        assert_eq!(cfg.num_hidden_layers, 1, "the penultimate layer is the output");
+        assert_eq!(cfg.num_attention_heads, 2);
+        assert_eq!(cfg.hidden_act, "gelu");
+        Ok(())
+    }
+}

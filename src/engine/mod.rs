@@ -1,0 +1,24 @@
+//! The generation engine: pure compute on candle, no UI and no threads of its own. A
+//! `GenerationRequest` goes in with a progress callback and a cancel flag; pictures and timings
+//! come out.
+
+mod blocks;
+pub mod checkpoint;
+pub mod clip;
+pub mod config;
+pub mod device;
+pub mod model;
+pub mod ops;
+pub mod pipeline;
+pub mod request;
+pub mod rng;
+pub mod samplers;
+pub mod tokenizer;
+pub mod unet;
+pub mod vae;
+pub mod weights;
+
+pub use model::StableDiffusion;
+pub use pipeline::{generate, generate_each, GeneratedImage, GenerationInputs, Progress, Timings};
+pub use request::GenerationRequest;
+pub use samplers::SamplerKind;

@@ -1,0 +1,215 @@
+//! A loaded Stable Diffusion model: the three networks, the tokenizer and the scheduler config,
+//! from a diffusers folder, a single-file checkpoint, or a hub id already in the local cache.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use serde_json::{Map, Value};
+
+use super::checkpoint::{self, Family};
+use super::clip::ClipTextEncoder;
+use super::config::{read_json, ClipConfig, UNetConfig, VaeConfig};
+use super::tokenizer::{Tokenizer, EOS};
+use super::unet::UNet;
+use super::vae::Vae;
+use super::weights::{self, explain_load_error, TensorMap};
+use crate::error::{Error, Result};
+
+/// Everything needed to turn a prompt into a picture.
+pub struct StableDiffusion {
+    /// The generation the model belongs to.
+    pub family: Family,
+    /// The denoiser.
+    pub unet: UNet,
+    /// The autoencoder.
+    pub vae: Vae,
+    /// The text encoder.
+    pub text_encoder: ClipTextEncoder,
+    /// The tokenizer.
+    pub tokenizer: Tokenizer,
+    /// The model's `scheduler_config.json` (or its family's published one).
+    pub scheduler_config: Map<String, Value>,
+    /// Where the model was loaded from.
+    pub source: PathBuf,
+    /// A short name for metadata (the file stem or folder name).
+    pub name: String,
+    /// Where tensors live.
+    pub device: Device,
+    /// The compute dtype.
+    pub dtype: DType,
+}
+
+impl StableDiffusion {
+    /// Loads a model from a diffusers folder or a single `.safetensors`/`.ckpt` file.
+    pub fn load(path: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::not_found("model", path));
+        }
+        if path.is_dir() {
+            Self::load_folder(path, device, dtype)
+        } else {
+            Self::load_single_file(path, device, dtype)
+        }
+    }
+
+    /// Whether the UNet takes the 9-channel inpainting input (latents, mask, masked image).
+    pub fn is_inpainting(&self) -> bool {
+        self.unet.config().in_channels == 9
+    }
+
+    /// Latent channels the UNet denoises.
+    pub fn latent_channels(&self) -> usize {
+        self.unet.config().out_channels
+    }
+
+    fn load_folder(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        if !dir.join("model_index.json").exists() {
+            return Err(Error::bad_file(
+                "this folder is not a diffusers model (it has no model_index.json); \
+                 point --model at the folder that holds unet/, vae/ and text_encoder/",
+                dir,
+            ));
+        }
+        let unet_cfg: UNetConfig = read_json(&dir.join("unet/config.json"))?;
+        unet_cfg.check_supported(&dir.join("unet/config.json"))?;
+        let vae_cfg: VaeConfig = read_json(&dir.join("vae/config.json"))?;
+        let clip_cfg: ClipConfig = read_json(&dir.join("text_encoder/config.json"))?;
+        let scheduler_path = dir.join("scheduler/scheduler_config.json");
+        let scheduler_config: Map<String, Value> = read_json(&scheduler_path)?;
+        let tokenizer = Tokenizer::from_folder(&dir.join("tokenizer"))?;
+
+        let (unet_file, unet_w) = read_part(dir, "unet", "diffusion_pytorch_model")?;
+        let (vae_file, vae_w) = read_part(dir, "vae", "diffusion_pytorch_model")?;
+        let (text_file, text_w) = read_part(dir, "text_encoder", "model")?;
+        let family = Family::of_unet(&unet_cfg);
+        let unet = build_unet(unet_w, &unet_cfg, device, dtype, &unet_file)?;
+        let vae = build_vae(modernize_vae_keys(vae_w), &vae_cfg, device, dtype, &vae_file)?;
+        let text_encoder = build_text(strip_text_prefix(text_w), &clip_cfg, device, dtype, &text_file)?;
+        Ok(Self {
+            family,
+            unet,
+            vae,
+            text_encoder,
+            tokenizer,
+            scheduler_config,
+            source: dir.to_path_buf(),
+            name: display_name(dir),
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    fn load_single_file(path: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        let tensors = match ext.as_str() {
+            "safetensors" => weights::read_safetensors(path)?,
+            "ckpt" | "pt" | "pth" | "bin" => weights::read_pickle_checkpoint(path)?,
+            _ => {
+                return Err(Error::bad_file(
+                    "this is not a model file Easel reads; give a diffusers folder, a .safetensors \
+                     checkpoint or a .ckpt",
+                    path,
+                ))
+            }
+        };
+        let parts = checkpoint::split(tensors, path)?;
+        parts.unet_config.check_supported(path)?;
+        if parts.text.is_empty() {
+            return Err(Error::bad_file(
+                "this checkpoint has no text encoder; Easel needs a full model",
+                path,
+            ));
+        }
+        let pad = if parts.family == Family::Sd2 { 0 } else { EOS };
+        Ok(Self {
+            family: parts.family,
+            unet: build_unet(parts.unet, &parts.unet_config, device, dtype, path)?,
+            vae: build_vae(parts.vae, &parts.vae_config, device, dtype, path)?,
+            text_encoder: build_text(parts.text, &parts.clip_config, device, dtype, path)?,
+            tokenizer: Tokenizer::bundled(pad)?,
+            scheduler_config: parts.family.scheduler_config(),
+            source: path.to_path_buf(),
+            name: display_name(path),
+            device: device.clone(),
+            dtype,
+        })
+    }
+}
+
+fn build_unet(w: TensorMap, cfg: &UNetConfig, device: &Device, dtype: DType, file: &Path) -> Result<UNet> {
+    let vb = weights::var_builder(w, dtype, device)?;
+    UNet::new(vb, cfg).map_err(|e| explain_load_error("UNet", file, e))
+}
+
+fn build_vae(w: TensorMap, cfg: &VaeConfig, device: &Device, dtype: DType, file: &Path) -> Result<Vae> {
+    let vb = weights::var_builder(w, dtype, device)?;
+    Vae::new(vb, cfg).map_err(|e| explain_load_error("VAE", file, e))
+}
+
+fn build_text(
+    w: TensorMap,
+    cfg: &ClipConfig,
+    device: &Device,
+    dtype: DType,
+    file: &Path,
+) -> Result<ClipTextEncoder> {
+    let vb = weights::var_builder(w, dtype, device)?;
+    ClipTextEncoder::new(vb, cfg).map_err(|e| explain_load_error("text encoder", file, e))
+}
+
+/// The folder or file name without extension, as A1111's `Model:` field shows it.
+pub fn display_name(path: &Path) -> String {
+    path.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string()
+}
+
+/// Reads a component's weights, preferring full-precision safetensors, then the fp16 variant,
+/// then PyTorch `.bin`.
+fn read_part(dir: &Path, part: &str, stem: &str) -> Result<(PathBuf, TensorMap)> {
+    let folder = dir.join(part);
+    let candidates = [
+        format!("{stem}.safetensors"),
+        format!("{stem}.fp16.safetensors"),
+        format!("{stem}.bf16.safetensors"),
+        format!("{stem}.bin"),
+        format!("{stem}.fp16.bin"),
+    ];
+    for name in &candidates {
+        let path = folder.join(name);
+        if path.exists() {
+            let tensors = if name.ends_with(".safetensors") {
+                weights::read_safetensors(&path)?
+            } else {
+                weights::read_pickle_checkpoint(&path)?
+            };
+            return Ok((path, tensors));
+        }
+    }
+    Err(Error::bad_file(
+        format!("no weights found for the {part} (looked for {})", candidates.join(", ")),
+        folder,
+    ))
+}
+
+/// transformers 4 saves text-encoder keys under `text_model.`; transformers 5 does not.
+fn strip_text_prefix(w: TensorMap) -> TensorMap {
+    w.into_iter()
+        .map(|(k, t)| match k.strip_prefix("text_model.") {
+            Some(rest) => (rest.to_string(), t),
+            None => (k, t),
+        })
+        .collect()
+}
+
+/// Older diffusers saved the VAE attention as `query/key/value/proj_attn`.
+fn modernize_vae_keys(w: TensorMap) -> TensorMap {
+    w.into_iter()
+        .map(|(k, t)| {
+            let k = k
+                .replace(".attentions.0.query.", ".attentions.0.to_q.")
+                .replace(".attentions.0.key.", ".attentions.0.to_k.")
+                .replace(".attentions.0.value.", ".attentions.0.to_v.")
+                .replace(".attentions.0.proj_attn.", ".attentions.0.to_out.0.");
+            (k, t)
+        })
+        .collect()
+}

@@ -1,0 +1,223 @@
+//! The small set of layers and ops every model in the engine calls.
+//!
+//! Models never call candle's convolution, normalisation or attention directly: they go through
+//! these, so faster kernels (the CPU speed work) can replace the bodies without touching a model.
+//! Normalisations and softmax run in f32 whatever the storage dtype, as diffusers' do on half
+//! precision.
+
+use candle_core::{DType, Module, Tensor, D};
+use candle_nn::VarBuilder;
+
+use crate::error::Result;
+
+/// A 2-D convolution with diffusers' weight names (`weight`, `bias`).
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv2d {
+    /// Loads a `kernel`×`kernel` convolution from `in_ch` to `out_ch` channels.
+    pub fn new(
+        vb: VarBuilder,
+        in_ch: usize,
+        out_ch: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self> {
+        let weight = vb.get((out_ch, in_ch, kernel, kernel), "weight")?;
+        let bias = Some(vb.get(out_ch, "bias")?);
+        Ok(Self { weight, bias, stride, padding })
+    }
+
+    /// Loads a convolution stored as a linear layer's `[out, in]` matrix or a 1×1 kernel, as VAE
+    /// attention projections are in some files.
+    pub fn pointwise_from(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let weight = match weight.rank() {
+            2 => weight.unsqueeze(2)?.unsqueeze(3)?,
+            _ => weight,
+        };
+        Ok(Self { weight, bias, stride: 1, padding: 0 })
+    }
+
+    /// Applies the convolution to `[batch, channels, height, width]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        conv2d(x, &self.weight, self.bias.as_ref(), self.stride, self.padding)
+    }
+}
+
+/// `conv2d(x, w) + b` with symmetric zero padding.
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    let y = x.conv2d(weight, padding, stride, 1, 1)?;
+    Ok(match bias {
+        Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?,
+        None => y,
+    })
+}
+
+/// A fully connected layer, `x @ weightᵀ + bias`.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Loads a layer from `in_dim` to `out_dim` with a bias.
+    pub fn new(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
+        Ok(Self { weight: vb.get((out_dim, in_dim), "weight")?, bias: Some(vb.get(out_dim, "bias")?) })
+    }
+
+    /// Loads a layer without a bias.
+    pub fn no_bias(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
+        Ok(Self { weight: vb.get((out_dim, in_dim), "weight")?, bias: None })
+    }
+
+    /// A layer from tensors already in hand.
+    pub fn from_weights(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
+    }
+
+    /// Applies the layer over the last dimension.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::Linear::new(self.weight.clone(), self.bias.clone()).forward(x)?)
+    }
+}
+
+/// Group normalisation over `[batch, channels, …]`.
+#[derive(Clone, Debug)]
+pub struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    /// Loads a group norm of `channels` in `groups` groups.
+    pub fn new(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<Self> {
+        if groups == 0 || !channels.is_multiple_of(groups) {
+            return Err(crate::error::Error::BadRequest(format!(
+                "the model's {channels} channels cannot be split into {groups} normalisation groups"
+            )));
+        }
+        Ok(Self { weight: vb.get(channels, "weight")?, bias: vb.get(channels, "bias")?, groups, eps })
+    }
+
+    /// Normalises `x`, computing statistics in f32.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        group_norm(x, self.groups, &self.weight, &self.bias, self.eps)
+    }
+}
+
+/// `GroupNorm` as `torch.nn.functional.group_norm` computes it (biased variance).
+pub fn group_norm(x: &Tensor, groups: usize, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let dims = x.dims().to_vec();
+    let (b, c) = (dims[0], dims[1]);
+    let xs = x.to_dtype(DType::F32)?.reshape((b, groups, ()))?;
+    let mean = xs.mean_keepdim(D::Minus1)?;
+    let centered = xs.broadcast_sub(&mean)?;
+    let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = centered.broadcast_div(&(var + eps)?.sqrt()?)?;
+    let mut shape = vec![1, c];
+    shape.extend(std::iter::repeat_n(1, dims.len() - 2));
+    let normed = normed.reshape(dims)?;
+    let w = weight.to_dtype(DType::F32)?.reshape(shape.clone())?;
+    let bi = bias.to_dtype(DType::F32)?.reshape(shape)?;
+    Ok(normed.broadcast_mul(&w)?.broadcast_add(&bi)?.to_dtype(dtype)?)
+}
+
+/// Layer normalisation over the last dimension.
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// Loads a layer norm of width `dim`.
+    pub fn new(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self { weight: vb.get(dim, "weight")?, bias: vb.get(dim, "bias")?, eps })
+    }
+
+    /// Normalises `x` over its last dimension in f32.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let xs = x.to_dtype(DType::F32)?.contiguous()?;
+        let y = candle_nn::ops::layer_norm(
+            &xs,
+            &self.weight.to_dtype(DType::F32)?,
+            &self.bias.to_dtype(DType::F32)?,
+            self.eps as f32,
+        )?;
+        Ok(y.to_dtype(dtype)?)
+    }
+}
+
+/// Scaled dot-product attention over `[batch·heads, tokens, head_dim]` tensors, softmax in f32.
+/// `mask`, when given, is added to the scores (use large negatives to hide positions).
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, mask: Option<&Tensor>) -> Result<Tensor> {
+    let dtype = q.dtype();
+    let mut scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
+    if let Some(mask) = mask {
+        scores = scores.broadcast_add(&mask.to_dtype(dtype)?)?;
+    }
+    let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(dtype)?;
+    Ok(probs.matmul(&v.contiguous()?)?)
+}
+
+/// `x · sigmoid(x)`.
+pub fn silu(x: &Tensor) -> Result<Tensor> {
+    Ok(candle_nn::ops::silu(x)?)
+}
+
+/// The exact (erf) GELU, PyTorch's default.
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    Ok(x.gelu_erf()?)
+}
+
+/// CLIP's `x · sigmoid(1.702 x)`.
+pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
+    Ok((x * candle_nn::ops::sigmoid(&(x * 1.702)?)?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn group_norm_normalises_each_group() -> Result<()> {
+        let x = Tensor::arange(0f32, 16., &Device::Cpu)?.reshape((1, 4, 2, 2))?;
+        let w = Tensor::ones(4, DType::F32, &Device::Cpu)?;
+        let b = Tensor::zeros(4, DType::F32, &Device::Cpu)?;
+        let y = group_norm(&x, 2, &w, &b, 0.0)?.flatten_all()?.to_vec1::<f32>()?;
+        // Each group is 0..8 (or 8..16): mean 3.5, variance 5.25.
+        let expected = (0.0 - 3.5) / 5.25f32.sqrt();
+        assert!((y[0] - expected).abs() < 1e-5);
+        assert!((y[8] - expected).abs() < 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn attention_with_equal_scores_averages_values() -> Result<()> {
+        let q = Tensor::zeros((1, 2, 3), DType::F32, &Device::Cpu)?;
+        let k = Tensor::zeros((1, 4, 3), DType::F32, &Device::Cpu)?;
+        let v = Tensor::arange(0f32, 4., &Device::Cpu)?.reshape((1, 4, 1))?;
+        let y = attention(&q, &k, &v, 1.0, None)?.flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(y, vec![1.5, 1.5]);
+        Ok(())
+    }
+}

@@ -1,0 +1,306 @@
+//! The generation pipeline: prompt → text embeddings → seeded latents → sampler loop with
+//! classifier-free guidance → VAE decode, for txt2img, img2img and inpainting (9-channel models,
+//! or latent blending for plain ones). Follows diffusers' Stable Diffusion pipelines step by step
+//! so that the same weights and starting noise give the same picture.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use candle_core::{DType, Tensor};
+use image::{GrayImage, RgbImage};
+
+use super::model::StableDiffusion;
+use super::request::GenerationRequest;
+use super::rng::TorchRng;
+use crate::error::{Error, Result};
+
+/// Images and tensors the request points at, already read and checked.
+#[derive(Default)]
+pub struct GenerationInputs {
+    /// img2img/inpainting start image, already at the request's size.
+    pub init_image: Option<RgbImage>,
+    /// Inpainting mask at the request's size (white = repaint).
+    pub mask: Option<GrayImage>,
+    /// Starting noise `[1, C, H/8, W/8]` replacing the seeded noise.
+    pub noise: Option<Tensor>,
+}
+
+/// Where a generation is, reported after every step.
+pub struct Progress<'a> {
+    /// Index of the picture in the batch.
+    pub image: usize,
+    /// Steps done for this picture.
+    pub step: usize,
+    /// Steps this picture takes.
+    pub total: usize,
+    /// The latents after this step (for previews).
+    pub latents: &'a Tensor,
+}
+
+/// Seconds spent in each stage of one picture.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Timings {
+    /// Text encoding.
+    pub text_secs: f64,
+    /// The denoising loop.
+    pub denoise_secs: f64,
+    /// VAE decoding.
+    pub decode_secs: f64,
+}
+
+/// One finished picture.
+pub struct GeneratedImage {
+    /// The pixels.
+    pub image: RgbImage,
+    /// The seed that made it.
+    pub seed: u64,
+    /// Where the time went.
+    pub timings: Timings,
+}
+
+/// Runs `request` on `model` and returns every picture. See [`generate_each`].
+pub fn generate(
+    model: &StableDiffusion,
+    request: &GenerationRequest,
+    inputs: &GenerationInputs,
+    on_progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+) -> Result<Vec<GeneratedImage>> {
+    let mut images = Vec::with_capacity(request.batch);
+    generate_each(
+        model,
+        request,
+        inputs,
+        on_progress,
+        &mut |img| {
+            images.push(img);
+            Ok(())
+        },
+        cancel,
+    )?;
+    Ok(images)
+}
+
+/// Runs `request` on `model`, handing each picture to `on_image` as soon as it is decoded, so a
+/// long batch never loses finished work. `on_progress` is called after every step; `cancel` is
+/// checked between steps and stops the run with `Error::Cancelled`.
+pub fn generate_each(
+    model: &StableDiffusion,
+    request: &GenerationRequest,
+    inputs: &GenerationInputs,
+    on_progress: &mut dyn FnMut(Progress),
+    on_image: &mut dyn FnMut(GeneratedImage) -> Result<()>,
+    cancel: &AtomicBool,
+) -> Result<()> {
+    request.validate()?;
+    let started = Instant::now();
+    let guided = request.cfg_scale > 1.0;
+    let context = encode_prompts(model, request, guided)?;
+    let text_secs = started.elapsed().as_secs_f64();
+    for index in 0..request.batch {
+        let seed = request.seed.wrapping_add(index as u64);
+        let mut timings =
+            Timings { text_secs: if index == 0 { text_secs } else { 0.0 }, ..Default::default() };
+        let t0 = Instant::now();
+        let latents = denoise(model, request, inputs, &context, seed, index, on_progress, cancel)?;
+        timings.denoise_secs = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let image = decode_to_image(model, &latents)?;
+        timings.decode_secs = t1.elapsed().as_secs_f64();
+        on_image(GeneratedImage { image, seed, timings })?;
+    }
+    Ok(())
+}
+
+/// Text embeddings `[1 or 2, 77·chunks, dim]`: negative first, as diffusers batches them.
+fn encode_prompts(model: &StableDiffusion, request: &GenerationRequest, guided: bool) -> Result<Tensor> {
+    let tok = &model.tokenizer;
+    let cond = tok.encode_chunks(&request.prompt, 1);
+    let uncond = tok.encode_chunks(&request.negative_prompt, cond.len());
+    let cond = tok.encode_chunks(&request.prompt, uncond.len());
+    let embed = |chunks: &[Vec<u32>]| -> Result<Tensor> {
+        let parts = chunks
+            .iter()
+            .map(|ids| {
+                let ids = Tensor::new(ids.as_slice(), &model.device)?.unsqueeze(0)?;
+                model.text_encoder.forward(&ids)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&parts, 1)?)
+    };
+    let cond = embed(&cond)?;
+    if guided {
+        Ok(Tensor::cat(&[embed(&uncond)?, cond], 0)?)
+    } else {
+        Ok(cond)
+    }
+}
+
+/// Standard normal noise `[1, c, h, w]` from the image's own generator.
+fn randn(rng: &mut TorchRng, shape: (usize, usize, usize, usize), model: &StableDiffusion) -> Result<Tensor> {
+    let n = shape.0 * shape.1 * shape.2 * shape.3;
+    Ok(Tensor::from_vec(rng.randn(n), shape, &model.device)?.to_dtype(model.dtype)?)
+}
+
+/// Pixels `[1, 3, h, w]` in [-1, 1], as diffusers' image processor prepares them.
+fn image_to_tensor(image: &RgbImage, model: &StableDiffusion) -> Result<Tensor> {
+    let (w, h) = image.dimensions();
+    let data: Vec<f32> = image.as_raw().iter().map(|&v| v as f32 / 255.0 * 2.0 - 1.0).collect();
+    let t = Tensor::from_vec(data, (h as usize, w as usize, 3), &model.device)?;
+    Ok(t.permute((2, 0, 1))?.unsqueeze(0)?.to_dtype(model.dtype)?)
+}
+
+/// Encodes pixels and samples the latent distribution, scaled for the UNet.
+fn encode_image(model: &StableDiffusion, pixels: &Tensor, rng: &mut TorchRng) -> Result<Tensor> {
+    let dist = model.vae.encode(pixels)?;
+    let shape = dist.mean.dims4()?;
+    let eps = randn(rng, shape, model)?;
+    let sample = (dist.mean + (dist.std * eps)?)?;
+    Ok((sample * model.vae.scaling_factor())?)
+}
+
+/// The mask as a `[1, 1, h, w]` tensor of 0/1 at pixel size, thresholded at one half.
+fn mask_tensor(mask: &GrayImage, model: &StableDiffusion) -> Result<Tensor> {
+    let (w, h) = mask.dimensions();
+    let data: Vec<f32> =
+        mask.as_raw().iter().map(|&v| if v as f32 / 255.0 >= 0.5 { 1.0 } else { 0.0 }).collect();
+    Ok(Tensor::from_vec(data, (1, 1, h as usize, w as usize), &model.device)?.to_dtype(model.dtype)?)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn denoise(
+    model: &StableDiffusion,
+    request: &GenerationRequest,
+    inputs: &GenerationInputs,
+    context: &Tensor,
+    seed: u64,
+    index: usize,
+    on_progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+) -> Result<Tensor> {
+    let mut sampler = request.sampler.build(&model.scheduler_config, request.steps)?;
+    let shape = (1, model.latent_channels(), request.height / 8, request.width / 8);
+    let mut rng = TorchRng::new(seed);
+    let guided = context.dim(0)? == 2;
+
+    let pixels = match &inputs.init_image {
+        Some(img) => Some(image_to_tensor(img, model)?),
+        None => None,
+    };
+    let mask = match &inputs.mask {
+        Some(m) => Some(mask_tensor(m, model)?),
+        None => None,
+    };
+    let nine_channel = model.is_inpainting();
+    if nine_channel && mask.is_none() {
+        return Err(Error::BadRequest(
+            "this is an inpainting model: give --init-image and --mask (white where it should paint)".into(),
+        ));
+    }
+
+    // img2img runs the tail of the schedule; a full-strength inpaint starts from pure noise.
+    let total = sampler.timesteps().len();
+    let from_image = pixels.is_some() && !(mask.is_some() && request.strength >= 1.0);
+    let start = if from_image {
+        let run = ((total as f64 * request.strength).floor() as usize).min(total);
+        if run == 0 {
+            return Err(Error::BadRequest(format!(
+                "--strength {} with {} steps leaves no step to run; raise either",
+                request.strength, request.steps
+            )));
+        }
+        total - run
+    } else {
+        0
+    };
+
+    // Random draws in diffusers' order: image latents, then the starting noise, then the masked image.
+    let image_latents = match (&pixels, nine_channel) {
+        (Some(p), false) => Some(encode_image(model, p, &mut rng)?),
+        (Some(p), true) if from_image => Some(encode_image(model, p, &mut rng)?),
+        _ => None,
+    };
+    let noise = match &inputs.noise {
+        Some(n) if index == 0 => {
+            if n.dims4()? != shape {
+                return Err(Error::BadRequest(format!(
+                    "the --noise tensor has shape {:?} but this request needs {:?}",
+                    n.dims(),
+                    [shape.0, shape.1, shape.2, shape.3]
+                )));
+            }
+            n.to_device(&model.device)?.to_dtype(model.dtype)?
+        }
+        _ => randn(&mut rng, shape, model)?,
+    };
+    let mut latents = match (&image_latents, from_image) {
+        (Some(init), true) => sampler.add_noise(init, &noise, start)?,
+        _ => (&noise * sampler.init_noise_sigma())?,
+    };
+    let latent_mask = match &mask {
+        Some(m) => Some(m.upsample_nearest2d(shape.2, shape.3)?),
+        None => None,
+    };
+    let masked_latents = match (&pixels, &mask, nine_channel) {
+        (Some(p), Some(m), true) => {
+            let keep = (m.ones_like()? - m)?;
+            Some(encode_image(model, &p.broadcast_mul(&keep)?, &mut rng)?)
+        }
+        (Some(_), Some(_), false) => {
+            // diffusers encodes the masked image for plain models too and discards it; draw the
+            // same noise (without the encode) so later ancestral steps see the same stream.
+            randn(&mut rng, shape, model)?;
+            None
+        }
+        _ => None,
+    };
+
+    let timesteps: Vec<f64> = sampler.timesteps().to_vec();
+    let steps = total - start;
+    for (k, i) in (start..total).enumerate() {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled);
+        }
+        let mut input = sampler.scale_model_input(&latents, i)?;
+        if let (Some(m), Some(ml)) = (&latent_mask, &masked_latents) {
+            input = Tensor::cat(&[&input, m, ml], 1)?;
+        }
+        let input = if guided { Tensor::cat(&[&input, &input], 0)? } else { input };
+        let out = model.unet.forward(&input, timesteps[i], context)?;
+        let out = if guided {
+            let uncond = out.narrow(0, 0, 1)?;
+            let cond = out.narrow(0, 1, 1)?;
+            (&uncond + ((cond - &uncond)? * request.cfg_scale)?)?
+        } else {
+            out
+        };
+        let mut step_noise = || randn(&mut rng, shape, model);
+        latents = sampler.step(&out, i, &latents, &mut step_noise)?;
+        // Plain models inpaint by putting the known region back at the next step's noise level.
+        if let (Some(m), Some(init), false) = (&latent_mask, &image_latents, nine_channel) {
+            let known = if i + 1 < total { sampler.add_noise(init, &noise, i + 1)? } else { init.clone() };
+            let keep = (m.ones_like()? - m)?;
+            latents = (known.broadcast_mul(&keep)? + latents.broadcast_mul(m)?)?;
+        }
+        on_progress(Progress { image: index, step: k + 1, total: steps, latents: &latents });
+    }
+    Ok(latents)
+}
+
+/// Decodes latents to 8-bit RGB exactly as diffusers post-processes: (x/2 + ½) clamped to [0, 1],
+/// times 255, rounded.
+pub fn decode_to_image(model: &StableDiffusion, latents: &Tensor) -> Result<RgbImage> {
+    let pixels = model.vae.decode(latents)?.to_dtype(DType::F32)?;
+    let pixels = ((pixels / 2.0)? + 0.5)?.clamp(0f32, 1f32)?;
+    let (_, _, h, w) = pixels.dims4()?;
+    let data: Vec<u8> = pixels
+        .squeeze(0)?
+        .permute((1, 2, 0))?
+        .flatten_all()?
+        .to_vec1::<f32>()?
+        .into_iter()
+        .map(|v| (v * 255.0).round() as u8)
+        .collect();
+    RgbImage::from_raw(w as u32, h as u32, data)
+        .ok_or_else(|| Error::BadRequest("the decoded picture has an unexpected size".into()))
+}

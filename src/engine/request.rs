@@ -1,0 +1,119 @@
+//! What the user asks for: one `GenerationRequest`, serialisable so it travels into PNG metadata,
+//! presets and the history, and checked before any work starts.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::samplers::SamplerKind;
+use crate::error::{Error, Result};
+
+/// One generation: txt2img, or img2img/inpainting when an init image is given.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerationRequest {
+    /// The prompt.
+    pub prompt: String,
+    /// The negative prompt (what to steer away from).
+    pub negative_prompt: String,
+    /// The sampler.
+    pub sampler: SamplerKind,
+    /// Denoising steps (for img2img, of the full schedule).
+    pub steps: usize,
+    /// Classifier-free guidance scale; 1 or less turns guidance off.
+    pub cfg_scale: f64,
+    /// Seed of the first image; image k of a batch uses `seed + k`.
+    pub seed: u64,
+    /// Width in pixels, a multiple of 8.
+    pub width: usize,
+    /// Height in pixels, a multiple of 8.
+    pub height: usize,
+    /// Pictures to make, one after another.
+    pub batch: usize,
+    /// img2img: how much of the schedule to run over the init image (0–1].
+    pub strength: f64,
+    /// img2img/inpainting start image.
+    pub init_image: Option<PathBuf>,
+    /// Inpainting mask: white is repainted, black kept.
+    pub mask: Option<PathBuf>,
+    /// A safetensors file with a `noise` tensor replacing the seeded starting noise.
+    pub noise: Option<PathBuf>,
+}
+
+impl Default for GenerationRequest {
+    fn default() -> Self {
+        Self {
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            sampler: SamplerKind::DpmPp2mKarras,
+            steps: 25,
+            cfg_scale: 7.0,
+            seed: 0,
+            width: 512,
+            height: 512,
+            batch: 1,
+            strength: 0.75,
+            init_image: None,
+            mask: None,
+            noise: None,
+        }
+    }
+}
+
+impl GenerationRequest {
+    /// Refuses values no pipeline can use, with a sentence saying which and why.
+    pub fn validate(&self) -> Result<()> {
+        for (name, v) in [("width", self.width), ("height", self.height)] {
+            if v % 8 != 0 || v < 64 {
+                return Err(Error::BadRequest(format!(
+                    "--{name} {v} is not usable: sizes must be multiples of 8 and at least 64 (try {})",
+                    ((v.max(64) + 4) / 8) * 8
+                )));
+            }
+            if v > 4096 {
+                return Err(Error::BadRequest(format!("--{name} {v} is larger than 4096 pixels")));
+            }
+        }
+        if self.steps == 0 || self.steps > 1000 {
+            return Err(Error::BadRequest(format!("--steps {} must be between 1 and 1000", self.steps)));
+        }
+        if self.batch == 0 {
+            return Err(Error::BadRequest("--batch must be at least 1".into()));
+        }
+        if !self.cfg_scale.is_finite() || self.cfg_scale < 0.0 || self.cfg_scale > 100.0 {
+            return Err(Error::BadRequest(format!("--cfg {} must be between 0 and 100", self.cfg_scale)));
+        }
+        if !(self.strength > 0.0 && self.strength <= 1.0) {
+            return Err(Error::BadRequest(format!("--strength {} must be in (0, 1]", self.strength)));
+        }
+        if self.mask.is_some() && self.init_image.is_none() {
+            return Err(Error::BadRequest("--mask needs --init-image: the picture to inpaint".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_must_be_multiples_of_eight() {
+        let req = GenerationRequest { width: 500, ..Default::default() };
+        let msg = req.validate().expect_err("500 is refused").to_string();
+        assert!(msg.contains("multiples of 8") && msg.contains("504"), "{msg}");
+    }
+
+    #[test]
+    fn mask_without_image_is_refused() {
+        let req = GenerationRequest { mask: Some("m.png".into()), ..Default::default() };
+        assert!(req.validate().is_err());
+    }
+
+    #[test]
+    fn requests_round_trip_through_json() {
+        let req = GenerationRequest { prompt: "a, b: c\nd".into(), seed: 42, ..Default::default() };
+        let json = serde_json::to_string(&req).expect("serialises");
+        assert_eq!(serde_json::from_str::<GenerationRequest>(&json).expect("parses"), req);
+    }
+}

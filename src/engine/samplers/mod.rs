@@ -1,0 +1,186 @@
+//! Samplers, each reproducing the diffusers scheduler built with `from_config(<the model's
+//! scheduler_config.json>)`: DDIM, Euler, Euler ancestral, DPM++ 2M (plain and Karras) and LCM.
+//!
+//! A sampler owns its timesteps and any history it needs; the pipeline calls
+//! `scale_model_input`, runs the UNet, then `step`. Step indices are absolute positions in the
+//! full schedule, so img2img can start part-way through, as diffusers' `begin_index` does.
+
+mod ddim;
+mod dpm;
+mod euler;
+mod lcm;
+pub mod schedule;
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+pub use schedule::{Prediction, ScheduleConfig};
+
+/// Supplies fresh standard-normal noise shaped like the latents (for ancestral steps).
+pub type NoiseFn<'a> = dyn FnMut() -> Result<Tensor> + 'a;
+
+/// The samplers Easel offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerKind {
+    /// DDIM (η = 0).
+    Ddim,
+    /// Euler (Karras et al. 2022, deterministic).
+    Euler,
+    /// Euler ancestral.
+    EulerA,
+    /// DPM-Solver++ 2M.
+    DpmPp2m,
+    /// DPM-Solver++ 2M with Karras sigmas.
+    DpmPp2mKarras,
+    /// Latent consistency model sampling.
+    Lcm,
+}
+
+impl SamplerKind {
+    /// Every sampler, in menu order.
+    pub const ALL: [SamplerKind; 6] = [
+        SamplerKind::Euler,
+        SamplerKind::EulerA,
+        SamplerKind::DpmPp2m,
+        SamplerKind::DpmPp2mKarras,
+        SamplerKind::Ddim,
+        SamplerKind::Lcm,
+    ];
+
+    /// The command-line name (`dpmpp_2m_karras`).
+    pub fn id(self) -> &'static str {
+        match self {
+            SamplerKind::Ddim => "ddim",
+            SamplerKind::Euler => "euler",
+            SamplerKind::EulerA => "euler_a",
+            SamplerKind::DpmPp2m => "dpmpp_2m",
+            SamplerKind::DpmPp2mKarras => "dpmpp_2m_karras",
+            SamplerKind::Lcm => "lcm",
+        }
+    }
+
+    /// A1111's sampler and schedule names, as its `parameters` text writes them.
+    pub fn a1111_names(self) -> (&'static str, &'static str) {
+        match self {
+            SamplerKind::Ddim => ("DDIM", "Automatic"),
+            SamplerKind::Euler => ("Euler", "Automatic"),
+            SamplerKind::EulerA => ("Euler a", "Automatic"),
+            SamplerKind::DpmPp2m => ("DPM++ 2M", "Automatic"),
+            SamplerKind::DpmPp2mKarras => ("DPM++ 2M", "Karras"),
+            SamplerKind::Lcm => ("LCM", "Automatic"),
+        }
+    }
+
+    /// The sampler A1111 text names, from its sampler and (optional) schedule fields.
+    pub fn from_a1111(sampler: &str, schedule: Option<&str>) -> Option<Self> {
+        let karras = schedule == Some("Karras") || sampler.ends_with(" Karras");
+        let base = sampler.trim_end_matches(" Karras");
+        Some(match (base, karras) {
+            ("DDIM", _) => SamplerKind::Ddim,
+            ("Euler", _) => SamplerKind::Euler,
+            ("Euler a", _) => SamplerKind::EulerA,
+            ("DPM++ 2M", false) => SamplerKind::DpmPp2m,
+            ("DPM++ 2M", true) => SamplerKind::DpmPp2mKarras,
+            ("LCM", _) => SamplerKind::Lcm,
+            _ => return None,
+        })
+    }
+
+    /// Builds the sampler for `steps` inference steps from a scheduler config object.
+    pub fn build(self, config: &Map<String, Value>, steps: usize) -> Result<Box<dyn Sampler>> {
+        if steps == 0 {
+            return Err(Error::BadRequest("--steps must be at least 1".into()));
+        }
+        let cfg = ScheduleConfig::from_json(config, self)?;
+        if steps > cfg.train_steps {
+            return Err(Error::BadRequest(format!(
+                "--steps {steps} is more than the model's {} training timesteps",
+                cfg.train_steps
+            )));
+        }
+        Ok(match self {
+            SamplerKind::Ddim => Box::new(ddim::Ddim::new(cfg, steps)),
+            SamplerKind::Euler => Box::new(euler::Euler::new(cfg, steps, false)),
+            SamplerKind::EulerA => Box::new(euler::Euler::new(cfg, steps, true)),
+            SamplerKind::DpmPp2m => Box::new(dpm::DpmPp2m::new(cfg, steps, false)),
+            SamplerKind::DpmPp2mKarras => Box::new(dpm::DpmPp2m::new(cfg, steps, true)),
+            SamplerKind::Lcm => Box::new(lcm::Lcm::new(cfg, steps)?),
+        })
+    }
+}
+
+impl fmt::Display for SamplerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+impl FromStr for SamplerKind {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        SamplerKind::ALL.into_iter().find(|k| k.id() == s).ok_or_else(|| {
+            let names: Vec<&str> = SamplerKind::ALL.iter().map(|k| k.id()).collect();
+            Error::BadRequest(format!("unknown sampler {s:?}; choose one of {}", names.join(", ")))
+        })
+    }
+}
+
+/// One denoising schedule in progress.
+pub trait Sampler: Send {
+    /// The timesteps the UNet is called at, highest noise first.
+    fn timesteps(&self) -> &[f64];
+    /// The factor diffusers multiplies `latents=` (unit noise) by before the first step.
+    fn init_noise_sigma(&self) -> f64;
+    /// Scales the latents before they go into the UNet at step `i`.
+    fn scale_model_input(&self, x: &Tensor, i: usize) -> Result<Tensor>;
+    /// Advances the latents from step `i` to step `i + 1` given the UNet's output.
+    fn step(&mut self, model_output: &Tensor, i: usize, x: &Tensor, noise: &mut NoiseFn) -> Result<Tensor>;
+    /// Noises clean latents to the level of step `i` (img2img's start and inpainting's blend).
+    fn add_noise(&self, x0: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor>;
+}
+
+/// x₀ predicted from a discrete-time model output at ᾱ, as DDIM and LCM compute it.
+pub(crate) fn predict_x0(
+    prediction: Prediction,
+    output: &Tensor,
+    x: &Tensor,
+    alpha_bar: f64,
+) -> Result<(Tensor, Tensor)> {
+    let (a, b) = (alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt());
+    Ok(match prediction {
+        Prediction::Epsilon => (((x - (output * b)?)? / a)?, output.clone()),
+        Prediction::VPrediction => (((x * a)? - (output * b)?)?, ((output * a)? + (x * b)?)?),
+    })
+}
+
+/// `√ᾱ·x₀ + √(1−ᾱ)·ε`.
+pub(crate) fn noise_to(x0: &Tensor, noise: &Tensor, alpha_bar: f64) -> Result<Tensor> {
+    Ok(((x0 * alpha_bar.sqrt())? + (noise * (1.0 - alpha_bar).sqrt())?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_sampler_names_the_choices() {
+        let err = "dpm_fast".parse::<SamplerKind>().expect_err("unknown");
+        assert!(err.to_string().contains("dpmpp_2m_karras"));
+    }
+
+    #[test]
+    fn a1111_names_round_trip() {
+        for kind in SamplerKind::ALL {
+            let (sampler, schedule) = kind.a1111_names();
+            assert_eq!(SamplerKind::from_a1111(sampler, Some(schedule)), Some(kind));
+        }
+        assert_eq!(SamplerKind::from_a1111("DPM++ 2M Karras", None), Some(SamplerKind::DpmPp2mKarras));
+    }
+}

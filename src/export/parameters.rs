@@ -1,0 +1,219 @@
+//! A1111's `parameters` text: the format every other tool reads to recover how a picture was made.
+//!
+//! ```text
+//! castle on a hill
+//! Negative prompt: blurry, lowres
+//! Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1234, Size: 512x768, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Version: v1.10.1
+//! ```
+//! Values holding `,`, `:` or a newline are JSON-quoted.
+
+use crate::engine::{GenerationRequest, SamplerKind};
+
+/// What the picture's metadata says beyond the request itself.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Provenance {
+    /// The model's display name.
+    pub model: String,
+    /// First 10 hex digits of the model file's sha256, when known.
+    pub model_hash: Option<String>,
+    /// The program version.
+    pub version: String,
+}
+
+/// The request as A1111 writes it, for the image made with `seed`.
+pub fn to_a1111(request: &GenerationRequest, seed: u64, provenance: &Provenance) -> String {
+    let (sampler, schedule) = request.sampler.a1111_names();
+    let mut fields: Vec<(&str, String)> = vec![
+        ("Steps", request.steps.to_string()),
+        ("Sampler", sampler.to_string()),
+        ("Schedule type", schedule.to_string()),
+        ("CFG scale", number(request.cfg_scale)),
+        ("Seed", seed.to_string()),
+        ("Size", format!("{}x{}", request.width, request.height)),
+    ];
+    if let Some(hash) = &provenance.model_hash {
+        fields.push(("Model hash", hash.clone()));
+    }
+    if !provenance.model.is_empty() {
+        fields.push(("Model", provenance.model.clone()));
+    }
+    if request.init_image.is_some() {
+        fields.push(("Denoising strength", number(request.strength)));
+    }
+    fields.push(("Version", provenance.version.clone()));
+    let line = fields.into_iter().map(|(k, v)| format!("{k}: {}", quote(&v))).collect::<Vec<_>>().join(", ");
+    let mut text = request.prompt.clone();
+    if !request.negative_prompt.is_empty() {
+        text.push_str("\nNegative prompt: ");
+        text.push_str(&request.negative_prompt);
+    }
+    text.push('\n');
+    text.push_str(&line);
+    text
+}
+
+/// A1111 parameters read back: the prompt, the negative prompt and the key–value fields.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ParsedParameters {
+    /// The prompt.
+    pub prompt: String,
+    /// The negative prompt.
+    pub negative_prompt: String,
+    /// Every `Key: value` field of the last line, unquoted.
+    pub fields: Vec<(String, String)>,
+}
+
+impl ParsedParameters {
+    /// The value of `key`, if present.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// The generation request these parameters describe (fields Easel does not know are ignored).
+    pub fn to_request(&self) -> GenerationRequest {
+        let mut req = GenerationRequest {
+            prompt: self.prompt.clone(),
+            negative_prompt: self.negative_prompt.clone(),
+            ..Default::default()
+        };
+        if let Some(v) = self.get("Steps").and_then(|v| v.parse().ok()) {
+            req.steps = v;
+        }
+        if let Some(kind) =
+            self.get("Sampler").and_then(|s| SamplerKind::from_a1111(s, self.get("Schedule type")))
+        {
+            req.sampler = kind;
+        }
+        if let Some(v) = self.get("CFG scale").and_then(|v| v.parse().ok()) {
+            req.cfg_scale = v;
+        }
+        if let Some(v) = self.get("Seed").and_then(|v| v.parse().ok()) {
+            req.seed = v;
+        }
+        if let Some((w, h)) = self.get("Size").and_then(|s| s.split_once('x')) {
+            if let (Ok(w), Ok(h)) = (w.parse(), h.parse()) {
+                req.width = w;
+                req.height = h;
+            }
+        }
+        if let Some(v) = self.get("Denoising strength").and_then(|v| v.parse().ok()) {
+            req.strength = v;
+        }
+        req
+    }
+}
+
+/// Parses A1111's `parameters` text.
+pub fn parse_a1111(text: &str) -> ParsedParameters {
+    let mut lines: Vec<&str> = text.trim_end().lines().collect();
+    let mut fields = Vec::new();
+    if let Some(last) = lines.last() {
+        let parsed = parse_fields(last);
+        if parsed.len() >= 3 {
+            fields = parsed;
+            lines.pop();
+        }
+    }
+    let mut prompt = Vec::new();
+    let mut negative = Vec::new();
+    let mut in_negative = false;
+    for line in lines {
+        if let Some(rest) = line.strip_prefix("Negative prompt:") {
+            in_negative = true;
+            negative.push(rest.trim_start());
+        } else if in_negative {
+            negative.push(line);
+        } else {
+            prompt.push(line);
+        }
+    }
+    ParsedParameters { prompt: prompt.join("\n"), negative_prompt: negative.join("\n"), fields }
+}
+
+fn parse_fields(line: &str) -> Vec<(String, String)> {
+    let re = regex::Regex::new(r#"\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)"#)
+        .expect("a valid pattern");
+    re.captures_iter(line)
+        .map(|c| {
+            let raw = c[2].trim().to_string();
+            let value = if raw.starts_with('"') { serde_json::from_str(&raw).unwrap_or(raw) } else { raw };
+            (c[1].to_string(), value)
+        })
+        .collect()
+}
+
+fn quote(value: &str) -> String {
+    if value.contains([',', ':', '\n']) {
+        serde_json::to_string(value).unwrap_or_else(|_| value.to_string())
+    } else {
+        value.to_string()
+    }
+}
+
+/// Numbers as A1111 shows them: `7` rather than `7.0`, `7.5` as is.
+fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provenance() -> Provenance {
+        Provenance {
+            model: "v1-5-pruned-emaonly".into(),
+            model_hash: Some("6ce0161689".into()),
+            version: "v1.10.1".into(),
+        }
+    }
+
+    #[test]
+    fn writes_a1111_text() {
+        let req = GenerationRequest {
+            prompt: "castle on a hill, <lora:inkStyle:0.8>".into(),
+            negative_prompt: "blurry, lowres".into(),
+            sampler: SamplerKind::DpmPp2mKarras,
+            steps: 20,
+            cfg_scale: 7.0,
+            seed: 1234,
+            width: 512,
+            height: 768,
+            ..Default::default()
+        };
+        assert_eq!(
+            to_a1111(&req, 1234, &provenance()),
+            "castle on a hill, <lora:inkStyle:0.8>\nNegative prompt: blurry, lowres\n\
+             Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1234, Size: 512x768, \
+             Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Version: v1.10.1"
+        );
+    }
+
+    #[test]
+    fn round_trips_to_the_same_request() {
+        let req = GenerationRequest {
+            prompt: "a: tricky, prompt\nover two lines".into(),
+            negative_prompt: "bad".into(),
+            sampler: SamplerKind::EulerA,
+            steps: 31,
+            cfg_scale: 7.5,
+            seed: 987_654_321_012,
+            width: 640,
+            height: 384,
+            ..Default::default()
+        };
+        let prov = Provenance { model: "my, model: v2".into(), ..provenance() };
+        let parsed = parse_a1111(&to_a1111(&req, req.seed, &prov));
+        assert_eq!(parsed.to_request(), req);
+        assert_eq!(parsed.get("Model"), Some("my, model: v2"));
+    }
+
+    #[test]
+    fn reads_old_style_sampler_names() {
+        let text = "cat\nSteps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1, Size: 512x512";
+        assert_eq!(parse_a1111(text).to_request().sampler, SamplerKind::DpmPp2mKarras);
+    }
+}

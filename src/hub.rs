@@ -1,0 +1,146 @@
+//! Model downloads from the Hugging Face hub into its standard cache (shared with diffusers and
+//! other tools), resumable and with a progress bar, plus look-ups in that cache so a pulled model
+//! works offline by its hub id.
+
+use std::path::{Path, PathBuf};
+
+use hf_hub::api::sync::ApiBuilder;
+use hf_hub::Cache;
+
+use crate::error::{Error, Result};
+
+/// Parts of a diffusers repository Easel needs; safety checkers and feature extractors are skipped.
+const PARTS: [(&str, &str); 3] =
+    [("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"), ("text_encoder", "model")];
+
+/// Whether `s` looks like a hub id (`owner/name`) rather than a local path.
+pub fn looks_like_repo_id(s: &str) -> bool {
+    let mut parts = s.split('/');
+    matches!((parts.next(), parts.next(), parts.next()), (Some(a), Some(b), None) if !a.is_empty() && !b.is_empty() && !a.starts_with('.'))
+        && !Path::new(s).exists()
+}
+
+/// The local snapshot folder of a diffusers model pulled earlier, if the cache has one.
+pub fn cached_model(repo_id: &str) -> Option<PathBuf> {
+    Cache::from_env()
+        .model(repo_id.to_string())
+        .get("model_index.json")
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+}
+
+/// Every diffusers model in the local hub cache: (hub id, snapshot folder).
+pub fn list_cached() -> Vec<(String, PathBuf)> {
+    let root = Cache::from_env().path().clone();
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(String, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let id = name.strip_prefix("models--")?.replacen("--", "/", 1);
+            cached_model(&id).map(|p| (id, p))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Downloads what Easel needs of a diffusers repository (configs, tokenizer, the UNet, VAE and
+/// text-encoder weights, preferring the fp16 variant when `fp16` is set) and returns the snapshot
+/// folder. Files already complete in the cache are not fetched again; partial ones resume.
+pub fn pull(repo_id: &str, fp16: bool) -> Result<PathBuf> {
+    let offline = |e: &dyn std::fmt::Display| {
+        Error::Hub(format!(
+            "cannot reach the Hugging Face hub for {repo_id} ({e}). You may be offline: models already \
+             on disk work without a network — pass --model with their folder or file"
+        ))
+    };
+    let api = ApiBuilder::from_env().with_progress(true).build().map_err(|e| offline(&e))?;
+    let repo = api.model(repo_id.to_string());
+    let info = repo.info().map_err(|e| offline(&e))?;
+    let files: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
+    if !files.iter().any(|f| f == "model_index.json") {
+        return Err(Error::Hub(format!(
+            "{repo_id} is not a diffusers model (it has no model_index.json); download its .safetensors \
+             checkpoint and pass the file with --model"
+        )));
+    }
+    let wanted = choose_files(&files, fp16).map_err(Error::Hub)?;
+    let mut index = None;
+    for name in &wanted {
+        let path = repo.get(name).map_err(|e| offline(&e))?;
+        if name == "model_index.json" {
+            index = path.parent().map(Path::to_path_buf);
+        }
+    }
+    index.ok_or_else(|| Error::Hub(format!("{repo_id}: the download finished without model_index.json")))
+}
+
+/// The files of a repository listing that make up a usable model.
+fn choose_files(files: &[String], fp16: bool) -> std::result::Result<Vec<String>, String> {
+    let has = |f: &str| files.iter().any(|x| x == f);
+    let mut wanted: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            f.as_str() == "model_index.json"
+                || f.ends_with("/config.json")
+                || f.as_str() == "scheduler/scheduler_config.json"
+                || (f.starts_with("tokenizer/") && (f.ends_with(".json") || f.ends_with(".txt")))
+        })
+        .filter(|f| !f.starts_with("safety_checker/") && !f.starts_with("feature_extractor/"))
+        .cloned()
+        .collect();
+    for (part, stem) in PARTS {
+        let mut order = vec![format!("{part}/{stem}.safetensors"), format!("{part}/{stem}.fp16.safetensors")];
+        if fp16 {
+            order.swap(0, 1);
+        }
+        order.push(format!("{part}/{stem}.bin"));
+        match order.into_iter().find(|f| has(f)) {
+            Some(f) => wanted.push(f),
+            None => return Err(format!("the repository has no weights for its {part}")),
+        }
+    }
+    Ok(wanted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_safetensors_and_the_requested_variant() {
+        let files: Vec<String> = [
+            "model_index.json",
+            "unet/config.json",
+            "unet/diffusion_pytorch_model.safetensors",
+            "unet/diffusion_pytorch_model.fp16.safetensors",
+            "unet/diffusion_pytorch_model.bin",
+            "vae/config.json",
+            "vae/diffusion_pytorch_model.safetensors",
+            "text_encoder/config.json",
+            "text_encoder/model.fp16.safetensors",
+            "tokenizer/vocab.json",
+            "tokenizer/merges.txt",
+            "scheduler/scheduler_config.json",
+            "safety_checker/config.json",
+            "safety_checker/model.safetensors",
+        ]
+        .map(String::from)
+        .to_vec();
+        let full = choose_files(&files, false).expect("complete");
+        assert!(full.contains(&"unet/diffusion_pytorch_model.safetensors".to_string()));
+        assert!(full.contains(&"text_encoder/model.fp16.safetensors".to_string()));
+        assert!(!full.iter().any(|f| f.starts_with("safety_checker")));
+        let half = choose_files(&files, true).expect("complete");
+        assert!(half.contains(&"unet/diffusion_pytorch_model.fp16.safetensors".to_string()));
+    }
+
+    #[test]
+    fn repo_ids_are_told_from_paths() {
+        assert!(looks_like_repo_id("stable-diffusion-v1-5/stable-diffusion-v1-5"));
+        assert!(!looks_like_repo_id("models/sd15.safetensors/x"));
+        assert!(!looks_like_repo_id("./model"));
+    }
+}
