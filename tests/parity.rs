@@ -49,6 +49,33 @@ fn single_file_dpmpp_2m_karras_matches_diffusers() {
 }
 
 #[test]
+fn half_precision_stays_within_the_bar() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("f16.png");
+    generate_golden_settings_in(&fixtures().join("tiny-sd"), "dpmpp_2m_karras", "f16", &out);
+    assert_matches_golden(&out, &fixtures().join("golden/dpmpp_2m_karras.png"));
+}
+
+#[test]
+fn bf16_on_the_cpu_is_refused_clearly() {
+    let res = easel(&[
+        "generate",
+        "--model",
+        fixtures().join("tiny-sd").to_str().expect("utf-8"),
+        "--prompt",
+        "x",
+        "--device",
+        "cpu",
+        "--dtype",
+        "bf16",
+        "-o",
+        "/nonexistent/out.png",
+    ]);
+    assert!(!res.status.success());
+    assert!(stderr(&res).contains("bf16 is not supported on the CPU"), "{}", stderr(&res));
+}
+
+#[test]
 fn goldens_tell_samplers_apart() {
     // The bar must be able to fail: different samplers' goldens do not pass it against each other.
     let golden = |s: &str| load_rgb(&fixtures().join("golden").join(format!("{s}.png")));

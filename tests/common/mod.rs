@@ -26,6 +26,11 @@ pub fn stderr(out: &Output) -> String {
 
 /// Generates with the golden settings (12 steps, CFG 7.5, 128², fixed noise) into `out`.
 pub fn generate_golden_settings(model: &Path, sampler: &str, out: &Path) {
+    generate_golden_settings_in(model, sampler, "f32", out);
+}
+
+/// As [`generate_golden_settings`], computing in `dtype`.
+pub fn generate_golden_settings_in(model: &Path, sampler: &str, dtype: &str, out: &Path) {
     let noise = fixtures().join("noise.safetensors");
     let res = easel(&[
         "generate",
@@ -47,6 +52,8 @@ pub fn generate_golden_settings(model: &Path, sampler: &str, out: &Path) {
         "128",
         "--device",
         "cpu",
+        "--dtype",
+        dtype,
         "--noise",
         noise.to_str().expect("utf-8 path"),
         "-o",
