@@ -60,6 +60,12 @@ pub struct GenerateArgs {
     /// Pictures to make.
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// A LoRA to merge: FILE[:WEIGHT[:TE_WEIGHT]] (weights default to 1; repeat for a stack).
+    #[arg(long = "lora", value_name = "FILE[:W[:TE]]")]
+    loras: Vec<String>,
+    /// Where `<lora:name:weight>` prompt tags are looked up (default: models/lora).
+    #[arg(long)]
+    lora_dir: Option<PathBuf>,
     /// auto, cpu, cuda or metal.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -80,6 +86,10 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         Some(p) => Some(read_image(p, "init image")?),
         None => None,
     };
+    let flag_loras =
+        args.loras.iter().map(|s| super::loras::parse_flag(s)).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut loras = flag_loras.clone();
+    loras.extend(super::loras::resolve_tags(&args.prompt, args.lora_dir.as_deref())?);
     let (default_w, default_h) =
         init.as_ref().map_or((512, 512), |i| (i.width() as usize / 8 * 8, i.height() as usize / 8 * 8));
     let request = GenerationRequest {
@@ -96,6 +106,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         init_image: args.init_image.clone(),
         mask: args.mask.clone(),
         noise: args.noise.clone(),
+        loras,
     };
     request.validate()?;
     let outputs = output_paths(&args.output, request.batch);
@@ -111,13 +122,16 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
 
     let spinner = ProgressBar::new_spinner().with_message(format!("loading {}", model_path.display()));
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-    let model = StableDiffusion::load(&model_path, &device, dtype)?;
+    let mut model = StableDiffusion::load(&model_path, &device, dtype)?;
     spinner.finish_and_clear();
+    let lora_hashes = super::loras::apply(&mut model, &request.loras)?;
     let provenance = Provenance {
         model: model.name.clone(),
         model_hash: if model_path.is_file() { Some(file_hash(&model_path)?) } else { None },
         version: format!("Easel {}", easel::version()),
+        lora_hashes,
     };
+    let saved_prompt = super::loras::prompt_with_tags(&request.prompt, &flag_loras);
 
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&cancel);
@@ -147,7 +161,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     let mut written = Vec::new();
     let mut on_image = |img: easel::engine::GeneratedImage| -> easel::Result<()> {
         let path = &outputs[written.len()];
-        let texts = metadata(&request, img.seed, &provenance, &img.timings);
+        let texts = metadata(&request, &saved_prompt, img.seed, &provenance, &img.timings);
         save_png(path, &img.image, &texts, args.overwrite)?;
         bar.println(format!(
             "wrote {} (seed {}, {:.1} s)",
@@ -229,11 +243,13 @@ fn read_inputs(
 
 fn metadata(
     request: &GenerationRequest,
+    saved_prompt: &str,
     seed: u64,
     provenance: &Provenance,
     timings: &easel::engine::Timings,
 ) -> Vec<(String, String)> {
     let single = GenerationRequest { seed, batch: 1, ..request.clone() };
+    let shown = GenerationRequest { prompt: saved_prompt.to_string(), ..single.clone() };
     let json = serde_json::json!({
         "request": single,
         "model": provenance.model,
@@ -242,7 +258,7 @@ fn metadata(
         "timings": timings,
     });
     vec![
-        ("parameters".to_string(), to_a1111(&single, seed, provenance)),
+        ("parameters".to_string(), to_a1111(&shown, seed, provenance)),
         ("easel".to_string(), json.to_string()),
     ]
 }

@@ -5,9 +5,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use candle_core::{DType, Device};
 use clap::Args;
 use easel::engine::checkpoint;
+use easel::engine::lora::{Adapter, Target};
 use easel::engine::weights::{read_safetensors, read_safetensors_metadata};
+use easel::engine::StableDiffusion;
 use easel::Error;
 use serde_json::{json, Value};
 
@@ -18,6 +21,9 @@ pub struct InspectArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// For a LoRA: also report what it matches in this model (folder, file or hub id).
+    #[arg(long)]
+    model: Option<String>,
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
@@ -30,7 +36,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
     } else {
         match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
             Some("png") => describe_png(path)?,
-            Some("safetensors") => describe_safetensors(path)?,
+            Some("safetensors") => describe_safetensors(path, args.model.as_deref())?,
             _ => {
                 return Err(Error::bad_file(
                     "Easel inspects model folders, .safetensors files and PNGs",
@@ -76,7 +82,53 @@ fn describe_folder(dir: &Path) -> anyhow::Result<Value> {
     }))
 }
 
-fn describe_safetensors(path: &Path) -> anyhow::Result<Value> {
+fn describe_lora(path: &Path, model: Option<&str>) -> anyhow::Result<Value> {
+    let adapter = Adapter::load(path)?;
+    let count = |t: Target| adapter.modules.iter().filter(|m| m.target == t).count();
+    let meta = &adapter.metadata;
+    let mut report = json!({
+        "kind": "LoRA adapter",
+        "format": adapter.format,
+        "title": meta.title,
+        "trigger_words": meta.trigger_words,
+        "rank": meta.rank,
+        "alpha": meta.alpha,
+        "trained_for": meta.trained_for.as_ref().map(|f| f.label()),
+        "unet_modules": count(Target::Unet),
+        "text_encoder_modules": count(Target::Text) + count(Target::Text2),
+        "unknown_keys": adapter.unknown_keys,
+        "thumbnail": meta.thumbnail.is_some(),
+        "a1111_hash": adapter.hash,
+    });
+    if let Some(spec) = model {
+        let path = super::resolve_model(spec)?;
+        let model = StableDiffusion::load(&path, &Device::Cpu, DType::F32)?;
+        report["compatibility"] = serde_json::to_value(easel::engine::lora::check(&adapter, &model)?)?;
+    }
+    Ok(report)
+}
+
+fn looks_like_lora(path: &Path) -> anyhow::Result<bool> {
+    let meta = read_safetensors_metadata(path)?;
+    if meta
+        .keys()
+        .any(|k| k.starts_with("ss_network") || k == "modelspec.architecture" && meta[k].ends_with("/lora"))
+    {
+        return Ok(true);
+    }
+    let tensors = read_safetensors(path)?;
+    Ok(tensors.keys().any(|k| {
+        k.starts_with("lora_unet_")
+            || k.starts_with("lora_te")
+            || k.contains(".lora_A.")
+            || k.contains(".lora.down.")
+    }))
+}
+
+fn describe_safetensors(path: &Path, model: Option<&str>) -> anyhow::Result<Value> {
+    if looks_like_lora(path)? {
+        return describe_lora(path, model);
+    }
     let metadata = read_safetensors_metadata(path)?;
     let tensors = read_safetensors(path)?;
     let mut dtypes: BTreeMap<String, usize> = BTreeMap::new();

@@ -4,6 +4,7 @@
 mod bench;
 mod generate;
 mod inspect;
+mod loras;
 mod models;
 
 use std::process::ExitCode;
@@ -25,7 +26,7 @@ fn easel_version() -> &'static str {
 #[derive(Subcommand)]
 enum Command {
     /// Generate pictures from a prompt (txt2img, img2img, inpainting).
-    Generate(generate::GenerateArgs),
+    Generate(Box<generate::GenerateArgs>),
     /// Download or list Stable Diffusion models.
     Models(models::ModelsArgs),
     /// Describe a model, checkpoint, safetensors file or picture's metadata.
@@ -38,7 +39,7 @@ enum Command {
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Generate(args) => generate::run(args),
+        Command::Generate(args) => generate::run(*args),
         Command::Models(args) => models::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),

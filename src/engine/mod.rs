@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod device;
+pub mod lora;
 pub mod model;
 pub mod ops;
 pub mod pipeline;
@@ -20,5 +21,5 @@ pub mod weights;
 
 pub use model::StableDiffusion;
 pub use pipeline::{generate, generate_each, GeneratedImage, GenerationInputs, Progress, Timings};
-pub use request::GenerationRequest;
+pub use request::{GenerationRequest, LoraSpec};
 pub use samplers::SamplerKind;

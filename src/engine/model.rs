@@ -37,6 +37,16 @@ pub struct StableDiffusion {
     pub device: Device,
     /// The compute dtype.
     pub dtype: DType,
+    /// The weights as loaded, kept so adapters are always merged from the original values.
+    base: BaseWeights,
+}
+
+/// The pristine UNet and text-encoder weights, on the device in the compute dtype.
+struct BaseWeights {
+    unet: TensorMap,
+    unet_config: UNetConfig,
+    text: TensorMap,
+    clip_config: ClipConfig,
 }
 
 impl StableDiffusion {
@@ -62,6 +72,24 @@ impl StableDiffusion {
         self.unet.config().out_channels
     }
 
+    /// The UNet weights as loaded (diffusers names), before any adapter.
+    pub fn base_unet_weights(&self) -> &TensorMap {
+        &self.base.unet
+    }
+
+    /// The text-encoder weights as loaded (transformers names without `text_model.`).
+    pub fn base_text_weights(&self) -> &TensorMap {
+        &self.base.text
+    }
+
+    /// Rebuilds the UNet and text encoder from `unet` and `text`, maps with the base weights'
+    /// names and shapes (the base with adapters merged in). Building shares the tensors.
+    pub fn rebuild(&mut self, unet: &TensorMap, text: &TensorMap) -> Result<()> {
+        self.unet = build_unet(unet, &self.base.unet_config, &self.device, self.dtype, &self.source)?;
+        self.text_encoder = build_text(text, &self.base.clip_config, &self.device, self.dtype, &self.source)?;
+        Ok(())
+    }
+
     fn load_folder(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
         if !dir.join("model_index.json").exists() {
             return Err(Error::bad_file(
@@ -82,9 +110,11 @@ impl StableDiffusion {
         let (vae_file, vae_w) = read_part(dir, "vae", "diffusion_pytorch_model")?;
         let (text_file, text_w) = read_part(dir, "text_encoder", "model")?;
         let family = Family::of_unet(&unet_cfg);
-        let unet = build_unet(unet_w, &unet_cfg, device, dtype, &unet_file)?;
+        let unet_w = weights::to_compute(unet_w, dtype, device)?;
+        let text_w = weights::to_compute(strip_text_prefix(text_w), dtype, device)?;
+        let unet = build_unet(&unet_w, &unet_cfg, device, dtype, &unet_file)?;
         let vae = build_vae(modernize_vae_keys(vae_w), &vae_cfg, device, dtype, &vae_file)?;
-        let text_encoder = build_text(strip_text_prefix(text_w), &clip_cfg, device, dtype, &text_file)?;
+        let text_encoder = build_text(&text_w, &clip_cfg, device, dtype, &text_file)?;
         Ok(Self {
             family,
             unet,
@@ -96,6 +126,7 @@ impl StableDiffusion {
             name: display_name(dir),
             device: device.clone(),
             dtype,
+            base: BaseWeights { unet: unet_w, unet_config: unet_cfg, text: text_w, clip_config: clip_cfg },
         })
     }
 
@@ -121,39 +152,47 @@ impl StableDiffusion {
             ));
         }
         let pad = if parts.family == Family::Sd2 { 0 } else { EOS };
+        let unet_w = weights::to_compute(parts.unet, dtype, device)?;
+        let text_w = weights::to_compute(parts.text, dtype, device)?;
         Ok(Self {
             family: parts.family,
-            unet: build_unet(parts.unet, &parts.unet_config, device, dtype, path)?,
+            unet: build_unet(&unet_w, &parts.unet_config, device, dtype, path)?,
             vae: build_vae(parts.vae, &parts.vae_config, device, dtype, path)?,
-            text_encoder: build_text(parts.text, &parts.clip_config, device, dtype, path)?,
+            text_encoder: build_text(&text_w, &parts.clip_config, device, dtype, path)?,
             tokenizer: Tokenizer::bundled(pad)?,
             scheduler_config: parts.family.scheduler_config(),
             source: path.to_path_buf(),
             name: display_name(path),
             device: device.clone(),
             dtype,
+            base: BaseWeights {
+                unet: unet_w,
+                unet_config: parts.unet_config,
+                text: text_w,
+                clip_config: parts.clip_config,
+            },
         })
     }
 }
 
-fn build_unet(w: TensorMap, cfg: &UNetConfig, device: &Device, dtype: DType, file: &Path) -> Result<UNet> {
-    let vb = weights::var_builder(w, dtype, device)?;
+fn build_unet(w: &TensorMap, cfg: &UNetConfig, device: &Device, dtype: DType, file: &Path) -> Result<UNet> {
+    let vb = weights::var_builder(w, dtype, device);
     UNet::new(vb, cfg).map_err(|e| explain_load_error("UNet", file, e))
 }
 
 fn build_vae(w: TensorMap, cfg: &VaeConfig, device: &Device, dtype: DType, file: &Path) -> Result<Vae> {
-    let vb = weights::var_builder(w, dtype, device)?;
+    let vb = weights::var_builder(&weights::to_compute(w, dtype, device)?, dtype, device);
     Vae::new(vb, cfg).map_err(|e| explain_load_error("VAE", file, e))
 }
 
 fn build_text(
-    w: TensorMap,
+    w: &TensorMap,
     cfg: &ClipConfig,
     device: &Device,
     dtype: DType,
     file: &Path,
 ) -> Result<ClipTextEncoder> {
-    let vb = weights::var_builder(w, dtype, device)?;
+    let vb = weights::var_builder(w, dtype, device);
     ClipTextEncoder::new(vb, cfg).map_err(|e| explain_load_error("text encoder", file, e))
 }
 

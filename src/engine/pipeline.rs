@@ -115,9 +115,12 @@ pub fn generate_each(
 /// Text embeddings `[1 or 2, 77·chunks, dim]`: negative first, as diffusers batches them.
 fn encode_prompts(model: &StableDiffusion, request: &GenerationRequest, guided: bool) -> Result<Tensor> {
     let tok = &model.tokenizer;
-    let cond = tok.encode_chunks(&request.prompt, 1);
-    let uncond = tok.encode_chunks(&request.negative_prompt, cond.len());
-    let cond = tok.encode_chunks(&request.prompt, uncond.len());
+    // Adapter tags select LoRAs; like A1111, the text encoder never sees them.
+    let prompt = super::lora::tags::strip_tags(&request.prompt);
+    let negative = super::lora::tags::strip_tags(&request.negative_prompt);
+    let cond = tok.encode_chunks(&prompt, 1);
+    let uncond = tok.encode_chunks(&negative, cond.len());
+    let cond = tok.encode_chunks(&prompt, uncond.len());
     let embed = |chunks: &[Vec<u32>]| -> Result<Tensor> {
         let parts = chunks
             .iter()

@@ -38,7 +38,25 @@ pub struct GenerationRequest {
     pub mask: Option<PathBuf>,
     /// A safetensors file with a `noise` tensor replacing the seeded starting noise.
     pub noise: Option<PathBuf>,
+    /// Style adapters merged into the model for this request, in order.
+    pub loras: Vec<LoraSpec>,
 }
+
+/// One adapter a request uses.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoraSpec {
+    /// The name in prompts and metadata (the file stem).
+    pub name: String,
+    /// The file.
+    pub path: PathBuf,
+    /// Weight of its UNet part.
+    pub unet_weight: f64,
+    /// Weight of its text-encoder part.
+    pub text_weight: f64,
+}
+
+/// Adapter weights beyond this are refused as typing mistakes; slider LoRAs use up to ±15.
+pub const MAX_LORA_WEIGHT: f64 = 100.0;
 
 impl Default for GenerationRequest {
     fn default() -> Self {
@@ -56,6 +74,7 @@ impl Default for GenerationRequest {
             init_image: None,
             mask: None,
             noise: None,
+            loras: Vec::new(),
         }
     }
 }
@@ -85,6 +104,16 @@ impl GenerationRequest {
         }
         if !(self.strength > 0.0 && self.strength <= 1.0) {
             return Err(Error::BadRequest(format!("--strength {} must be in (0, 1]", self.strength)));
+        }
+        for lora in &self.loras {
+            for w in [lora.unet_weight, lora.text_weight] {
+                if !w.is_finite() || w.abs() > MAX_LORA_WEIGHT {
+                    return Err(Error::BadRequest(format!(
+                        "the weight {w} of LoRA {} is outside ±{MAX_LORA_WEIGHT}",
+                        lora.name
+                    )));
+                }
+            }
         }
         if self.mask.is_some() && self.init_image.is_none() {
             return Err(Error::BadRequest("--mask needs --init-image: the picture to inpaint".into()));

@@ -78,15 +78,20 @@ pub fn read_pickle_checkpoint(path: &Path) -> Result<TensorMap> {
     Ok(entries.into_iter().collect())
 }
 
-/// Moves tensors to `device` in `dtype` (float tensors only; integer ids keep their type) and
-/// wraps them for the model constructors.
-pub fn var_builder(tensors: TensorMap, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
+/// Moves tensors to `device` in `dtype` (float tensors only; integer ids keep their type).
+pub fn to_compute(tensors: TensorMap, dtype: DType, device: &Device) -> Result<TensorMap> {
     let mut converted = HashMap::with_capacity(tensors.len());
     for (name, t) in tensors {
         let t = if t.dtype().is_float() { t.to_dtype(dtype)? } else { t };
         converted.insert(name, t.to_device(device)?);
     }
-    Ok(VarBuilder::from_tensors(converted, dtype, device))
+    Ok(converted)
+}
+
+/// Wraps tensors already on the device for the model constructors. Tensors are shared, not
+/// copied, so building a model twice from one map costs no memory.
+pub fn var_builder(tensors: &TensorMap, dtype: DType, device: &Device) -> VarBuilder<'static> {
+    VarBuilder::from_tensors(tensors.clone(), dtype, device)
 }
 
 /// Turns a missing or misshapen weight into a sentence naming the part and the file.

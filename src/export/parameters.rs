@@ -18,6 +18,8 @@ pub struct Provenance {
     pub model_hash: Option<String>,
     /// The program version.
     pub version: String,
+    /// (name, A1111 hash) of each LoRA used.
+    pub lora_hashes: Vec<(String, String)>,
 }
 
 /// The request as A1111 writes it, for the image made with `seed`.
@@ -39,6 +41,10 @@ pub fn to_a1111(request: &GenerationRequest, seed: u64, provenance: &Provenance)
     }
     if request.init_image.is_some() {
         fields.push(("Denoising strength", number(request.strength)));
+    }
+    if !provenance.lora_hashes.is_empty() {
+        let hashes: Vec<String> = provenance.lora_hashes.iter().map(|(n, h)| format!("{n}: {h}")).collect();
+        fields.push(("Lora hashes", hashes.join(", ")));
     }
     fields.push(("Version", provenance.version.clone()));
     let line = fields.into_iter().map(|(k, v)| format!("{k}: {}", quote(&v))).collect::<Vec<_>>().join(", ");
@@ -168,6 +174,7 @@ mod tests {
             model: "v1-5-pruned-emaonly".into(),
             model_hash: Some("6ce0161689".into()),
             version: "v1.10.1".into(),
+            lora_hashes: vec![],
         }
     }
 
@@ -209,6 +216,27 @@ mod tests {
         let parsed = parse_a1111(&to_a1111(&req, req.seed, &prov));
         assert_eq!(parsed.to_request(), req);
         assert_eq!(parsed.get("Model"), Some("my, model: v2"));
+    }
+
+    #[test]
+    fn lora_hashes_are_written_as_a1111_does() {
+        let req = GenerationRequest { prompt: "castle, <lora:inkStyle:0.8>".into(), ..Default::default() };
+        let prov = Provenance {
+            lora_hashes: vec![
+                ("inkStyle".into(), "1a2b3c4d5e6f".into()),
+                ("grain".into(), "abcdefabcdef".into()),
+            ],
+            ..provenance()
+        };
+        let text = to_a1111(&req, 1, &prov);
+        assert!(
+            text.contains(r#"Lora hashes: "inkStyle: 1a2b3c4d5e6f, grain: abcdefabcdef", Version"#),
+            "{text}"
+        );
+        assert_eq!(
+            parse_a1111(&text).get("Lora hashes"),
+            Some("inkStyle: 1a2b3c4d5e6f, grain: abcdefabcdef")
+        );
     }
 
     #[test]
