@@ -131,6 +131,8 @@ fn bench_runs_on_a_small_config() {
         "1",
         "--vae",
         "--json",
+        "--lora-rank",
+        "4",
         "--unet-config",
         cfg.to_str().expect("utf-8"),
         "--vae-config",
@@ -140,4 +142,6 @@ fn bench_runs_on_a_small_config() {
     let json: serde_json::Value = serde_json::from_slice(&res.stdout).expect("json");
     assert!(json["unet"][0]["secs_per_eval"].as_f64().is_some_and(|s| s > 0.0));
     assert!(json["vae_decode"]["secs"].as_f64().is_some_and(|s| s > 0.0));
+    assert!(json["lora"]["reweight_secs"].as_f64().is_some_and(|s| s > 0.0));
+    assert!(json["lora"]["modules"].as_u64().is_some_and(|n| n > 50), "{}", json["lora"]);
 }

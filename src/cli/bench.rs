@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Shape, Tensor};
@@ -12,8 +13,11 @@ use candle_nn::{Init, VarBuilder};
 use clap::Args;
 use easel::engine::config::{read_json, UNetConfig, VaeConfig};
 use easel::engine::device::{parse_dtype, DeviceChoice};
+use easel::engine::lora::delta::Delta;
+use easel::engine::lora::{self, Adapter, AdapterModule, BaseWeights, ModuleName, StackEntry, Target};
 use easel::engine::unet::UNet;
 use easel::engine::vae::Vae;
+use easel::engine::weights::TensorMap;
 use serde_json::json;
 
 #[derive(Args)]
@@ -39,17 +43,26 @@ pub struct BenchArgs {
     /// f32, f16 or bf16.
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// Also time re-weighting a random LoRA of this rank (on every attention, feed-forward and
+    /// projection layer) and a UNet evaluation with it merged, at the largest size.
+    #[arg(long)]
+    lora_rank: Option<usize>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
 }
 
-/// Hands out normal(0, 0.02) tensors for any weight a model asks for.
-struct RandomWeights;
+/// Hands out normal(0, 0.02) tensors for any weight a model asks for, and keeps them by name so
+/// adapters can be merged into them.
+struct RandomWeights(Arc<Mutex<TensorMap>>);
 
 impl SimpleBackend for RandomWeights {
-    fn get(&self, s: Shape, _: &str, _: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        Tensor::randn(0f32, 0.02, s, dev)?.to_dtype(dtype)
+    fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let t = Tensor::randn(0f32, 0.02, s, dev)?.to_dtype(dtype)?;
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(name.to_string(), t.clone());
+        }
+        Ok(t)
     }
 
     fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
@@ -79,8 +92,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Some(p) => read_json(p)?,
         None => serde_json::from_str(SD15_UNET)?,
     };
-    let vb = VarBuilder::from_backend(Box::new(RandomWeights), dtype, device.clone());
+    let recorded = Arc::new(Mutex::new(TensorMap::new()));
+    let vb = VarBuilder::from_backend(Box::new(RandomWeights(Arc::clone(&recorded))), dtype, device.clone());
     let unet = UNet::new(vb.clone(), &unet_cfg)?;
+    let unet_weights = recorded.lock().map(|m| m.clone()).unwrap_or_default();
     let context =
         Tensor::randn(0f32, 1.0, (1, 77, unet_cfg.cross_attention_dim), &device)?.to_dtype(dtype)?;
 
@@ -97,6 +112,42 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             println!("UNet {size}x{size} (latent {latent}): {secs:.3} s per evaluation");
         }
         unet_rows.push(json!({ "size": size, "secs_per_eval": secs }));
+    }
+
+    let mut lora_row = serde_json::Value::Null;
+    if let Some(rank) = args.lora_rank {
+        let size = *args.sizes.iter().max().unwrap_or(&512);
+        let (adapter, modules) = random_adapter(&unet_weights, rank, &device)?;
+        let base = BaseWeights {
+            unet: &unet_weights,
+            text: &TensorMap::new(),
+            family: easel::engine::checkpoint::Family::of_unet(&unet_cfg),
+            dtype,
+            device: &device,
+        };
+        let mut weight = 0.0;
+        let mut merged_unet = None;
+        let reweight = time_median(args.runs, &device, || {
+            weight += 0.25;
+            let stack = [StackEntry::new(Arc::clone(&adapter), weight)];
+            let (merged, _, _) = lora::merge(&base, &stack)?;
+            merged_unet = Some(UNet::new(VarBuilder::from_tensors(merged, dtype, &device), &unet_cfg)?);
+            Ok(())
+        })?;
+        let merged_unet = merged_unet.ok_or_else(|| anyhow::anyhow!("no merge was timed"))?;
+        let latent = size / 8;
+        let x =
+            Tensor::randn(0f32, 1.0, (1, unet_cfg.in_channels, latent, latent), &device)?.to_dtype(dtype)?;
+        let with_lora = time_median(args.runs, &device, || {
+            merged_unet.forward(&x, 500.0, &context)?;
+            Ok(())
+        })?;
+        if !args.json {
+            println!("LoRA rank {rank} on {modules} layers: re-weight {reweight:.3} s");
+            println!("UNet {size}x{size} with the LoRA merged: {with_lora:.3} s per evaluation");
+        }
+        lora_row = json!({ "rank": rank, "modules": modules, "reweight_secs": reweight,
+                           "size": size, "secs_per_eval_merged": with_lora });
     }
 
     let mut vae_row = serde_json::Value::Null;
@@ -126,6 +177,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "threads": candle_core::utils::get_num_threads(),
         "unet": unet_rows,
         "vae_decode": vae_row,
+        "lora": lora_row,
         "peak_rss_bytes": peak,
         "version": easel::version(),
     });
@@ -138,6 +190,45 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A kohya-style adapter of `rank` on every attention, feed-forward and projection layer.
+fn random_adapter(
+    weights: &TensorMap,
+    rank: usize,
+    device: &Device,
+) -> anyhow::Result<(Arc<Adapter>, usize)> {
+    let targets =
+        [".to_q", ".to_k", ".to_v", ".to_out.0", ".ff.net.0.proj", ".ff.net.2", ".proj_in", ".proj_out"];
+    let mut modules = Vec::new();
+    for (key, w) in weights {
+        let Some(module) = key.strip_suffix(".weight") else { continue };
+        if !targets.iter().any(|t| module.ends_with(t)) {
+            continue;
+        }
+        let out = w.dim(0)?;
+        let inner: usize = w.dims().iter().skip(1).product();
+        modules.push(AdapterModule {
+            target: Target::Unet,
+            name: ModuleName::Dotted(module.to_string()),
+            delta: Delta::LoRa {
+                down: Tensor::randn(0f32, 0.02, (rank, inner), device)?,
+                up: Tensor::randn(0f32, 0.02, (out, rank), device)?,
+                alpha: Some(rank as f64),
+            },
+        });
+    }
+    let count = modules.len();
+    let adapter = Adapter {
+        name: "bench".into(),
+        path: "bench.safetensors".into(),
+        format: "kohya",
+        modules,
+        unknown_keys: Vec::new(),
+        metadata: Default::default(),
+        hash: String::new(),
+    };
+    Ok((Arc::new(adapter), count))
 }
 
 /// One warm-up run, then the median of `runs` timed runs, in seconds.

@@ -142,17 +142,46 @@ fn check_with(
 /// Merges `stack` into `model`, starting from its pristine weights, and reports per adapter.
 /// An adapter for another family, or one whose shapes do not fit, is refused with a sentence.
 pub fn apply(model: &mut StableDiffusion, stack: &[StackEntry]) -> Result<Vec<AdapterReport>> {
-    let unet_index = ModuleIndex::unet(model.base_unet_weights());
-    let text_index = ModuleIndex::text(model.base_text_weights());
+    let base = BaseWeights {
+        unet: model.base_unet_weights(),
+        text: model.base_text_weights(),
+        family: model.family,
+        dtype: model.dtype,
+        device: &model.device,
+    };
+    let (unet, text, reports) = merge(&base, stack)?;
+    model.rebuild(&unet, &text)?;
+    Ok(reports)
+}
+
+/// The pristine weights a stack is merged into.
+pub struct BaseWeights<'a> {
+    /// UNet weights by diffusers name.
+    pub unet: &'a TensorMap,
+    /// Text-encoder weights by transformers name.
+    pub text: &'a TensorMap,
+    /// The model family, checked against each adapter's.
+    pub family: Family,
+    /// The dtype merged weights are stored in.
+    pub dtype: DType,
+    /// Where merged weights live.
+    pub device: &'a candle_core::Device,
+}
+
+/// The UNet and text-encoder weights with `stack` merged in (unchanged tensors are shared with
+/// the base), and a report per enabled adapter.
+pub fn merge(base: &BaseWeights, stack: &[StackEntry]) -> Result<(TensorMap, TensorMap, Vec<AdapterReport>)> {
+    let unet_index = ModuleIndex::unet(base.unet);
+    let text_index = ModuleIndex::text(base.text);
     let mut reports = Vec::new();
     let mut deltas: HashMap<(Target, String), Tensor> = HashMap::new();
     for entry in stack.iter().filter(|e| e.enabled) {
         let adapter = &entry.adapter;
-        reports.push(check_with(adapter, model.family, &unet_index, &text_index)?);
+        reports.push(check_with(adapter, base.family, &unet_index, &text_index)?);
         for m in &adapter.modules {
-            let (index, base, weight) = match m.target {
-                Target::Unet => (&unet_index, model.base_unet_weights(), entry.unet_weight),
-                Target::Text => (&text_index, model.base_text_weights(), entry.text_weight),
+            let (index, weights, weight) = match m.target {
+                Target::Unet => (&unet_index, base.unet, entry.unet_weight),
+                Target::Text => (&text_index, base.text, entry.text_weight),
                 Target::Text2 => continue,
             };
             let Some(module) = index.resolve(&m.name) else { continue };
@@ -166,22 +195,18 @@ pub fn apply(model: &mut StableDiffusion, stack: &[StackEntry]) -> Result<Vec<Ad
                 )
             };
             let key = format!("{module}.weight");
-            let shape = base.get(&key).map(|t| t.dims().to_vec()).unwrap_or_default();
+            let shape = weights.get(&key).map(|t| t.dims().to_vec()).unwrap_or_default();
             let dw = m.delta.weight_delta(&shape).map_err(misfit)?;
-            accumulate(&mut deltas, (m.target, key), (dw.to_device(&model.device)? * weight)?)?;
+            accumulate(&mut deltas, (m.target, key), (dw.to_device(base.device)? * weight)?)?;
             if let Some(db) = m.delta.bias_delta()? {
-                accumulate(
-                    &mut deltas,
-                    (m.target, format!("{module}.bias")),
-                    (db.to_device(&model.device)? * weight)?,
-                )?;
+                let db = (db.to_device(base.device)? * weight)?;
+                accumulate(&mut deltas, (m.target, format!("{module}.bias")), db)?;
             }
         }
     }
-    let unet = merged(model.base_unet_weights(), &deltas, Target::Unet, model.dtype)?;
-    let text = merged(model.base_text_weights(), &deltas, Target::Text, model.dtype)?;
-    model.rebuild(&unet, &text)?;
-    Ok(reports)
+    let unet = merged(base.unet, &deltas, Target::Unet, base.dtype)?;
+    let text = merged(base.text, &deltas, Target::Text, base.dtype)?;
+    Ok((unet, text, reports))
 }
 
 fn accumulate(
