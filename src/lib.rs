@@ -7,6 +7,7 @@ pub mod engine;
 pub mod error;
 pub mod export;
 pub mod hub;
+pub mod metrics;
 
 pub use error::{Error, Result};
 

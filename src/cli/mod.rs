@@ -2,6 +2,7 @@
 //! work starts ("parse, don't validate"), then each subcommand runs.
 
 mod bench;
+mod eval;
 mod generate;
 mod inspect;
 mod loras;
@@ -33,6 +34,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Measure UNet and VAE speed and peak memory on this machine.
     Bench(bench::BenchArgs),
+    /// Score generated pictures against references: FID, KID, IS, PSNR, SSIM.
+    Eval(Box<eval::EvalArgs>),
 }
 
 /// Parses the command line and runs the chosen subcommand.
@@ -43,6 +46,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Models(args) => models::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Eval(args) => eval::run(*args),
     }
 }
 
