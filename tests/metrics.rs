@@ -65,9 +65,11 @@ fn formula_weights() -> &'static Path {
                 .expect("valid tensor");
             (name.clone(), view)
         });
-        let path =
-            std::env::temp_dir().join(format!("easel-formula-inception-{}.safetensors", std::process::id()));
-        safetensors::serialize_to_file(views, None, &path).expect("written");
+        // The content never changes, so one copy in cargo's test scratch folder serves every run.
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("formula-inception.safetensors");
+        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+        safetensors::serialize_to_file(views, None, &tmp).expect("written");
+        std::fs::rename(&tmp, &path).expect("moved into place");
         path
     })
 }
@@ -76,7 +78,9 @@ fn formula_weights() -> &'static Path {
 /// checks that cached features give the same numbers as fresh ones.
 fn shared_cache() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| std::env::temp_dir().join(format!("easel-test-feature-cache-{}", std::process::id())))
+    DIR.get_or_init(|| {
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("feature-cache-{}", std::process::id()))
+    })
 }
 
 fn eval(extra: &[&str]) -> Value {
