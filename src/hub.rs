@@ -144,3 +144,74 @@ mod tests {
         assert!(!looks_like_repo_id("./model"));
     }
 }
+
+/// Where pytorch-fid publishes its FID Inception weights (overridable for mirrors and tests).
+const INCEPTION_URL: &str =
+    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth";
+
+/// Downloads pytorch-fid's FID Inception weights into `dir` (resuming a partial download) and checks
+/// the file against the hash prefix in its name. `EASEL_INCEPTION_URL` replaces the address.
+pub fn pull_inception(dir: &Path) -> Result<PathBuf> {
+    use std::io::{Read, Write};
+    let name = crate::metrics::inception::WEIGHTS_FILE;
+    let dest = dir.join(name);
+    if dest.exists() {
+        return Ok(dest);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create the models folder", e, dir))?;
+    let url = std::env::var("EASEL_INCEPTION_URL").unwrap_or_else(|_| INCEPTION_URL.to_string());
+    let part = dir.join(format!("{name}.part"));
+    let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    let offline = |e: &dyn std::fmt::Display| {
+        Error::Hub(format!(
+            "cannot download the Inception weights ({e}). You may be offline: download {INCEPTION_URL} \
+             by other means and put it at {}",
+            dest.display()
+        ))
+    };
+    let mut request = ureq::get(&url);
+    if have > 0 {
+        request = request.set("Range", &format!("bytes={have}-"));
+    }
+    let response = request.call().map_err(|e| offline(&e))?;
+    let resumed = response.status() == 206;
+    let total = response.header("Content-Length").and_then(|v| v.parse::<u64>().ok()).map(|n| {
+        if resumed {
+            n + have
+        } else {
+            n
+        }
+    });
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(resumed)
+        .write(true)
+        .truncate(!resumed)
+        .open(&part)
+        .map_err(|e| Error::io("cannot write the download", e, &part))?;
+    let bar = indicatif::ProgressBar::new(total.unwrap_or(0));
+    bar.set_position(if resumed { have } else { 0 });
+    let mut reader = response.into_reader();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = reader.read(&mut buf).map_err(|e| offline(&e))?;
+        if n == 0 {
+            break;
+        }
+        file.write_all(&buf[..n]).map_err(|e| Error::io("cannot write the download", e, &part))?;
+        bar.inc(n as u64);
+    }
+    bar.finish_and_clear();
+    drop(file);
+    let hash = crate::metrics::cache::file_hash(&part)
+        .map_err(|e| Error::io("cannot read the download", e, &part))?;
+    if !hash.starts_with("6726825d") {
+        let _ = std::fs::remove_file(&part);
+        return Err(Error::Hub(format!(
+            "the downloaded Inception weights are damaged (sha256 {}…); run the command again",
+            &hash[..12]
+        )));
+    }
+    std::fs::rename(&part, &dest).map_err(|e| Error::io("cannot move the download into place", e, &dest))?;
+    Ok(dest)
+}

@@ -79,6 +79,24 @@ fn unknown_id_says_to_pull_it() {
 }
 
 #[test]
+fn inception_pull_offline_says_where_to_put_the_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let res = Command::new(env!("CARGO_BIN_EXE_easel"))
+        .args(["models", "pull", "inception"])
+        .current_dir(dir.path())
+        .env("EASEL_INCEPTION_URL", "http://127.0.0.1:9/pt_inception.pth")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("runs");
+    assert!(!res.status.success());
+    let err = stderr(&res);
+    assert!(
+        err.contains("cannot download the Inception weights") && err.contains("models/pt_inception"),
+        "{err}"
+    );
+}
+
+#[test]
 fn pull_offline_fails_with_a_clear_message() {
     let home = tempfile::tempdir().expect("temp dir");
     let res = easel_with_home(home.path(), &["models", "pull", "someone/some-model"]);

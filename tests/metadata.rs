@@ -133,6 +133,7 @@ fn bench_runs_on_a_small_config() {
         "--json",
         "--lora-rank",
         "4",
+        "--metrics",
         "--unet-config",
         cfg.to_str().expect("utf-8"),
         "--vae-config",
@@ -143,5 +144,6 @@ fn bench_runs_on_a_small_config() {
     assert!(json["unet"][0]["secs_per_eval"].as_f64().is_some_and(|s| s > 0.0));
     assert!(json["vae_decode"]["secs"].as_f64().is_some_and(|s| s > 0.0));
     assert!(json["lora"]["reweight_secs"].as_f64().is_some_and(|s| s > 0.0));
+    assert!(json["metrics"]["pictures_per_sec"].as_f64().is_some_and(|s| s > 0.0));
     assert!(json["lora"]["modules"].as_u64().is_some_and(|n| n > 50), "{}", json["lora"]);
 }

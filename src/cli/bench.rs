@@ -18,6 +18,10 @@ use easel::engine::lora::{self, Adapter, AdapterModule, BaseWeights, ModuleName,
 use easel::engine::unet::UNet;
 use easel::engine::vae::Vae;
 use easel::engine::weights::TensorMap;
+use easel::metrics::fid::{frechet_distance, Statistics};
+use easel::metrics::inception::FidInception;
+use easel::metrics::resize::prepare;
+use easel::metrics::ResizeMode;
 use serde_json::json;
 
 #[derive(Args)]
@@ -47,6 +51,9 @@ pub struct BenchArgs {
     /// projection layer) and a UNet evaluation with it merged, at the largest size.
     #[arg(long)]
     lora_rank: Option<usize>,
+    /// Also time Inception feature extraction (pictures per second) and FID on 2048-d statistics.
+    #[arg(long)]
+    metrics: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -58,7 +65,12 @@ struct RandomWeights(Arc<Mutex<TensorMap>>);
 
 impl SimpleBackend for RandomWeights {
     fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let t = Tensor::randn(0f32, 0.02, s, dev)?.to_dtype(dtype)?;
+        // Variances must stay positive for normalisation layers to compute real numbers.
+        let t = if name.ends_with("running_var") {
+            Tensor::ones(s, dtype, dev)?
+        } else {
+            Tensor::randn(0f32, 0.02, s, dev)?.to_dtype(dtype)?
+        };
         if let Ok(mut map) = self.0.lock() {
             map.insert(name.to_string(), t.clone());
         }
@@ -150,6 +162,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                            "size": size, "secs_per_eval_merged": with_lora });
     }
 
+    let metrics_row =
+        if args.metrics { bench_metrics(args.runs, &device, args.json)? } else { serde_json::Value::Null };
+
     let mut vae_row = serde_json::Value::Null;
     if args.vae {
         let vae_cfg: VaeConfig = match &args.vae_config {
@@ -178,6 +193,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "unet": unet_rows,
         "vae_decode": vae_row,
         "lora": lora_row,
+        "metrics": metrics_row,
         "peak_rss_bytes": peak,
         "version": easel::version(),
     });
@@ -190,6 +206,37 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Feature extraction of a 512×512 picture (resize + Inception) and FID of 2048-d statistics.
+fn bench_metrics(runs: usize, device: &Device, quiet: bool) -> anyhow::Result<serde_json::Value> {
+    let vb = VarBuilder::from_backend(Box::new(RandomWeights(Arc::default())), DType::F32, device.clone());
+    let net = FidInception::new(vb, device)?;
+    let picture = image::RgbImage::from_fn(512, 512, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
+    });
+    let per_picture = time_median(runs, device, || {
+        let input = Tensor::from_vec(prepare(&picture, ResizeMode::PytorchFid), (1, 3, 299, 299), device)?;
+        net.forward(&input)?;
+        Ok(())
+    })?;
+    let features = |offset: f32| -> Vec<Vec<f32>> {
+        (0..2100)
+            .map(|i| (0..2048).map(|d| ((i * 31 + d * 17) % 97) as f32 * 0.01 + offset).collect())
+            .collect()
+    };
+    let (a, b) = (Statistics::from_features(&features(0.0))?, Statistics::from_features(&features(0.1))?);
+    let fid_secs = time_median(runs, device, || {
+        frechet_distance(&a, &b)?;
+        Ok(())
+    })?;
+    if !quiet {
+        println!("Inception features: {:.2} pictures/s ({per_picture:.3} s each)", 1.0 / per_picture);
+        println!("FID on 2048-d statistics: {fid_secs:.3} s");
+    }
+    Ok(
+        json!({ "secs_per_picture": per_picture, "pictures_per_sec": 1.0 / per_picture, "fid_2048_secs": fid_secs }),
+    )
 }
 
 /// A kohya-style adapter of `rank` on every attention, feed-forward and projection layer.

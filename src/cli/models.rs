@@ -12,7 +12,8 @@ pub struct ModelsArgs {
 
 #[derive(Subcommand)]
 enum Action {
-    /// Download a diffusers model (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5).
+    /// Download a diffusers model (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5), or `inception`
+    /// for the FID Inception weights `easel eval` uses.
     Pull {
         /// The hub id, owner/name.
         repo_id: String,
@@ -26,6 +27,10 @@ enum Action {
 
 pub fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
     match args.action {
+        Action::Pull { repo_id, .. } if repo_id == "inception" => {
+            let path = easel::hub::pull_inception(std::path::Path::new("models"))?;
+            println!("the FID Inception weights are ready: {}", path.display());
+        }
         Action::Pull { repo_id, fp16 } => {
             let dir = easel::hub::pull(&repo_id, fp16)?;
             println!("{repo_id} is ready: {}", dir.display());
