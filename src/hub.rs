@@ -105,46 +105,6 @@ fn choose_files(files: &[String], fp16: bool) -> std::result::Result<Vec<String>
     Ok(wanted)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn picks_safetensors_and_the_requested_variant() {
-        let files: Vec<String> = [
-            "model_index.json",
-            "unet/config.json",
-            "unet/diffusion_pytorch_model.safetensors",
-            "unet/diffusion_pytorch_model.fp16.safetensors",
-            "unet/diffusion_pytorch_model.bin",
-            "vae/config.json",
-            "vae/diffusion_pytorch_model.safetensors",
-            "text_encoder/config.json",
-            "text_encoder/model.fp16.safetensors",
-            "tokenizer/vocab.json",
-            "tokenizer/merges.txt",
-            "scheduler/scheduler_config.json",
-            "safety_checker/config.json",
-            "safety_checker/model.safetensors",
-        ]
-        .map(String::from)
-        .to_vec();
-        let full = choose_files(&files, false).expect("complete");
-        assert!(full.contains(&"unet/diffusion_pytorch_model.safetensors".to_string()));
-        assert!(full.contains(&"text_encoder/model.fp16.safetensors".to_string()));
-        assert!(!full.iter().any(|f| f.starts_with("safety_checker")));
-        let half = choose_files(&files, true).expect("complete");
-        assert!(half.contains(&"unet/diffusion_pytorch_model.fp16.safetensors".to_string()));
-    }
-
-    #[test]
-    fn repo_ids_are_told_from_paths() {
-        assert!(looks_like_repo_id("stable-diffusion-v1-5/stable-diffusion-v1-5"));
-        assert!(!looks_like_repo_id("models/sd15.safetensors/x"));
-        assert!(!looks_like_repo_id("./model"));
-    }
-}
-
 /// Where pytorch-fid publishes its FID Inception weights (overridable for mirrors and tests).
 const INCEPTION_URL: &str =
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth";
@@ -214,4 +174,44 @@ pub fn pull_inception(dir: &Path) -> Result<PathBuf> {
     }
     std::fs::rename(&part, &dest).map_err(|e| Error::io("cannot move the download into place", e, &dest))?;
     Ok(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_safetensors_and_the_requested_variant() {
+        let files: Vec<String> = [
+            "model_index.json",
+            "unet/config.json",
+            "unet/diffusion_pytorch_model.safetensors",
+            "unet/diffusion_pytorch_model.fp16.safetensors",
+            "unet/diffusion_pytorch_model.bin",
+            "vae/config.json",
+            "vae/diffusion_pytorch_model.safetensors",
+            "text_encoder/config.json",
+            "text_encoder/model.fp16.safetensors",
+            "tokenizer/vocab.json",
+            "tokenizer/merges.txt",
+            "scheduler/scheduler_config.json",
+            "safety_checker/config.json",
+            "safety_checker/model.safetensors",
+        ]
+        .map(String::from)
+        .to_vec();
+        let full = choose_files(&files, false).expect("complete");
+        assert!(full.contains(&"unet/diffusion_pytorch_model.safetensors".to_string()));
+        assert!(full.contains(&"text_encoder/model.fp16.safetensors".to_string()));
+        assert!(!full.iter().any(|f| f.starts_with("safety_checker")));
+        let half = choose_files(&files, true).expect("complete");
+        assert!(half.contains(&"unet/diffusion_pytorch_model.fp16.safetensors".to_string()));
+    }
+
+    #[test]
+    fn repo_ids_are_told_from_paths() {
+        assert!(looks_like_repo_id("stable-diffusion-v1-5/stable-diffusion-v1-5"));
+        assert!(!looks_like_repo_id("models/sd15.safetensors/x"));
+        assert!(!looks_like_repo_id("./model"));
+    }
 }
