@@ -8,6 +8,7 @@ pub mod error;
 pub mod export;
 pub mod hub;
 pub mod metrics;
+pub mod presets;
 
 pub use error::{Error, Result};
 

@@ -19,19 +19,6 @@ fn easel_with_home(home: &Path, args: &[&str]) -> std::process::Output {
         .expect("the easel binary runs")
 }
 
-fn copy_tree(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).expect("create");
-    for entry in std::fs::read_dir(src).expect("list") {
-        let entry = entry.expect("entry");
-        let target = dst.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
-}
-
 #[test]
 fn pulled_models_are_used_by_id_offline() {
     let home = tempfile::tempdir().expect("temp dir");

@@ -36,21 +36,10 @@ fn a_malicious_ckpt_is_never_executed() {
 
 /// tiny-sd with its UNet replaced by the 9-channel inpainting UNet.
 fn inpainting_model(dir: &Path) -> std::path::PathBuf {
-    let src = fixtures().join("tiny-sd");
     let dst = dir.join("inpaint-model");
-    for part in ["vae", "text_encoder", "tokenizer", "scheduler"] {
-        std::fs::create_dir_all(dst.join(part)).expect("create");
-        for entry in std::fs::read_dir(src.join(part)).expect("list") {
-            let entry = entry.expect("entry");
-            std::fs::copy(entry.path(), dst.join(part).join(entry.file_name())).expect("copy");
-        }
-    }
-    std::fs::create_dir_all(dst.join("unet")).expect("create");
-    for entry in std::fs::read_dir(fixtures().join("tiny-inpaint-unet")).expect("list") {
-        let entry = entry.expect("entry");
-        std::fs::copy(entry.path(), dst.join("unet").join(entry.file_name())).expect("copy");
-    }
-    std::fs::copy(src.join("model_index.json"), dst.join("model_index.json")).expect("copy");
+    copy_tree(&fixtures().join("tiny-sd"), &dst);
+    std::fs::remove_dir_all(dst.join("unet")).expect("remove");
+    copy_tree(&fixtures().join("tiny-inpaint-unet"), &dst.join("unet"));
     dst
 }
 

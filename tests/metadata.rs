@@ -147,3 +147,57 @@ fn bench_runs_on_a_small_config() {
     assert!(json["metrics"]["pictures_per_sec"].as_f64().is_some_and(|s| s > 0.0));
     assert!(json["lora"]["modules"].as_u64().is_some_and(|n| n > 50), "{}", json["lora"]);
 }
+
+#[test]
+fn presets_set_defaults_and_flags_override_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let preset = dir.path().join("tiny.json");
+    std::fs::write(
+        &preset,
+        r#"{"name": "Tiny", "sampler": "euler", "steps": 2, "cfg_scale": 4.5, "width": 64, "height": 72,
+            "negative_prompt": "smudges"}"#,
+    )
+    .expect("write");
+    let run = |extra: &[&str], name: &str| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "generate",
+            "--model",
+            fixtures_str("tiny-sd"),
+            "--prompt",
+            "a cat",
+            "--preset",
+            preset.to_str().expect("utf-8"),
+            "-o",
+            out.to_str().expect("utf-8"),
+        ];
+        args.extend_from_slice(extra);
+        let res = easel(&args);
+        assert!(res.status.success(), "{}", stderr(&res));
+        let texts = read_png_text(&out).expect("metadata");
+        parse_a1111(&texts["parameters"]).to_request()
+    };
+    let from_preset = run(&[], "a.png");
+    assert_eq!(
+        (
+            from_preset.sampler,
+            from_preset.steps,
+            from_preset.cfg_scale,
+            from_preset.width,
+            from_preset.height
+        ),
+        (SamplerKind::Euler, 2, 4.5, 64, 72)
+    );
+    assert_eq!(from_preset.negative_prompt, "smudges");
+    let overridden = run(&["--steps", "1", "--sampler", "ddim", "--negative", ""], "b.png");
+    assert_eq!((overridden.sampler, overridden.steps, overridden.width), (SamplerKind::Ddim, 1, 64));
+    assert_eq!(overridden.negative_prompt, "");
+
+    let list = easel(&["presets"]);
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(text.contains("quality-sd15") && text.contains("fast-lcm"), "{text}");
+}
+
+fn fixtures_str(name: &str) -> &'static str {
+    Box::leak(fixtures().join(name).to_string_lossy().to_string().into_boxed_str())
+}

@@ -149,3 +149,15 @@ fn seeded_inpainting_matches_diffusers() {
     assert!(res.status.success(), "{}", stderr(&res));
     assert_matches_golden(&out, &fixtures().join("golden/inpaint_euler.png"));
 }
+
+#[test]
+fn sd2_single_file_matches_diffusers() {
+    // OpenCLIP text encoder with fused q/k/v and a skipped last layer, linear projections,
+    // 64-wide heads, "!" padding and v-prediction (tests/fixtures/make_sd2_fixtures.py).
+    for sampler in ["euler", "dpmpp_2m_karras"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = dir.path().join("sd2.png");
+        generate_golden_settings(&fixtures().join("tiny-sd2.safetensors"), sampler, &out);
+        assert_matches_golden(&out, &fixtures().join(format!("golden/sd2_{sampler}.png")));
+    }
+}

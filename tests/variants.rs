@@ -25,16 +25,8 @@ fn model_with_scheduler(
     dir: &Path,
     overrides: &serde_json::Map<String, serde_json::Value>,
 ) -> std::path::PathBuf {
-    let src = fixtures().join("tiny-sd");
     let dst = dir.join("model");
-    for part in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
-        std::fs::create_dir_all(dst.join(part)).expect("create");
-        for entry in std::fs::read_dir(src.join(part)).expect("list") {
-            let entry = entry.expect("entry");
-            std::fs::copy(entry.path(), dst.join(part).join(entry.file_name())).expect("copy");
-        }
-    }
-    std::fs::copy(src.join("model_index.json"), dst.join("model_index.json")).expect("copy");
+    copy_tree(&fixtures().join("tiny-sd"), &dst);
     let path = dst.join("scheduler/scheduler_config.json");
     let mut cfg: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");

@@ -24,18 +24,22 @@ pub struct GenerateArgs {
     /// What to draw.
     #[arg(long)]
     prompt: String,
+    /// Settings to start from: a shipped preset (`easel presets` lists them), a user preset, or a JSON file.
+    /// Flags given on the command line override it.
+    #[arg(long)]
+    preset: Option<String>,
     /// What to steer away from.
-    #[arg(long, default_value = "")]
-    negative: String,
-    /// ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras or lcm.
-    #[arg(long, default_value = "dpmpp_2m_karras")]
-    sampler: String,
-    /// Denoising steps.
-    #[arg(long, default_value_t = 25)]
-    steps: usize,
-    /// Classifier-free guidance scale (1 turns guidance off).
-    #[arg(long, default_value_t = 7.0)]
-    cfg: f64,
+    #[arg(long)]
+    negative: Option<String>,
+    /// ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras or lcm [default: dpmpp_2m_karras].
+    #[arg(long)]
+    sampler: Option<String>,
+    /// Denoising steps [default: 25].
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Classifier-free guidance scale; 1 or less turns guidance off [default: 7].
+    #[arg(long)]
+    cfg: Option<f64>,
     /// Seed of the first picture (picture k of a batch uses seed + k); random when omitted.
     #[arg(long)]
     seed: Option<u64>,
@@ -81,7 +85,14 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
-    let sampler: SamplerKind = args.sampler.parse()?;
+    let preset = match &args.preset {
+        Some(spec) => easel::presets::load(spec)?,
+        None => easel::presets::Preset::default(),
+    };
+    let sampler: SamplerKind = match &args.sampler {
+        Some(s) => s.parse()?,
+        None => preset.sampler.unwrap_or(SamplerKind::DpmPp2mKarras),
+    };
     let init = match &args.init_image {
         Some(p) => Some(read_image(p, "init image")?),
         None => None,
@@ -90,14 +101,17 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         args.loras.iter().map(|s| super::loras::parse_flag(s)).collect::<anyhow::Result<Vec<_>>>()?;
     let mut loras = flag_loras.clone();
     loras.extend(super::loras::resolve_tags(&args.prompt, args.lora_dir.as_deref())?);
+    // An init image sets the size unless a flag does; a preset's size applies to txt2img.
     let (default_w, default_h) =
-        init.as_ref().map_or((512, 512), |i| (i.width() as usize / 8 * 8, i.height() as usize / 8 * 8));
+        init.as_ref().map_or((preset.width.unwrap_or(512), preset.height.unwrap_or(512)), |i| {
+            (i.width() as usize / 8 * 8, i.height() as usize / 8 * 8)
+        });
     let request = GenerationRequest {
         prompt: args.prompt.clone(),
-        negative_prompt: args.negative.clone(),
+        negative_prompt: args.negative.clone().or(preset.negative_prompt.clone()).unwrap_or_default(),
         sampler,
-        steps: args.steps,
-        cfg_scale: args.cfg,
+        steps: args.steps.or(preset.steps).unwrap_or(25),
+        cfg_scale: args.cfg.or(preset.cfg_scale).unwrap_or(7.0),
         seed: args.seed.unwrap_or_else(random_seed),
         width: args.width.unwrap_or(default_w),
         height: args.height.unwrap_or(default_h),

@@ -36,6 +36,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Score generated pictures against references: FID, KID, IS, PSNR, SSIM.
     Eval(Box<eval::EvalArgs>),
+    /// List the settings presets `generate --preset` takes.
+    Presets,
 }
 
 /// Parses the command line and runs the chosen subcommand.
@@ -47,6 +49,15 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(*args),
+        Command::Presets => {
+            for (name, description) in easel::presets::list() {
+                println!("{name:<20} {description}");
+            }
+            if let Some(dir) = easel::presets::user_dir() {
+                println!("(your own presets go in {} as NAME.json)", dir.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -71,6 +71,28 @@ impl Mid {
     }
 }
 
+/// `count` unconditioned residual blocks of one level, the first taking `in_ch` channels.
+fn level_resnets(
+    vb: &VarBuilder,
+    count: usize,
+    in_ch: usize,
+    out: usize,
+    cfg: &VaeConfig,
+) -> Result<Vec<ResnetBlock>> {
+    (0..count)
+        .map(|j| {
+            let spec = ResnetSpec {
+                in_ch: if j == 0 { in_ch } else { out },
+                out_ch: out,
+                temb_dim: None,
+                groups: cfg.norm_num_groups,
+                eps: EPS,
+            };
+            ResnetBlock::new(vb.pp("resnets").pp(j), &spec)
+        })
+        .collect()
+}
+
 struct Encoder {
     conv_in: Conv2d,
     levels: Vec<(Vec<ResnetBlock>, Option<Downsample>)>,
@@ -89,18 +111,7 @@ impl Encoder {
             let vb = vb.pp("down_blocks").pp(i);
             let inp = out;
             out = level_ch;
-            let resnets = (0..cfg.layers_per_block)
-                .map(|j| {
-                    let spec = ResnetSpec {
-                        in_ch: if j == 0 { inp } else { out },
-                        out_ch: out,
-                        temb_dim: None,
-                        groups: cfg.norm_num_groups,
-                        eps: EPS,
-                    };
-                    ResnetBlock::new(vb.pp("resnets").pp(j), &spec)
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let resnets = level_resnets(&vb, cfg.layers_per_block, inp, out, cfg)?;
             let down =
                 if i + 1 < n { Some(Downsample::asymmetric(vb.pp("downsamplers.0"), out)?) } else { None };
             levels.push((resnets, down));
@@ -147,18 +158,7 @@ impl Decoder {
             let vb = vb.pp("up_blocks").pp(i);
             let prev = out;
             out = level_ch;
-            let resnets = (0..cfg.layers_per_block + 1)
-                .map(|j| {
-                    let spec = ResnetSpec {
-                        in_ch: if j == 0 { prev } else { out },
-                        out_ch: out,
-                        temb_dim: None,
-                        groups: cfg.norm_num_groups,
-                        eps: EPS,
-                    };
-                    ResnetBlock::new(vb.pp("resnets").pp(j), &spec)
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let resnets = level_resnets(&vb, cfg.layers_per_block + 1, prev, out, cfg)?;
             let up = if i + 1 < n { Some(Upsample::new(vb.pp("upsamplers.0"), out)?) } else { None };
             levels.push((resnets, up));
         }

@@ -62,6 +62,20 @@ pub fn generate_golden_settings_in(model: &Path, sampler: &str, dtype: &str, out
     assert!(res.status.success(), "generate failed: {}", stderr(&res));
 }
 
+/// Copies a folder tree (the tests assemble model variants from the fixtures this way).
+pub fn copy_tree(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).expect("create");
+    for entry in std::fs::read_dir(src).expect("list") {
+        let entry = entry.expect("entry");
+        let target = dst.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
 pub fn load_rgb(path: &Path) -> image::RgbImage {
     image::open(path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display())).to_rgb8()
 }

@@ -35,8 +35,10 @@ pub enum SamplerKind {
     /// Euler ancestral.
     EulerA,
     /// DPM-Solver++ 2M.
+    #[serde(rename = "dpmpp_2m")]
     DpmPp2m,
     /// DPM-Solver++ 2M with Karras sigmas.
+    #[serde(rename = "dpmpp_2m_karras")]
     DpmPp2mKarras,
     /// Latent consistency model sampling.
     Lcm,
@@ -173,6 +175,13 @@ mod tests {
     fn unknown_sampler_names_the_choices() {
         let err = "dpm_fast".parse::<SamplerKind>().expect_err("unknown");
         assert!(err.to_string().contains("dpmpp_2m_karras"));
+    }
+
+    #[test]
+    fn json_names_are_the_command_line_names() {
+        for kind in SamplerKind::ALL {
+            assert_eq!(serde_json::to_string(&kind).expect("serialises"), format!("\"{}\"", kind.id()));
+        }
     }
 
     #[test]
