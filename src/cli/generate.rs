@@ -76,6 +76,10 @@ pub struct GenerateArgs {
     /// f32, f16 or bf16.
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// What the model predicts, when its files do not say it right: epsilon or v_prediction.
+    /// (SD 2.x single files are taken as the 768 v-prediction models; the 512 base ones need epsilon.)
+    #[arg(long)]
+    prediction: Option<String>,
     /// Replace existing output files.
     #[arg(long)]
     overwrite: bool,
@@ -106,6 +110,13 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         init.as_ref().map_or((preset.width.unwrap_or(512), preset.height.unwrap_or(512)), |i| {
             (i.width() as usize / 8 * 8, i.height() as usize / 8 * 8)
         });
+    if let Some(p) = &args.prediction {
+        if p != "epsilon" && p != "v_prediction" {
+            return Err(
+                Error::BadRequest(format!("--prediction {p:?}: choose epsilon or v_prediction")).into()
+            );
+        }
+    }
     let request = GenerationRequest {
         prompt: args.prompt.clone(),
         negative_prompt: args.negative.clone().or(preset.negative_prompt.clone()).unwrap_or_default(),
@@ -138,6 +149,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
     let mut model = StableDiffusion::load(&model_path, &device, dtype)?;
     spinner.finish_and_clear();
+    if let Some(p) = &args.prediction {
+        model.scheduler_config.insert("prediction_type".into(), serde_json::Value::String(p.clone()));
+    }
     let lora_hashes = super::loras::apply(&mut model, &request.loras)?;
     let provenance = Provenance {
         model: model.name.clone(),
