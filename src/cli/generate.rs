@@ -14,7 +14,6 @@ use easel::export::png::save_png;
 use easel::Error;
 use image::imageops::FilterType;
 use indicatif::{ProgressBar, ProgressStyle};
-use sha2::{Digest, Sha256};
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -293,11 +292,9 @@ fn metadata(
 
 /// A1111's model hash: the first 10 hex digits of the file's sha256.
 fn file_hash(path: &Path) -> anyhow::Result<String> {
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io("cannot open the model", e, path))?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io("cannot read the model", e, path))?;
-    let digest = hasher.finalize();
-    Ok(digest.iter().take(5).map(|b| format!("{b:02x}")).collect())
+    let hash =
+        easel::metrics::cache::file_hash(path).map_err(|e| Error::io("cannot read the model", e, path))?;
+    Ok(hash[..10].to_string())
 }
 
 fn random_seed() -> u64 {

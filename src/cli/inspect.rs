@@ -9,7 +9,7 @@ use candle_core::{DType, Device};
 use clap::Args;
 use easel::engine::checkpoint;
 use easel::engine::lora::{Adapter, Target};
-use easel::engine::weights::{read_safetensors, read_safetensors_metadata};
+use easel::engine::weights::{read_safetensors, read_safetensors_header, read_safetensors_metadata};
 use easel::engine::StableDiffusion;
 use easel::Error;
 use serde_json::{json, Value};
@@ -108,16 +108,17 @@ fn describe_lora(path: &Path, model: Option<&str>) -> anyhow::Result<Value> {
     Ok(report)
 }
 
+/// Decided from the header alone, so the tensors are read once, by whichever description runs.
 fn looks_like_lora(path: &Path) -> anyhow::Result<bool> {
-    let meta = read_safetensors_metadata(path)?;
+    let header = read_safetensors_header(path)?;
+    let meta = &header.metadata;
     if meta
         .keys()
         .any(|k| k.starts_with("ss_network") || k == "modelspec.architecture" && meta[k].ends_with("/lora"))
     {
         return Ok(true);
     }
-    let tensors = read_safetensors(path)?;
-    Ok(tensors.keys().any(|k| {
+    Ok(header.names.iter().any(|k| {
         k.starts_with("lora_unet_")
             || k.starts_with("lora_te")
             || k.contains(".lora_A.")

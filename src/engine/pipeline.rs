@@ -118,9 +118,12 @@ fn encode_prompts(model: &StableDiffusion, request: &GenerationRequest, guided: 
     // Adapter tags select LoRAs; like A1111, the text encoder never sees them.
     let prompt = super::lora::tags::strip_tags(&request.prompt);
     let negative = super::lora::tags::strip_tags(&request.negative_prompt);
-    let cond = tok.encode_chunks(&prompt, 1);
+    let mut cond = tok.encode_chunks(&prompt, 1);
     let uncond = tok.encode_chunks(&negative, cond.len());
-    let cond = tok.encode_chunks(&prompt, uncond.len());
+    if uncond.len() > cond.len() {
+        // A longer negative prompt: pad the prompt with empty chunks to the same length.
+        cond = tok.encode_chunks(&prompt, uncond.len());
+    }
     let embed = |chunks: &[Vec<u32>]| -> Result<Tensor> {
         let parts = chunks
             .iter()

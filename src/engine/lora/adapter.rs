@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::delta::{Delta, Factor};
 use super::metadata::AdapterMetadata;
-use crate::engine::weights::{read_safetensors, read_safetensors_metadata};
+use crate::engine::weights::{header_of, parse_safetensors, read_file};
 use crate::error::{Error, Result};
 
 /// Which network a module belongs to.
@@ -75,9 +75,12 @@ impl Adapter {
         {
             return Err(Error::bad_file("Easel reads LoRA adapters from .safetensors files", path));
         }
-        let tensors = read_safetensors(path)?;
-        let header = read_safetensors_metadata(path)?;
-        let hash = a1111_hash(path)?;
+        // One read serves the tensors, the header and the hash.
+        let bytes = read_file(path)?;
+        let tensors = parse_safetensors(&bytes, path)?;
+        let info = header_of(&bytes, path)?;
+        let hash = a1111_hash(&bytes[info.data_offset..]);
+        let header = info.metadata;
         let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("lora").to_string();
         let (format, modules, unknown_keys) = parse(tensors, &header, path)?;
         if modules.is_empty() {
@@ -91,13 +94,9 @@ impl Adapter {
     }
 }
 
-fn a1111_hash(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io("cannot read the LoRA", e, path))?;
-    let len =
-        bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).unwrap_or(0) as usize;
-    let body = bytes.get(8 + len..).unwrap_or(&[]);
-    let digest = Sha256::digest(body);
-    Ok(digest.iter().take(6).map(|b| format!("{b:02x}")).collect())
+/// A1111's LoRA hash: the first 12 hex digits of the sha256 of the tensor data (after the header).
+fn a1111_hash(tensor_data: &[u8]) -> String {
+    Sha256::digest(tensor_data).iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
 type Parsed = (&'static str, Vec<AdapterModule>, Vec<String>);
