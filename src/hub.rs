@@ -50,13 +50,39 @@ pub fn list_cached() -> Vec<(String, PathBuf)> {
 /// text-encoder weights, preferring the fp16 variant when `fp16` is set) and returns the snapshot
 /// folder. Files already complete in the cache are not fetched again; partial ones resume.
 pub fn pull(repo_id: &str, fp16: bool) -> Result<PathBuf> {
+    pull_reporting(repo_id, fp16, None)
+}
+
+/// A model the user named: an existing path, or a hub id already pulled into the cache.
+pub fn resolve_model(spec: &str) -> Result<PathBuf> {
+    let path = PathBuf::from(spec);
+    if path.exists() {
+        return Ok(path);
+    }
+    if looks_like_repo_id(spec) {
+        if let Some(dir) = cached_model(spec) {
+            return Ok(dir);
+        }
+        return Err(Error::Hub(format!(
+            "{spec} is not downloaded yet; pull it first (`easel models pull {spec}`), or choose a local folder or file"
+        )));
+    }
+    Err(Error::not_found("model", &path))
+}
+
+/// Download progress for one file: its name, bytes done, bytes in all.
+pub type PullReporter<'a> = &'a mut (dyn FnMut(&str, u64, u64) + Send);
+
+/// [`pull`], telling `report` (when given) how each file's download goes instead of drawing
+/// progress bars on the terminal; used by the studio's model picker.
+pub fn pull_reporting(repo_id: &str, fp16: bool, mut report: Option<PullReporter>) -> Result<PathBuf> {
     let offline = |e: &dyn std::fmt::Display| {
         Error::Hub(format!(
             "cannot reach the Hugging Face hub for {repo_id} ({e}). You may be offline: models already \
              on disk work without a network — pass --model with their folder or file"
         ))
     };
-    let api = ApiBuilder::from_env().with_progress(true).build().map_err(|e| offline(&e))?;
+    let api = ApiBuilder::from_env().with_progress(report.is_none()).build().map_err(|e| offline(&e))?;
     let repo = api.model(repo_id.to_string());
     let info = repo.info().map_err(|e| offline(&e))?;
     let files: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
@@ -68,13 +94,42 @@ pub fn pull(repo_id: &str, fp16: bool) -> Result<PathBuf> {
     }
     let wanted = choose_files(&files, fp16).map_err(Error::Hub)?;
     let mut index = None;
+    let cache = hf_hub::Cache::from_env().model(repo_id.to_string());
     for name in &wanted {
-        let path = repo.get(name).map_err(|e| offline(&e))?;
+        let path = match (cache.get(name), report.as_deref_mut()) {
+            (Some(done), _) => done,
+            (None, Some(report)) => repo
+                .download_with_progress(name, Reporter { report, file: name.clone(), total: 0, done: 0 })
+                .map_err(|e| offline(&e))?,
+            (None, None) => repo.get(name).map_err(|e| offline(&e))?,
+        };
         if name == "model_index.json" {
             index = path.parent().map(Path::to_path_buf);
         }
     }
     index.ok_or_else(|| Error::Hub(format!("{repo_id}: the download finished without model_index.json")))
+}
+
+/// Adapts hf-hub's progress trait to a plain callback.
+struct Reporter<'a> {
+    report: &'a mut (dyn FnMut(&str, u64, u64) + Send),
+    file: String,
+    total: u64,
+    done: u64,
+}
+
+impl hf_hub::api::Progress for Reporter<'_> {
+    fn init(&mut self, size: usize, _filename: &str) {
+        self.total = size as u64;
+        (self.report)(&self.file, 0, self.total);
+    }
+    fn update(&mut self, size: usize) {
+        self.done += size as u64;
+        (self.report)(&self.file, self.done, self.total);
+    }
+    fn finish(&mut self) {
+        (self.report)(&self.file, self.total, self.total);
+    }
 }
 
 /// The files of a repository listing that make up a usable model.

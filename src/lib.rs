@@ -1,14 +1,23 @@
 //! Easel: a studio for Stable Diffusion with LoRA adapters and built-in quality metrics.
 //!
-//! The library holds everything but the user interface: the generation engine, PNG export with
-//! parameters, and model downloads. The `easel` binary puts a command line on top of it.
+//! The library holds the engine and everything around it: the generation engine, PNG export with
+//! parameters, and model downloads. The `easel` binary puts a command line and
+//! (with the `gui` feature) the desktop studio on top of it; both drive the engine through the
+//! background worker or directly.
 
 pub mod engine;
 pub mod error;
 pub mod export;
+pub mod history;
 pub mod hub;
+pub mod memory;
 pub mod metrics;
+pub mod paths;
 pub mod presets;
+pub mod worker;
+
+#[cfg(feature = "gui")]
+pub mod gui;
 
 pub use error::{Error, Result};
 

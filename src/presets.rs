@@ -28,6 +28,12 @@ pub struct Preset {
     pub height: Option<usize>,
     /// The negative prompt.
     pub negative_prompt: Option<String>,
+    /// The prompt (user presets saved from the studio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// A LoRA stack (user presets saved from the studio).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loras: Vec<crate::engine::LoraSpec>,
 }
 
 /// The presets shipped with Easel, by file stem.
@@ -40,10 +46,50 @@ const SHIPPED: [(&str, &str); 4] = [
 
 /// The user's preset folder.
 pub fn user_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
-    Some(base.join("easel").join("presets"))
+    Some(crate::paths::Paths::from_system().presets())
+}
+
+/// Saves `preset` as `dir/<name>.json`, atomically; an existing preset of that name is replaced
+/// only when `overwrite` is set.
+pub fn save(dir: &Path, name: &str, preset: &Preset, overwrite: bool) -> Result<PathBuf> {
+    let clean = name.trim();
+    if clean.is_empty() || clean.contains(['/', '\\', ':']) || clean.starts_with('.') {
+        return Err(Error::BadRequest(format!(
+            "{name:?} cannot be a preset name: use letters, digits, spaces, - or _"
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create the presets folder", e, dir))?;
+    let path = dir.join(format!("{clean}.json"));
+    let json = serde_json::to_string_pretty(preset).map_err(|e| Error::BadRequest(e.to_string()))?;
+    crate::export::write_atomically(&path, json.as_bytes(), overwrite)?;
+    Ok(path)
+}
+
+/// The shipped presets' names, then the names of the presets in `dir`.
+pub fn names_in(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = SHIPPED.iter().map(|(n, _)| n.to_string()).collect();
+    let mut user: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                .filter_map(|p| Some(p.file_stem()?.to_string_lossy().to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    user.sort();
+    out.extend(user);
+    out
+}
+
+/// A preset by name: the user's in `dir` first, then a shipped one.
+pub fn load_from(dir: &Path, name: &str) -> Result<Preset> {
+    let path = dir.join(format!("{name}.json"));
+    if path.is_file() {
+        return parse_file(&path);
+    }
+    load(name)
 }
 
 /// A preset by file path, by the name of a user preset, or by the name of a shipped one.
@@ -106,6 +152,22 @@ mod tests {
             assert!(p.sampler.is_some() && p.steps.is_some(), "{name}");
             assert!(!p.description.is_empty(), "{name}");
         }
+    }
+
+    #[test]
+    fn user_presets_round_trip_and_are_not_overwritten() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let preset = Preset {
+            name: "Mine".into(),
+            prompt: Some("a cat".into()),
+            steps: Some(9),
+            ..Default::default()
+        };
+        save(dir.path(), "mine", &preset, false).expect("saves");
+        assert_eq!(load_from(dir.path(), "mine").expect("loads"), preset);
+        assert!(names_in(dir.path()).contains(&"mine".to_string()));
+        assert!(matches!(save(dir.path(), "mine", &preset, false), Err(Error::WouldOverwrite { .. })));
+        assert!(save(dir.path(), "../evil", &preset, false).is_err());
     }
 
     #[test]

@@ -20,60 +20,6 @@ fn golden() -> Value {
         .expect("json")
 }
 
-/// splitmix64 of (stream << 32) + i, as uniforms in [0, 1), exactly as the fixture script draws them.
-fn splitmix_uniform(n: usize, stream: u64) -> impl Iterator<Item = f64> {
-    (0..n as u64).map(move |i| {
-        let mut z = i.wrapping_add(stream << 32).wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / 9_007_199_254_740_992.0
-    })
-}
-
-/// The formula FID Inception weights, written once per test run as safetensors.
-fn formula_weights() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let text = std::fs::read_to_string(metrics_dir().join("inception_manifest.json")).expect("manifest");
-        let manifest: Vec<(String, Vec<usize>)> = serde_json::from_str(&text).expect("json");
-        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        for (k, (name, shape)) in manifest.iter().enumerate() {
-            if name.ends_with("num_batches_tracked") {
-                continue;
-            }
-            let n: usize = shape.iter().product();
-            let values = splitmix_uniform(n, k as u64 + 1).map(|u| {
-                let v = if name.ends_with("conv.weight") {
-                    let fan_in: usize = shape[1..].iter().product();
-                    (2.0 * u - 1.0) * (6.0 / fan_in as f64).sqrt()
-                } else if name.ends_with("bn.weight") {
-                    1.0 + 0.2 * (u - 0.5)
-                } else if name.ends_with("bn.running_var") {
-                    1.0 + 0.5 * u
-                } else if name.ends_with("fc.weight") {
-                    (2.0 * u - 1.0) * 1.0
-                } else {
-                    0.1 * (u - 0.5)
-                };
-                v as f32
-            });
-            tensors.push((name.clone(), shape.clone(), values.flat_map(f32::to_le_bytes).collect()));
-        }
-        let views = tensors.iter().map(|(name, shape, bytes)| {
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                .expect("valid tensor");
-            (name.clone(), view)
-        });
-        // The content never changes, so one copy in cargo's test scratch folder serves every run.
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("formula-inception.safetensors");
-        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-        safetensors::serialize_to_file(views, None, &tmp).expect("written");
-        std::fs::rename(&tmp, &path).expect("moved into place");
-        path
-    })
-}
-
 /// One feature cache for the whole run: later evaluations of the same pictures read it, which also
 /// checks that cached features give the same numbers as fresh ones.
 fn shared_cache() -> &'static Path {

@@ -185,7 +185,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         vae_row = json!({ "size": size, "secs": secs });
     }
 
-    let peak = peak_rss_bytes();
+    let peak = easel::memory::peak_rss_bytes();
     let report = json!({
         "device": format!("{device:?}"),
         "dtype": args.dtype,
@@ -295,12 +295,4 @@ fn time_median(
     }
     times.sort_by(f64::total_cmp);
     Ok(times[times.len() / 2])
-}
-
-/// Peak resident memory of this process (Linux's VmHWM).
-fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use easel::engine::device::{parse_dtype, DeviceChoice};
 use easel::engine::{GenerationInputs, GenerationRequest, SamplerKind, StableDiffusion};
-use easel::export::parameters::{to_a1111, Provenance};
+use easel::export::parameters::Provenance;
 use easel::export::png::save_png;
 use easel::Error;
 use image::imageops::FilterType;
@@ -188,7 +188,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     let mut written = Vec::new();
     let mut on_image = |img: easel::engine::GeneratedImage| -> easel::Result<()> {
         let path = &outputs[written.len()];
-        let texts = metadata(&request, &saved_prompt, img.seed, &provenance, &img.timings);
+        let texts =
+            easel::export::generation_texts(&request, &saved_prompt, img.seed, &provenance, &img.timings);
         save_png(path, &img.image, &texts, args.overwrite)?;
         bar.println(format!(
             "wrote {} (seed {}, {:.1} s)",
@@ -266,28 +267,6 @@ fn read_inputs(
         None => None,
     };
     Ok(GenerationInputs { init_image, mask, noise })
-}
-
-fn metadata(
-    request: &GenerationRequest,
-    saved_prompt: &str,
-    seed: u64,
-    provenance: &Provenance,
-    timings: &easel::engine::Timings,
-) -> Vec<(String, String)> {
-    let single = GenerationRequest { seed, batch: 1, ..request.clone() };
-    let shown = GenerationRequest { prompt: saved_prompt.to_string(), ..single.clone() };
-    let json = serde_json::json!({
-        "request": single,
-        "model": provenance.model,
-        "model_hash": provenance.model_hash,
-        "version": provenance.version,
-        "timings": timings,
-    });
-    vec![
-        ("parameters".to_string(), to_a1111(&shown, seed, provenance)),
-        ("easel".to_string(), json.to_string()),
-    ]
 }
 
 /// A1111's model hash: the first 10 hex digits of the file's sha256.

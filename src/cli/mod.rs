@@ -17,7 +17,10 @@ use clap::{Parser, Subcommand};
 #[command(name = "easel", version = easel_version(), about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Open the studio with this model loaded (a diffusers folder, a checkpoint, or a pulled hub id).
+    #[arg(long, value_name = "PATH")]
+    model: Option<String>,
 }
 
 fn easel_version() -> &'static str {
@@ -43,7 +46,10 @@ enum Command {
 /// Parses the command line and runs the chosen subcommand.
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    match cli.command {
+    let Some(command) = cli.command else {
+        return studio(cli.model);
+    };
+    match command {
         Command::Generate(args) => generate::run(*args),
         Command::Models(args) => models::run(args),
         Command::Inspect(args) => inspect::run(args),
@@ -61,17 +67,21 @@ pub fn run() -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Opens the desktop studio (`easel` with no subcommand).
+#[cfg(feature = "gui")]
+fn studio(model: Option<String>) -> anyhow::Result<ExitCode> {
+    easel::gui::run(easel::gui::LaunchOptions::system(model))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "gui"))]
+fn studio(_model: Option<String>) -> anyhow::Result<ExitCode> {
+    anyhow::bail!(
+        "this easel was built without the studio (the `gui` feature); use a subcommand, see `easel --help`"
+    )
+}
+
 /// Resolves `--model`: a local path, or a hub id already pulled into the cache.
 pub fn resolve_model(spec: &str) -> anyhow::Result<std::path::PathBuf> {
-    let path = std::path::PathBuf::from(spec);
-    if path.exists() {
-        return Ok(path);
-    }
-    if easel::hub::looks_like_repo_id(spec) {
-        if let Some(dir) = easel::hub::cached_model(spec) {
-            return Ok(dir);
-        }
-        anyhow::bail!("{spec} is not downloaded yet; run `easel models pull {spec}` first, or pass a local folder or file");
-    }
-    Err(easel::Error::not_found("model", &path).into())
+    Ok(easel::hub::resolve_model(spec)?)
 }

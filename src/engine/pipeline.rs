@@ -38,7 +38,7 @@ pub struct Progress<'a> {
 }
 
 /// Seconds spent in each stage of one picture.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Timings {
     /// Text encoding.
     pub text_secs: f64,

@@ -231,17 +231,19 @@ pub fn evaluate(reference: &Reference, generated: &SetFeatures, options: &EvalOp
     Ok(report)
 }
 
-/// PSNR and SSIM over pictures with the same file name in both folders.
+/// PSNR and SSIM over pictures with the same file name (extension aside: `a.png` pairs with
+/// `a.jpg`) in both folders.
 fn pair_metrics(reference: &SetFeatures, generated: &SetFeatures, report: &mut SetReport) -> Result<()> {
     let by_name: BTreeMap<String, &PathBuf> = reference
         .paths
         .iter()
-        .filter_map(|p| Some((p.file_name()?.to_string_lossy().to_string(), p)))
+        .filter_map(|p| Some((p.file_stem()?.to_string_lossy().to_string(), p)))
         .collect();
     let (mut psnr_sum, mut ssim_sum, mut pairs) = (0.0, 0.0, 0usize);
     for path in &generated.paths {
         let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        let Some(ref_path) = by_name.get(&name) else {
+        let stem = path.file_stem().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let Some(ref_path) = by_name.get(&stem) else {
             report.unpaired.push(format!("{name}: no reference of that name"));
             continue;
         };

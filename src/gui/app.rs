@@ -1,0 +1,372 @@
+//! The studio's app struct: owns the worker handle, the state, textures and the canvas; drains
+//! worker events once per frame, then lays out the panels. Closing the window saves settings
+//! (eframe persistence) and the gallery history.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use egui::Ui;
+
+use super::canvas::Canvas;
+use super::dialogs::{Dialogs, SystemDialogs};
+use super::image_view::ViewTransform;
+use super::state::{AppState, CanvasUse, JobKind, Settings, Tab};
+use super::textures::Textures;
+use crate::engine::device::DeviceChoice;
+use crate::paths::Paths;
+use crate::worker::{Command, GenerateJob, Worker};
+
+/// How the studio starts.
+pub struct LaunchOptions {
+    /// Where the gallery, presets and inputs live.
+    pub paths: Paths,
+    /// A model to load at once (`easel --model PATH`).
+    pub model: Option<String>,
+    /// File dialogs.
+    pub dialogs: Box<dyn Dialogs>,
+    /// Restore the previous session's settings (off in tests).
+    pub restore_settings: bool,
+}
+
+impl LaunchOptions {
+    /// The system folders and dialogs.
+    pub fn system(model: Option<String>) -> Self {
+        Self { paths: Paths::from_system(), model, dialogs: Box::new(SystemDialogs), restore_settings: true }
+    }
+}
+
+/// A/B compare modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CompareMode {
+    Wipe,
+    SideBySide,
+    Grid,
+}
+
+/// The studio.
+pub struct EaselApp {
+    /// Everything the window shows.
+    pub state: AppState,
+    /// The sketch / img2img / mask canvas.
+    pub canvas: Canvas,
+    pub(crate) worker: Worker,
+    pub(crate) dialogs: Box<dyn Dialogs>,
+    pub(crate) textures: Textures,
+    pub(crate) view: ViewTransform,
+    pub(crate) compare_view: ViewTransform,
+    pub(crate) compare_mode: CompareMode,
+    pub(crate) wipe: f32,
+    pub(crate) lora_browser_open: bool,
+    pub(crate) preset_name: String,
+    pub(crate) metric_to_plot: usize,
+    history_saved: Instant,
+    last_frame: Option<Duration>,
+}
+
+impl EaselApp {
+    /// Builds the app inside eframe (or egui_kittest's harness).
+    pub fn new(cc: &eframe::CreationContext<'_>, options: LaunchOptions) -> Self {
+        let settings: Settings = if options.restore_settings {
+            cc.storage.and_then(|s| eframe::get_value(s, eframe::APP_KEY)).unwrap_or_default()
+        } else {
+            Settings::default()
+        };
+        let ctx = cc.egui_ctx.clone();
+        let worker = Worker::spawn(Box::new(move || ctx.request_repaint())).unwrap_or_else(|e| {
+            // Without a thread nothing can render; this is the one failure the window cannot show.
+            panic!("cannot start the background worker thread: {e}")
+        });
+        let canvas = Canvas::new(settings.width as u32, settings.height as u32);
+        let mut app = Self {
+            state: AppState::new(settings, options.paths),
+            canvas,
+            worker,
+            dialogs: options.dialogs,
+            textures: Textures::default(),
+            view: ViewTransform::default(),
+            compare_view: ViewTransform::default(),
+            compare_mode: CompareMode::Wipe,
+            wipe: 0.5,
+            lora_browser_open: false,
+            preset_name: String::new(),
+            metric_to_plot: 0,
+            history_saved: Instant::now(),
+            last_frame: None,
+        };
+        let model = options.model.or_else(|| {
+            // Reopen the last model when it is still there.
+            app.state.settings.recent_models.first().filter(|m| crate::hub::resolve_model(m).is_ok()).cloned()
+        });
+        if let Some(m) = model {
+            app.load_model(m);
+        }
+        let paths: Vec<PathBuf> = app.state.settings.loras.iter().map(|s| s.path.clone()).collect();
+        for path in paths {
+            app.send(Command::InspectLora { path });
+        }
+        app
+    }
+
+    /// Sends a command to the worker, showing why if it cannot take it.
+    pub(crate) fn send(&mut self, command: Command) {
+        if let Err(e) = self.worker.send(command) {
+            self.state.error(e);
+        }
+    }
+
+    /// Loads a model on the worker.
+    pub fn load_model(&mut self, source: String) {
+        let dtype = self.state.settings.dtype.clone();
+        self.send(Command::LoadModel { source, device: DeviceChoice::Auto, dtype });
+    }
+
+    /// How long the last frame's layout took (for the frame-time benchmark and the status bar).
+    pub fn last_frame_time(&self) -> Option<Duration> {
+        self.last_frame
+    }
+
+    /// Queues the current settings as a render (the Generate button).
+    pub fn generate(&mut self) {
+        if !matches!(self.state.model, super::state::ModelStatus::Ready(_)) {
+            self.state.error("Open a model first: choose a file or folder, or pull one from the hub.");
+            return;
+        }
+        if !self.state.settings.seed_locked {
+            self.state.settings.seed = random_seed();
+        }
+        let mut request = self.state.settings.request();
+        if let Err(e) = request.validate() {
+            self.state.error(e.to_string());
+            return;
+        }
+        let (mut init_image, mut mask) = (None, None);
+        if self.state.settings.canvas_use != CanvasUse::Off {
+            match self.canvas.inputs(&self.state.paths.inputs(), request.width as u32, request.height as u32)
+            {
+                Ok(inputs) => {
+                    request.init_image = Some(inputs.image_path);
+                    init_image = Some(inputs.image);
+                    if self.state.settings.canvas_use == CanvasUse::Inpaint {
+                        request.mask = Some(inputs.mask_path);
+                        mask = Some(inputs.mask);
+                    }
+                }
+                Err(e) => {
+                    self.state.error(e.to_string());
+                    return;
+                }
+            }
+        }
+        let label = job_label(&request.prompt, request.batch, request.seed);
+        let saved_prompt = self.state.settings.saved_prompt();
+        let (id, cancel) = self.state.enqueue(label, request.batch, JobKind::Render);
+        let output_dir = self.state.paths.gallery();
+        self.send(Command::Generate(Box::new(GenerateJob {
+            id,
+            request,
+            saved_prompt,
+            init_image,
+            mask,
+            cancel,
+            output_dir,
+        })));
+    }
+
+    fn drain_events(&mut self, ctx: &egui::Context) {
+        while let Some(event) = self.worker.try_recv() {
+            self.state.apply(event);
+        }
+        for (id, image) in std::mem::take(&mut self.state.fresh_images) {
+            self.textures.insert(ctx, id, &image);
+        }
+        if self.state.history_dirty && self.history_saved.elapsed() > Duration::from_secs(1) {
+            self.save_history();
+        }
+    }
+
+    fn save_history(&mut self) {
+        self.history_saved = Instant::now();
+        self.state.history_dirty = false;
+        if let Err(e) = self.state.history.save(&self.state.paths.history_file()) {
+            self.state.error(e.to_string());
+        }
+    }
+
+    fn dropped_files(&mut self, ctx: &egui::Context) {
+        let dropped = ctx.input(|i| i.raw.dropped_files.clone());
+        for file in dropped {
+            let path = file.path().to_path_buf();
+            if !path.as_os_str().is_empty() {
+                self.import_settings(&path);
+            }
+        }
+    }
+
+    /// Takes the generation settings from a PNG (drag and drop, or the Import button).
+    pub fn import_settings(&mut self, path: &std::path::Path) {
+        match crate::export::import::import_png(path) {
+            Ok(imported) => {
+                self.state.settings.use_request(&imported.request);
+                let name = path.file_name().map_or(String::new(), |n| n.to_string_lossy().to_string());
+                self.state.info(format!("Settings taken from {name} ({} metadata)", imported.source));
+                let paths: Vec<PathBuf> = self.state.settings.loras.iter().map(|s| s.path.clone()).collect();
+                for path in paths {
+                    self.send(Command::InspectLora { path });
+                }
+            }
+            Err(e) => self.state.error(e.to_string()),
+        }
+    }
+
+    fn top_bar_ui(&mut self, ui: &mut Ui) {
+        ui.horizontal(|ui| {
+            ui.heading("Easel");
+            ui.separator();
+            for (tab, name) in [
+                (Tab::Image, "Image"),
+                (Tab::Gallery, "Gallery"),
+                (Tab::Compare, "Compare"),
+                (Tab::Metrics, "Metrics"),
+                (Tab::Canvas, "Canvas"),
+            ] {
+                ui.selectable_value(&mut self.state.settings.tab, tab, name);
+            }
+            ui.separator();
+            super::controls::presets_menu_ui(self, ui);
+        });
+    }
+
+    fn notices_ui(&mut self, ui: &mut Ui) {
+        let mut dismiss = None;
+        for (i, notice) in self.state.notices.iter().enumerate().rev().take(3) {
+            ui.horizontal(|ui| {
+                let color =
+                    if notice.is_error { ui.visuals().error_fg_color } else { ui.visuals().text_color() };
+                if ui.small_button("×").on_hover_text("Dismiss").clicked() {
+                    dismiss = Some(i);
+                }
+                ui.colored_label(color, &notice.text);
+            });
+        }
+        if let Some(i) = dismiss {
+            self.state.notices.remove(i);
+        }
+    }
+
+    fn status_bar_ui(&mut self, ui: &mut Ui) {
+        ui.horizontal(|ui| {
+            match self.state.running().map(|j| (j.label.clone(), j.batch, j.status.clone())) {
+                Some((
+                    label,
+                    batch,
+                    super::state::JobStatus::Running { image, step, total, elapsed_secs },
+                )) => {
+                    let done = image * total + step;
+                    let all = (batch * total).max(1);
+                    let eta =
+                        if done > 0 { elapsed_secs / done as f64 * (all - done) as f64 } else { f64::NAN };
+                    ui.add(
+                        egui::ProgressBar::new(done as f32 / all as f32)
+                            .desired_width(240.0)
+                            .text(format!("step {step}/{total} · picture {}/{batch}", image + 1)),
+                    );
+                    let eta =
+                        if eta.is_finite() { format!("{eta:.0} s left") } else { "estimating…".into() };
+                    ui.label(format!("{label} · {elapsed_secs:.1} s · {eta}"));
+                }
+                _ => {
+                    ui.label(match &self.state.model {
+                        super::state::ModelStatus::Ready(m) => {
+                            format!("Ready · {} ({}, {}, {})", m.name, m.family, m.device, m.dtype)
+                        }
+                        super::state::ModelStatus::Loading(s) => format!("Loading {s}…"),
+                        super::state::ModelStatus::None => "No model loaded".into(),
+                    });
+                }
+            }
+            let queued = self.state.jobs.len().saturating_sub(usize::from(self.state.running().is_some()));
+            if queued > 0 {
+                ui.label(format!("· {queued} queued"));
+            }
+        });
+    }
+}
+
+impl eframe::App for EaselApp {
+    fn ui(&mut self, ui: &mut Ui, _frame: &mut eframe::Frame) {
+        let started = Instant::now();
+        let ctx = ui.ctx().clone();
+        self.textures.begin_frame();
+        self.drain_events(&ctx);
+        self.dropped_files(&ctx);
+        egui::Panel::top("top").show(ui, |ui| {
+            self.top_bar_ui(ui);
+            if !self.state.notices.is_empty() {
+                self.notices_ui(ui);
+            }
+        });
+        egui::Panel::bottom("status").show(ui, |ui| self.status_bar_ui(ui));
+        egui::Panel::left("controls").resizable(true).default_size(340.0).show(ui, |ui| {
+            super::controls::controls_ui(self, ui);
+        });
+        egui::CentralPanel::default().show(ui, |ui| match self.state.settings.tab {
+            _ if matches!(self.state.model, super::state::ModelStatus::None)
+                && self.state.history.items.is_empty()
+                && self.state.settings.tab == Tab::Image =>
+            {
+                super::controls::first_run_ui(self, ui)
+            }
+            Tab::Image => super::gallery::image_tab_ui(self, ui),
+            Tab::Gallery => super::gallery::gallery_tab_ui(self, ui),
+            Tab::Compare => super::compare::compare_tab_ui(self, ui),
+            Tab::Metrics => super::metrics_view::metrics_tab_ui(self, ui),
+            Tab::Canvas => super::canvas::canvas_tab_ui(self, ui),
+        });
+        if self.lora_browser_open {
+            super::lora_panel::lora_browser_window(self, &ctx);
+        }
+        self.last_frame = Some(started.elapsed());
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, eframe::APP_KEY, &self.state.settings);
+        if self.state.history_dirty {
+            self.save_history();
+        }
+    }
+
+    fn on_exit(&mut self) {
+        // Stop rendering at the next step; finished pictures are already saved.
+        self.state.cancel_all();
+        if self.state.history_dirty {
+            self.save_history();
+        }
+    }
+}
+
+/// A short queue label: the prompt's start, the batch and seed.
+fn job_label(prompt: &str, batch: usize, seed: u64) -> String {
+    let mut text: String = prompt.chars().take(32).collect();
+    if prompt.chars().count() > 32 {
+        text.push('…');
+    }
+    if text.is_empty() {
+        text = "(no prompt)".into();
+    }
+    if batch > 1 {
+        format!("{text} ×{batch} (seed {seed})")
+    } else {
+        format!("{text} (seed {seed})")
+    }
+}
+
+/// A seed within what A1111 and JSON readers keep exactly.
+pub(crate) fn random_seed() -> u64 {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    // splitmix64 scrambles the clock so seeds of quick successive clicks differ widely.
+    let mut z = (nanos as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) % (1 << 32)
+}

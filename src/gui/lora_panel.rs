@@ -1,0 +1,205 @@
+//! The LoRA stack panel (enable, weight with a numeric field, separate UNet / text-encoder weights,
+//! compatibility, reorder, remove) and the folder browser that adds adapters by title and
+//! thumbnail.
+
+use std::path::PathBuf;
+
+use egui::{Context, Ui};
+
+use super::app::EaselApp;
+use super::state::LoraSlot;
+use crate::worker::Command;
+
+/// The stack in the left panel.
+pub fn lora_stack_ui(app: &mut EaselApp, ui: &mut Ui) {
+    ui.horizontal(|ui| {
+        ui.strong("LoRA stack");
+        if ui.button("Add file…").on_hover_text("A LoRA, LoCon, LoHa or LoKr .safetensors").clicked() {
+            if let Some(path) = app.dialogs.open_file("LoRA adapter", &["safetensors"]) {
+                add_lora(app, path);
+            }
+        }
+        if ui.button("Browse…").on_hover_text("Adapters in your LoRA folder").clicked() {
+            app.lora_browser_open = true;
+        }
+    });
+    let mut remove = None;
+    let mut swap = None;
+    let count = app.state.settings.loras.len();
+    for (i, slot) in app.state.settings.loras.iter_mut().enumerate() {
+        let info = app.state.lora_info.get(&slot.path);
+        let title = info.map_or(slot.name.clone(), |i| i.title.clone());
+        ui.push_id(i, |ui| {
+            ui.horizontal(|ui| {
+                ui.checkbox(&mut slot.enabled, &title).on_hover_text(slot.path.display().to_string());
+                if ui.add_enabled(i > 0, egui::Button::new("Up").small()).on_hover_text("Move up").clicked() {
+                    swap = Some((i - 1, i));
+                }
+                if ui
+                    .add_enabled(i + 1 < count, egui::Button::new("Down").small())
+                    .on_hover_text("Move down")
+                    .clicked()
+                {
+                    swap = Some((i, i + 1));
+                }
+                if ui.small_button("×").on_hover_text(format!("Remove {}", slot.name)).clicked() {
+                    remove = Some(i);
+                }
+            });
+            ui.add_enabled_ui(slot.enabled, |ui| weights_ui(ui, slot));
+            match info.and_then(|i| i.compatibility.as_ref()) {
+                Some(Ok(summary)) => {
+                    let text =
+                        app.state.lora_reports.get(&slot.name).map_or(summary.clone(), |r| r.summary());
+                    ui.weak(format!("Fits: {text}"));
+                }
+                Some(Err(why)) => {
+                    ui.colored_label(ui.visuals().error_fg_color, format!("Does not fit: {why}"));
+                }
+                None if info.is_none() => {
+                    ui.weak("reading…");
+                }
+                None => {
+                    ui.weak("checked when a model is loaded");
+                }
+            }
+        });
+    }
+    if let Some((a, b)) = swap {
+        app.state.settings.loras.swap(a, b);
+    }
+    if let Some(i) = remove {
+        app.state.settings.loras.remove(i);
+    }
+}
+
+fn weights_ui(ui: &mut Ui, slot: &mut LoraSlot) {
+    if slot.separate {
+        ui.add(
+            egui::Slider::new(&mut slot.unet_weight, -2.0..=2.0)
+                .clamping(egui::SliderClamping::Never)
+                .text(format!("{} UNet", slot.name)),
+        );
+        ui.add(
+            egui::Slider::new(&mut slot.text_weight, -2.0..=2.0)
+                .clamping(egui::SliderClamping::Never)
+                .text(format!("{} text", slot.name)),
+        );
+    } else {
+        ui.add(
+            egui::Slider::new(&mut slot.weight, -2.0..=2.0)
+                .clamping(egui::SliderClamping::Never)
+                .step_by(0.05)
+                .text(format!("{} weight", slot.name)),
+        );
+    }
+    let was = slot.separate;
+    ui.checkbox(&mut slot.separate, "Separate UNet / text weights");
+    if slot.separate && !was {
+        slot.unet_weight = slot.weight;
+        slot.text_weight = slot.weight;
+    }
+    // Slider text fields accept any number; keep what the engine accepts.
+    let limit = crate::engine::request::MAX_LORA_WEIGHT;
+    for w in [&mut slot.weight, &mut slot.unet_weight, &mut slot.text_weight] {
+        *w = w.clamp(-limit, limit);
+    }
+}
+
+/// Adds an adapter to the stack and asks the worker to read and check it.
+pub fn add_lora(app: &mut EaselApp, path: PathBuf) {
+    if app.state.settings.loras.iter().any(|s| s.path == path) {
+        app.state.info(format!("{} is already in the stack", path.display()));
+        return;
+    }
+    app.state.settings.loras.push(LoraSlot::new(path.clone()));
+    app.send(Command::InspectLora { path });
+}
+
+/// The adapters in the LoRA folder, as a window of cards.
+pub fn lora_browser_window(app: &mut EaselApp, ctx: &Context) {
+    let mut open = true;
+    let mut add = None;
+    egui::Window::new("LoRA folder").open(&mut open).default_size([420.0, 480.0]).show(ctx, |ui| {
+        ui.horizontal(|ui| {
+            let label = ui.label("Folder");
+            ui.add(egui::TextEdit::singleline(&mut app.state.settings.lora_dir).desired_width(220.0))
+                .labelled_by(label.id);
+            if ui.button("Choose…").clicked() {
+                if let Some(dir) = app.dialogs.open_folder("LoRA folder") {
+                    app.state.settings.lora_dir = dir.display().to_string();
+                }
+            }
+        });
+        let files = adapter_files(&PathBuf::from(&app.state.settings.lora_dir));
+        if files.is_empty() {
+            ui.label("No .safetensors adapters in this folder.");
+        }
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            for path in files {
+                ui.horizontal(|ui| {
+                    match app.state.lora_info.get(&path) {
+                        Some(info) => {
+                            if let Some(thumb) = &info.thumbnail {
+                                let tex = ui.ctx().load_texture(
+                                    format!("lora-thumb-{}", path.display()),
+                                    egui::ColorImage::from_rgba_unmultiplied(
+                                        [thumb.width() as usize, thumb.height() as usize],
+                                        thumb.as_raw(),
+                                    ),
+                                    egui::TextureOptions::LINEAR,
+                                );
+                                ui.add(egui::Image::from_texture(&tex).max_size(egui::vec2(48.0, 48.0)));
+                            }
+                            ui.vertical(|ui| {
+                                ui.strong(&info.title);
+                                let mut line = info.name.clone();
+                                if let Some(r) = info.rank {
+                                    line.push_str(&format!(" · rank {r}"));
+                                }
+                                if !info.trigger_words.is_empty() {
+                                    line.push_str(&format!(" · {}", info.trigger_words.join(", ")));
+                                }
+                                ui.weak(line);
+                            });
+                        }
+                        None => {
+                            ui.label(
+                                path.file_name().map_or(String::new(), |n| n.to_string_lossy().to_string()),
+                            );
+                        }
+                    }
+                    if ui.button("Add").clicked() {
+                        add = Some(path.clone());
+                    }
+                });
+            }
+        });
+    });
+    if let Some(path) = add {
+        add_lora(app, path);
+    }
+    app.lora_browser_open = open;
+}
+
+/// `.safetensors` files in `dir` and its direct subfolders.
+fn adapter_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if let Ok(sub) = std::fs::read_dir(&p) {
+                out.extend(sub.flatten().map(|e| e.path()).filter(|p| is_adapter(p)));
+            }
+        } else if is_adapter(&p) {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn is_adapter(p: &std::path::Path) -> bool {
+    p.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+}

@@ -1,0 +1,125 @@
+//! The gallery's history: every finished picture with what made it, kept in `history.json` beside
+//! the PNGs so the studio shows the same gallery after a restart. The PNGs carry their parameters
+//! too, so a damaged index costs the order and timings, never the pictures.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{GenerationRequest, Timings};
+use crate::error::{Error, Result};
+use crate::export::write_atomically;
+
+/// One finished picture.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryItem {
+    /// Unique within the history; also keys the picture's texture.
+    pub id: u64,
+    /// The PNG in the gallery folder.
+    pub path: PathBuf,
+    /// The request for exactly this picture (its own seed, batch 1).
+    pub request: GenerationRequest,
+    /// The prompt as saved (with LoRA tags).
+    pub saved_prompt: String,
+    /// The model's display name.
+    pub model: String,
+    /// Seconds since the Unix epoch when it finished.
+    pub created_unix: u64,
+    /// Where the time went.
+    pub timings: Timings,
+}
+
+impl HistoryItem {
+    /// Seconds this picture took in all.
+    pub fn total_secs(&self) -> f64 {
+        self.timings.text_secs + self.timings.denoise_secs + self.timings.decode_secs
+    }
+}
+
+/// The gallery, oldest first.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct History {
+    /// Every picture.
+    pub items: Vec<HistoryItem>,
+}
+
+impl History {
+    /// Reads the index at `path`; a missing file is an empty history, and entries whose picture
+    /// was deleted are dropped. A damaged index is an error naming the file (the caller shows it
+    /// and starts empty, without overwriting it until something new is saved).
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(Error::io("cannot read the gallery history", e, path)),
+        };
+        let mut history: History = serde_json::from_str(&text).map_err(|e| {
+            Error::bad_file(
+                format!("the gallery history is damaged ({e}); the pictures are still in its folder"),
+                path,
+            )
+        })?;
+        history.items.retain(|i| i.path.is_file());
+        Ok(history)
+    }
+
+    /// Writes the index atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create the data folder", e, dir))?;
+        }
+        let json = serde_json::to_string_pretty(self).map_err(|e| Error::BadRequest(e.to_string()))?;
+        write_atomically(path, json.as_bytes(), true)
+    }
+
+    /// An id not used yet.
+    pub fn next_id(&self) -> u64 {
+        self.items.iter().map(|i| i.id + 1).max().unwrap_or(1)
+    }
+
+    /// The item with this id.
+    pub fn get(&self, id: u64) -> Option<&HistoryItem> {
+        self.items.iter().find(|i| i.id == id)
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_forgets_deleted_pictures() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kept = dir.path().join("a.png");
+        std::fs::write(&kept, b"png").expect("write");
+        let item = |id, path: &Path| HistoryItem {
+            id,
+            path: path.to_path_buf(),
+            request: GenerationRequest::default(),
+            saved_prompt: String::new(),
+            model: "tiny".into(),
+            created_unix: 1,
+            timings: Timings::default(),
+        };
+        let history = History { items: vec![item(1, &kept), item(2, &dir.path().join("gone.png"))] };
+        let index = dir.path().join("history.json");
+        history.save(&index).expect("saves");
+        let back = History::load(&index).expect("loads");
+        assert_eq!(back.items, vec![item(1, &kept)]);
+        assert_eq!(back.next_id(), 2);
+    }
+
+    #[test]
+    fn damaged_index_is_reported_with_its_path() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let index = dir.path().join("history.json");
+        std::fs::write(&index, b"{not json").expect("write");
+        let msg = History::load(&index).expect_err("refused").to_string();
+        assert!(msg.contains("damaged") && msg.contains("history.json"), "{msg}");
+    }
+}

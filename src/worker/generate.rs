@@ -1,0 +1,109 @@
+//! Running one generation job on the worker: merge its LoRA stack (if it changed), generate with a
+//! preview after every step, and save each picture into the gallery as soon as it is decoded.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use image::RgbImage;
+
+use super::loading::State;
+use super::{Event, GenerateJob, JobOutcome, Outbox};
+use crate::engine::{GeneratedImage, GenerationInputs, Progress};
+use crate::error::{Error, Result};
+use crate::export::parameters::Provenance;
+use crate::export::png::save_png;
+use crate::history::{now_unix, HistoryItem};
+
+pub(crate) fn run(state: &mut State, outbox: &Outbox, job: GenerateJob) {
+    let id = job.id;
+    if job.cancel.load(Ordering::SeqCst) {
+        outbox.send(Event::JobFinished { id, outcome: JobOutcome::Cancelled });
+        return;
+    }
+    outbox.send(Event::JobStarted { id });
+    let outcome = match generate(state, outbox, &job) {
+        Ok(()) => JobOutcome::Done,
+        Err(Error::Cancelled) => JobOutcome::Cancelled,
+        Err(e) => JobOutcome::Failed(e.to_string()),
+    };
+    outbox.send(Event::JobFinished { id, outcome });
+}
+
+fn generate(state: &mut State, outbox: &Outbox, job: &GenerateJob) -> Result<()> {
+    if let Some(reports) = state.merge_stack(&job.request.loras)? {
+        outbox.send(Event::LoraReports { id: job.id, reports });
+    }
+    let loaded = state.loaded.as_ref().ok_or_else(|| Error::BadRequest("no model is loaded".into()))?;
+    std::fs::create_dir_all(&job.output_dir)
+        .map_err(|e| Error::io("cannot create the gallery folder", e, &job.output_dir))?;
+    let provenance = Provenance {
+        model: loaded.model.name.clone(),
+        model_hash: loaded.model_hash.clone(),
+        version: format!("Easel {}", crate::version()),
+        lora_hashes: job
+            .request
+            .loras
+            .iter()
+            .filter_map(|s| state_hash(state, &s.path).map(|h| (s.name.clone(), h)))
+            .collect(),
+    };
+    let inputs = GenerationInputs { init_image: job.init_image.clone(), mask: job.mask.clone(), noise: None };
+    let started = Instant::now();
+    let mut on_progress = |p: Progress| {
+        outbox.offer(Event::Progress {
+            id: job.id,
+            image: p.image,
+            step: p.step,
+            total: p.total,
+            elapsed_secs: started.elapsed().as_secs_f64(),
+            preview: super::preview::latents_to_rgb(p.latents).ok(),
+        });
+    };
+    let mut index = 0u64;
+    let mut on_image = |img: GeneratedImage| -> Result<()> {
+        let request = crate::engine::GenerationRequest { seed: img.seed, batch: 1, ..job.request.clone() };
+        let texts =
+            crate::export::generation_texts(&request, &job.saved_prompt, img.seed, &provenance, &img.timings);
+        let path = save_new(&job.output_dir, img.seed, &img.image, &texts)?;
+        let item = HistoryItem {
+            id: index,
+            path,
+            request,
+            saved_prompt: job.saved_prompt.clone(),
+            model: provenance.model.clone(),
+            created_unix: now_unix(),
+            timings: img.timings,
+        };
+        index += 1;
+        outbox.send(Event::ImageSaved { id: job.id, item: Box::new(item), image: img.image });
+        Ok(())
+    };
+    crate::engine::generate_each(
+        &loaded.model,
+        &job.request,
+        &inputs,
+        &mut on_progress,
+        &mut on_image,
+        &job.cancel,
+    )
+}
+
+fn state_hash(state: &State, path: &Path) -> Option<String> {
+    state.cached_adapter(path).map(|a| a.hash.clone())
+}
+
+/// Saves a picture under a fresh name (`<unix time>-<seed>[-n].png`), never over another.
+fn save_new(dir: &Path, seed: u64, image: &RgbImage, texts: &[(String, String)]) -> Result<PathBuf> {
+    let stem = format!("{}-{seed}", now_unix());
+    for n in 0..1000 {
+        let name = if n == 0 { format!("{stem}.png") } else { format!("{stem}-{n}.png") };
+        let path = dir.join(name);
+        match save_png(&path, image, texts, false) {
+            Ok(()) => return Ok(path),
+            Err(Error::WouldOverwrite { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::BadRequest(format!("{} has too many pictures named {stem}-*.png", dir.display())))
+}

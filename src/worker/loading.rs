@@ -1,0 +1,180 @@
+//! The worker's loop and its model state: loading and downloading models, reading adapters, and
+//! keeping the merged LoRA stack so consecutive jobs with the same stack merge nothing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{Command, Event, LoraInfo, ModelInfo, Outbox};
+use crate::engine::device::{parse_dtype, DeviceChoice};
+use crate::engine::lora::{self, Adapter, StackEntry};
+use crate::engine::{LoraSpec, StableDiffusion};
+use crate::error::{Error, Result};
+
+/// The model and what is merged into it.
+pub(crate) struct Loaded {
+    pub model: StableDiffusion,
+    pub info: ModelInfo,
+    /// A1111's short hash of a single-file checkpoint.
+    pub model_hash: Option<String>,
+    /// The stack merged now (enabled entries, in order).
+    pub merged: Vec<LoraSpec>,
+}
+
+/// Everything the worker keeps between commands.
+#[derive(Default)]
+pub(crate) struct State {
+    pub loaded: Option<Loaded>,
+    adapters: HashMap<PathBuf, Arc<Adapter>>,
+}
+
+/// The thread body: runs commands until `Shutdown` or until the window is gone.
+pub(crate) fn run(commands: Receiver<Command>, outbox: Outbox) {
+    let mut state = State::default();
+    while let Ok(command) = commands.recv() {
+        match command {
+            Command::Shutdown => break,
+            Command::LoadModel { source, device, dtype } => load(&mut state, &outbox, source, device, &dtype),
+            Command::PullModel { repo_id } => pull(&mut state, &outbox, repo_id),
+            Command::InspectLora { path } => {
+                let info = inspect(&mut state, &path).map_err(|e| (path, e.to_string()));
+                outbox.send(Event::LoraInspected(info));
+            }
+            Command::Generate(job) => super::generate::run(&mut state, &outbox, *job),
+            Command::Evaluate(job) => super::evaluate::run(&mut state, &outbox, *job),
+        }
+    }
+}
+
+fn load(state: &mut State, outbox: &Outbox, source: String, device: DeviceChoice, dtype: &str) {
+    outbox.send(Event::ModelLoading { source: source.clone() });
+    match load_model(&source, device, dtype) {
+        Ok(loaded) => {
+            outbox.send(Event::ModelLoaded(loaded.info.clone()));
+            state.loaded = Some(loaded);
+        }
+        Err(e) => outbox.send(Event::ModelFailed { source, message: e.to_string() }),
+    }
+}
+
+fn load_model(source: &str, device: DeviceChoice, dtype: &str) -> Result<Loaded> {
+    let started = Instant::now();
+    let path = crate::hub::resolve_model(source)?;
+    let device = device.open()?;
+    let dtype = parse_dtype(dtype, &device)?;
+    let model = StableDiffusion::load(&path, &device, dtype)?;
+    let model_hash = if path.is_file() {
+        let hash = crate::metrics::cache::file_hash(&path)
+            .map_err(|e| Error::io("cannot read the model", e, &path))?;
+        Some(hash[..10].to_string())
+    } else {
+        None
+    };
+    let info = ModelInfo {
+        source: source.to_string(),
+        name: model.name.clone(),
+        family: model.family.label().to_string(),
+        inpainting: model.is_inpainting(),
+        device: format!("{:?}", model.device.location()).to_lowercase(),
+        dtype: format!("{:?}", model.dtype).to_lowercase(),
+        load_secs: started.elapsed().as_secs_f64(),
+    };
+    Ok(Loaded { model, info, model_hash, merged: Vec::new() })
+}
+
+fn pull(state: &mut State, outbox: &Outbox, repo_id: String) {
+    let mut last_sent = Instant::now();
+    let id = repo_id.clone();
+    let mut report = |file: &str, done: u64, total: u64| {
+        // A progress event per network read would flood the window; five a second is smooth.
+        if done == total || last_sent.elapsed().as_millis() >= 200 {
+            last_sent = Instant::now();
+            outbox.offer(Event::PullProgress {
+                repo_id: id.clone(),
+                file: file.to_string(),
+                done_bytes: done,
+                total_bytes: total,
+            });
+        }
+    };
+    match crate::hub::pull_reporting(&repo_id, false, Some(&mut report)) {
+        Ok(_) => load(state, outbox, repo_id, DeviceChoice::Auto, "f32"),
+        Err(e) => outbox.send(Event::PullFailed { repo_id, message: e.to_string() }),
+    }
+}
+
+impl State {
+    /// The adapter at `path`, read once per worker (files are re-read only if not seen before).
+    pub fn adapter(&mut self, path: &Path) -> Result<Arc<Adapter>> {
+        if let Some(a) = self.adapters.get(path) {
+            return Ok(Arc::clone(a));
+        }
+        let adapter = Arc::new(Adapter::load(path)?);
+        self.adapters.insert(path.to_path_buf(), Arc::clone(&adapter));
+        Ok(adapter)
+    }
+
+    /// The adapter at `path` if it was read before.
+    pub fn cached_adapter(&self, path: &Path) -> Option<&Arc<Adapter>> {
+        self.adapters.get(path)
+    }
+
+    /// Merges `specs` into the loaded model unless that stack is merged already; returns the
+    /// reports when it merged.
+    pub fn merge_stack(&mut self, specs: &[LoraSpec]) -> Result<Option<Vec<lora::AdapterReport>>> {
+        let Some(loaded) = self.loaded.as_ref() else {
+            return Err(Error::BadRequest("no model is loaded: open one first".into()));
+        };
+        if loaded.merged == specs {
+            return Ok(None);
+        }
+        let mut stack = Vec::with_capacity(specs.len());
+        for spec in specs {
+            stack.push(StackEntry {
+                adapter: self.adapter(&spec.path)?,
+                unet_weight: spec.unet_weight,
+                text_weight: spec.text_weight,
+                enabled: true,
+            });
+        }
+        let loaded = self.loaded.as_mut().ok_or_else(|| Error::BadRequest("no model is loaded".into()))?;
+        // Mark nothing merged while merging: a failure leaves the model in an unknown mix.
+        loaded.merged = vec![LoraSpec {
+            name: "\u{0}partial".into(),
+            path: PathBuf::new(),
+            unet_weight: 0.0,
+            text_weight: 0.0,
+        }];
+        let reports = lora::apply(&mut loaded.model, &stack)?;
+        loaded.merged = specs.to_vec();
+        Ok(Some(reports))
+    }
+}
+
+fn inspect(state: &mut State, path: &Path) -> Result<LoraInfo> {
+    let adapter = state.adapter(path)?;
+    let meta = &adapter.metadata;
+    let compatibility = state.loaded.as_ref().map(|l| match lora::check(&adapter, &l.model) {
+        Ok(report) => Ok(report.summary()),
+        Err(e) => Err(e.to_string()),
+    });
+    Ok(LoraInfo {
+        path: path.to_path_buf(),
+        name: adapter.name.clone(),
+        title: meta.title.clone(),
+        trigger_words: meta.trigger_words.clone(),
+        rank: meta.rank,
+        thumbnail: meta.thumbnail.as_deref().and_then(decode_data_url),
+        compatibility,
+    })
+}
+
+/// Decodes a `data:image/...;base64,` preview picture.
+fn decode_data_url(url: &str) -> Option<image::RgbaImage> {
+    use base64::Engine;
+    let (_, data) = url.split_once("base64,")?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(data.trim()).ok()?;
+    image::load_from_memory(&bytes).ok().map(|i| i.thumbnail(128, 128).to_rgba8())
+}

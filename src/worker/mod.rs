@@ -1,0 +1,290 @@
+//! The background worker: one named thread that owns the loaded model and does every slow thing
+//! (loading, downloading, generating, measuring) so the studio never waits on the engine.
+//! `Command`s go in through a bounded channel; `Event`s come out, and a wake-up callback tells the
+//! window to redraw. Each generation carries its own cancel flag, checked between steps, so a
+//! queued job can be dropped and a running one stops within one step.
+
+mod evaluate;
+mod generate;
+mod loading;
+pub mod preview;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use image::{GrayImage, RgbImage, RgbaImage};
+
+pub use evaluate::{config_dir, ConfigResult, EvalConfig, EvalJob, EvalResults, PromptSource};
+
+use crate::engine::device::DeviceChoice;
+use crate::engine::lora::AdapterReport;
+use crate::engine::GenerationRequest;
+use crate::history::HistoryItem;
+
+/// Identifies one generation job.
+pub type JobId = u64;
+
+/// What the worker is asked to do.
+pub enum Command {
+    /// Load a model (folder, single file, or a hub id already pulled), replacing the current one.
+    LoadModel {
+        /// Path or hub id.
+        source: String,
+        /// Where to run.
+        device: DeviceChoice,
+        /// f32 or f16.
+        dtype: String,
+    },
+    /// Download a diffusers model from the Hugging Face hub, then load it.
+    PullModel {
+        /// `owner/name`.
+        repo_id: String,
+    },
+    /// Read an adapter's metadata and check it against the loaded model.
+    InspectLora {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Generate pictures.
+    Generate(Box<GenerateJob>),
+    /// Generate pictures per configuration and score them against references.
+    Evaluate(Box<EvalJob>),
+    /// Stop the thread.
+    Shutdown,
+}
+
+/// One generation: a request plus the in-memory inputs the canvas provides.
+pub struct GenerateJob {
+    /// The job's id, echoed in its events.
+    pub id: JobId,
+    /// The settings (init image and mask paths point at saved copies of the inputs).
+    pub request: GenerationRequest,
+    /// The prompt as saved in metadata (with LoRA tags).
+    pub saved_prompt: String,
+    /// img2img start picture, already at the request's size.
+    pub init_image: Option<RgbImage>,
+    /// Inpainting mask at the request's size.
+    pub mask: Option<GrayImage>,
+    /// Set to stop this job (before it starts, or between steps).
+    pub cancel: Arc<AtomicBool>,
+    /// Where finished PNGs go.
+    pub output_dir: PathBuf,
+}
+
+/// The loaded model, as the studio shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelInfo {
+    /// What the user chose (path or hub id).
+    pub source: String,
+    /// Display name.
+    pub name: String,
+    /// "SD 1.x", "SD 2.x"…
+    pub family: String,
+    /// A 9-channel inpainting model.
+    pub inpainting: bool,
+    /// "cpu", "cuda:0"…
+    pub device: String,
+    /// "f32", "f16".
+    pub dtype: String,
+    /// Seconds the load took.
+    pub load_secs: f64,
+}
+
+/// An adapter's description for the LoRA panel.
+#[derive(Clone, Debug)]
+pub struct LoraInfo {
+    /// The file.
+    pub path: PathBuf,
+    /// Name used in prompt tags.
+    pub name: String,
+    /// Human title.
+    pub title: String,
+    /// Trigger words, most useful first.
+    pub trigger_words: Vec<String>,
+    /// Rank, when known.
+    pub rank: Option<usize>,
+    /// The file's preview picture.
+    pub thumbnail: Option<RgbaImage>,
+    /// Against the loaded model: `Ok(summary)` or `Err(why it does not fit)`; `None` with no model.
+    pub compatibility: Option<Result<String, String>>,
+}
+
+/// How a job ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobOutcome {
+    /// Every picture was made.
+    Done,
+    /// Stopped by the user; finished pictures were kept.
+    Cancelled,
+    /// Something went wrong; the message says what.
+    Failed(String),
+}
+
+/// What the worker reports.
+pub enum Event {
+    /// A model load started.
+    ModelLoading {
+        /// What is loading.
+        source: String,
+    },
+    /// The model is ready.
+    ModelLoaded(ModelInfo),
+    /// The model could not be loaded; the previous one (if any) is still loaded.
+    ModelFailed {
+        /// What failed.
+        source: String,
+        /// Why, in a sentence.
+        message: String,
+    },
+    /// Download progress of one file.
+    PullProgress {
+        /// The repository.
+        repo_id: String,
+        /// The file being fetched.
+        file: String,
+        /// Bytes done.
+        done_bytes: u64,
+        /// Bytes in all (0 when unknown).
+        total_bytes: u64,
+    },
+    /// A download failed.
+    PullFailed {
+        /// The repository.
+        repo_id: String,
+        /// Why.
+        message: String,
+    },
+    /// An adapter was read.
+    LoraInspected(Result<LoraInfo, (PathBuf, String)>),
+    /// What each adapter of a job's stack did.
+    LoraReports {
+        /// The job.
+        id: JobId,
+        /// One report per enabled adapter.
+        reports: Vec<AdapterReport>,
+    },
+    /// A job began.
+    JobStarted {
+        /// The job.
+        id: JobId,
+    },
+    /// One step done.
+    Progress {
+        /// The job.
+        id: JobId,
+        /// Picture index within the batch.
+        image: usize,
+        /// Steps done.
+        step: usize,
+        /// Steps in all.
+        total: usize,
+        /// Seconds since the job started.
+        elapsed_secs: f64,
+        /// A cheap picture of the current latents.
+        preview: Option<RgbImage>,
+    },
+    /// A picture is finished and saved.
+    ImageSaved {
+        /// The job.
+        id: JobId,
+        /// Its history entry.
+        item: Box<HistoryItem>,
+        /// The pixels (so the window need not read the file back).
+        image: RgbImage,
+    },
+    /// A job ended.
+    JobFinished {
+        /// The job.
+        id: JobId,
+        /// How.
+        outcome: JobOutcome,
+    },
+    /// Metrics comparison progress.
+    EvalProgress {
+        /// What is happening ("generating base", "features"…).
+        stage: String,
+        /// Units done.
+        done: usize,
+        /// Units in all.
+        total: usize,
+    },
+    /// The comparison's table.
+    EvalFinished(Box<EvalResults>),
+    /// The comparison failed.
+    EvalFailed {
+        /// Why.
+        message: String,
+    },
+}
+
+/// A handle on the worker thread.
+pub struct Worker {
+    commands: SyncSender<Command>,
+    events: Receiver<Event>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Sends events to the window and wakes it.
+pub(crate) struct Outbox {
+    events: SyncSender<Event>,
+    wake: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Outbox {
+    /// Delivers an event; waits if the window is far behind (it drains every frame).
+    pub(crate) fn send(&self, event: Event) {
+        // A closed channel means the window is gone; there is nobody left to tell.
+        let _ = self.events.send(event);
+        (self.wake)();
+    }
+
+    /// Delivers an event unless the channel is full (previews: a newer one comes next step).
+    pub(crate) fn offer(&self, event: Event) {
+        if self.events.try_send(event).is_ok() {
+            (self.wake)();
+        }
+    }
+}
+
+impl Worker {
+    /// Starts the worker thread; `wake` is called after every event (e.g. `ctx.request_repaint()`).
+    pub fn spawn(wake: Box<dyn Fn() + Send + Sync>) -> std::io::Result<Self> {
+        let (command_tx, command_rx) = sync_channel::<Command>(256);
+        let (event_tx, event_rx) = sync_channel::<Event>(1024);
+        let outbox = Outbox { events: event_tx, wake };
+        let thread = std::thread::Builder::new()
+            .name("easel-worker".into())
+            .spawn(move || loading::run(command_rx, outbox))?;
+        Ok(Self { commands: command_tx, events: event_rx, thread: Some(thread) })
+    }
+
+    /// Queues a command without blocking; fails only if the queue is full or the worker died.
+    pub fn send(&self, command: Command) -> Result<(), String> {
+        self.commands.try_send(command).map_err(|e| match e {
+            TrySendError::Full(_) => "the render queue is full; wait for some jobs to finish".to_string(),
+            TrySendError::Disconnected(_) => "the background worker has stopped; restart Easel".to_string(),
+        })
+    }
+
+    /// The next event, if one is waiting.
+    pub fn try_recv(&self) -> Option<Event> {
+        self.events.try_recv().ok()
+    }
+
+    /// Asks the thread to stop and waits for it (tests; the window leaves it to finish on exit).
+    pub fn shutdown(mut self) {
+        let _ = self.commands.send(Command::Shutdown);
+        while self.events.try_recv().is_ok() {}
+        if let Some(thread) = self.thread.take() {
+            // Drain events while waiting so a blocked send cannot deadlock the join.
+            while !thread.is_finished() {
+                while self.events.try_recv().is_ok() {}
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The studio driven through AccessKit with egui_kittest: the real `EaselApp`, the real worker
+//! and the tiny test model. Dialogs are scripted; everything else is what a painter clicks.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use easel::gui::dialogs::ScriptedDialogs;
+use easel::gui::state::{EvalStatus, ModelStatus, Tab};
+use easel::gui::{EaselApp, LaunchOptions};
+use easel::paths::Paths;
+use egui::accesskit::Role;
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+
+fn tiny_model() -> String {
+    fixtures().join("tiny-sd").display().to_string()
+}
+
+fn studio(root: &Path, model: Option<String>, dialogs: Arc<ScriptedDialogs>) -> Harness<'static, EaselApp> {
+    let paths = Paths::under(root.to_path_buf());
+    Harness::builder().with_size([1280.0, 820.0]).build_eframe(move |cc| {
+        EaselApp::new(cc, LaunchOptions { paths, model, dialogs: Box::new(dialogs), restore_settings: false })
+    })
+}
+
+/// Steps frames until `done` holds (the worker runs meanwhile), failing after two minutes.
+fn wait_until(h: &mut Harness<'_, EaselApp>, what: &str, done: impl Fn(&EaselApp) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done(h.state()) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; notices: {:?}",
+            h.state().state.notices
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    h.step();
+}
+
+/// Small, fast settings for the tiny model.
+fn quick_settings(h: &mut Harness<'_, EaselApp>, steps: usize) {
+    let s = &mut h.state_mut().state.settings;
+    s.steps = steps;
+    (s.width, s.height) = (64, 64);
+    s.seed = 7;
+    s.seed_locked = true;
+}
+
+fn ready(app: &EaselApp) -> bool {
+    matches!(app.state.model, ModelStatus::Ready(_))
+}
+
+fn idle(app: &EaselApp) -> bool {
+    app.state.jobs.is_empty()
+}
+
+#[test]
+fn prompt_lora_generate_cancel_compare_measure_export() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let dialogs = Arc::new(ScriptedDialogs::default());
+    let mut h = studio(root.path(), Some(tiny_model()), Arc::clone(&dialogs));
+    wait_until(&mut h, "the model to load", ready);
+
+    // Type a prompt.
+    h.get_by_label("Prompt").focus();
+    h.step();
+    h.get_by_label("Prompt").type_text("a lighthouse at dusk");
+    h.step();
+    assert_eq!(h.state().state.settings.prompt, "a lighthouse at dusk");
+
+    // Add a LoRA through the file dialog and move its slider.
+    let lora = fixtures().join("lora/inkStyle.safetensors");
+    dialogs.push(lora.clone());
+    h.get_by_role_and_label(Role::Button, "Add file…").click();
+    wait_until(&mut h, "the LoRA to be read", |a| a.state.lora_info.contains_key(&lora));
+    let info = &h.state().state.lora_info[&lora];
+    assert!(matches!(info.compatibility, Some(Ok(_))), "{:?}", info.compatibility);
+    h.get_by_role_and_label(Role::Slider, "inkStyle weight").set_value_accesskit(0.5);
+    h.step();
+    assert_eq!(h.state().state.settings.loras[0].weight, 0.5);
+
+    // Generate; the picture lands in the gallery with the stack in its parameters.
+    quick_settings(&mut h, 3);
+    h.get_by_role_and_label(Role::Button, "Generate").click();
+    h.step();
+    assert_eq!(h.state().state.jobs.len(), 1, "queued");
+    wait_until(&mut h, "the picture", |a| idle(a) && a.state.history.items.len() == 1);
+    let item = h.state().state.history.items[0].clone();
+    assert!(item.path.is_file());
+    assert_eq!(item.request.loras[0].unet_weight, 0.5);
+    assert!(item.saved_prompt.contains("<lora:inkStyle:0.5>"), "{}", item.saved_prompt);
+    assert!(h.query_by_role_and_label(Role::Image, "Selected picture").is_some(), "the Image tab shows it");
+
+    // Cancel a long run within a step; the gallery keeps what it had.
+    h.state_mut().state.settings.steps = 400;
+    h.get_by_role_and_label(Role::Button, "Generate").click();
+    wait_until(&mut h, "the long run to start", |a| {
+        a.state.running().is_some_and(
+            |j| matches!(j.status, easel::gui::state::JobStatus::Running { step, .. } if step >= 1),
+        )
+    });
+    h.get_by_role_and_label(Role::Button, "Cancel").click();
+    let cancelled_at = Instant::now();
+    wait_until(&mut h, "the cancel", idle);
+    assert!(cancelled_at.elapsed() < Duration::from_secs(30));
+    assert!(h.state().state.notices.iter().any(|n| n.text.starts_with("Cancelled")));
+    assert_eq!(h.state().state.history.items.len(), 1);
+
+    // A second picture, without the LoRA, then the A/B compare view.
+    quick_settings(&mut h, 3);
+    h.state_mut().state.settings.loras[0].enabled = false;
+    h.get_by_role_and_label(Role::Button, "Generate").click();
+    wait_until(&mut h, "the second picture", |a| idle(a) && a.state.history.items.len() == 2);
+    h.get_by_role_and_label(Role::Button, "Compare").click();
+    h.step();
+    wait_until(&mut h, "the wipe view", |a| a.state.settings.tab == Tab::Compare);
+    for _ in 0..5 {
+        h.step();
+    }
+    assert!(h.query_by_role_and_label(Role::Image, "A/B wipe").is_some(), "the wipe view is shown");
+    h.get_by_role_and_label(Role::Button, "Side by side").click();
+    h.step();
+    h.step();
+    assert!(
+        h.query_by_role_and_label(Role::Image, "Picture A").is_some()
+            && h.query_by_role_and_label(Role::Image, "Picture B").is_some()
+    );
+
+    // A small metrics comparison: base against the LoRA, two pictures each.
+    h.state_mut().state.settings.loras[0].enabled = true;
+    {
+        let f = &mut h.state_mut().state.settings.metrics;
+        f.reference_dir = fixtures().join("metrics/reference").display().to_string();
+        f.images_per_config = 2;
+        f.inception = formula_weights().display().to_string();
+    }
+    h.get_by_role_and_label(Role::Button, "Metrics").click();
+    h.step();
+    h.get_by_role_and_label(Role::Button, "Run comparison").click();
+    h.step();
+    assert!(matches!(h.state().state.eval, EvalStatus::Running { .. }), "{:?}", h.state().state.notices);
+    wait_until(&mut h, "the metrics table", |a| !matches!(a.state.eval, EvalStatus::Running { .. }));
+    let EvalStatus::Done(results) = h.state().state.eval.clone() else {
+        panic!("no results: {:?}", h.state().state.notices);
+    };
+    assert_eq!(results.rows.len(), 2);
+    assert_eq!(results.rows[0].config.label, "base");
+    assert!(results.rows.iter().all(|r| r.report.fid.is_some_and(f64::is_finite) && r.report.count == 2));
+    assert!(results.rows[0].report.fid != results.rows[1].report.fid, "the LoRA changes the pictures");
+    h.step();
+    assert!(h.query_by_label("FID").is_some(), "the table is shown");
+    let csv_path = root.path().join("metrics.csv");
+    dialogs.push(csv_path.clone());
+    h.get_by_role_and_label(Role::Button, "Export CSV…").click();
+    h.step();
+    let csv = std::fs::read_to_string(&csv_path).expect("csv written");
+    assert!(
+        csv.lines().count() == 3 && csv.lines().nth(1).is_some_and(|l| l.starts_with("\"base\"")),
+        "{csv}"
+    );
+
+    // Export the first picture and read its metadata back.
+    h.state_mut().state.selected = Some(item.id);
+    h.get_by_role_and_label(Role::Button, "Image").click();
+    h.step();
+    let exported = root.path().join("exported.png");
+    dialogs.push(exported.clone());
+    h.get_by_role_and_label(Role::Button, "Export…").click();
+    h.step();
+    let texts = easel::export::png::read_png_text(&exported).expect("exported PNG");
+    assert!(
+        texts["parameters"].contains("a lighthouse at dusk <lora:inkStyle:0.5>"),
+        "{}",
+        texts["parameters"]
+    );
+    assert!(texts["parameters"].contains("Seed: 7"));
+    // Exporting over it again is refused with a message, and the file is unchanged.
+    h.step(); // the confirmation line moved the layout
+    dialogs.push(exported.clone());
+    h.get_by_role_and_label(Role::Button, "Export…").click();
+    h.step();
+    let last = h.state().state.notices.last().cloned();
+    assert!(last.as_ref().is_some_and(|n| n.is_error && n.text.contains("exported.png")), "{last:?}");
+}
+
+#[test]
+fn first_run_explains_models_and_opens_a_folder() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let dialogs = Arc::new(ScriptedDialogs::default());
+    let mut h = studio(root.path(), None, Arc::clone(&dialogs));
+    h.step();
+    assert!(h.query_by_label_contains("Easel draws with a Stable Diffusion model").is_some());
+    dialogs.push(PathBuf::from(tiny_model()));
+    h.get_by_role_and_label(Role::Button, "Open a diffusers folder…").click();
+    wait_until(&mut h, "the model to load", ready);
+    assert_eq!(h.state().state.settings.recent_models, vec![tiny_model()]);
+}
+
+#[test]
+fn bad_models_and_pictures_show_messages_instead_of_crashing() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let broken = root.path().join("broken.safetensors");
+    std::fs::write(&broken, b"not a checkpoint").expect("write");
+    let dialogs = Arc::new(ScriptedDialogs::default());
+    let mut h = studio(root.path(), Some(broken.display().to_string()), Arc::clone(&dialogs));
+    wait_until(&mut h, "the load to fail", |a| !a.state.notices.is_empty());
+    let notice = h.state().state.notices[0].clone();
+    assert!(notice.is_error && notice.text.contains("broken.safetensors"), "{}", notice.text);
+    assert_eq!(h.state().state.model, ModelStatus::None);
+    // Importing settings from a picture without any is refused with its name.
+    let plain = root.path().join("plain.png");
+    image::RgbImage::new(8, 8).save(&plain).expect("png");
+    h.state_mut().import_settings(&plain);
+    assert!(h.state().state.notices.last().is_some_and(|n| n.text.contains("plain.png")));
+    // A LoRA for another family is refused when read against the model.
+    h.step();
+    assert!(h.query_by_label_contains("broken.safetensors").is_some(), "the message is in the window");
+}
