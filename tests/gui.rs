@@ -195,6 +195,7 @@ fn first_run_explains_models_and_opens_a_folder() {
     let mut h = studio(root.path(), None, Arc::clone(&dialogs));
     h.step();
     assert!(h.query_by_label_contains("Easel draws with a Stable Diffusion model").is_some());
+    h.snapshot("first_run");
     dialogs.push(PathBuf::from(tiny_model()));
     h.get_by_role_and_label(Role::Button, "Open a diffusers folder…").click();
     wait_until(&mut h, "the model to load", ready);
@@ -220,4 +221,66 @@ fn bad_models_and_pictures_show_messages_instead_of_crashing() {
     // A LoRA for another family is refused when read against the model.
     h.step();
     assert!(h.query_by_label_contains("broken.safetensors").is_some(), "the message is in the window");
+}
+
+/// Hides parts that change from run to run (timings) before a snapshot.
+fn mask_timings(h: &mut Harness<'_, EaselApp>) {
+    let rects: Vec<egui::Rect> = h.query_all_by_label_contains(" steps ").map(|n| n.rect()).collect();
+    for r in rects {
+        h.mask(r);
+    }
+}
+
+/// Snapshots of the main views, rendered by wgpu (lavapipe on CI) and compared with
+/// `tests/snapshots/*.png` (`UPDATE_SNAPSHOTS=1 cargo test --test gui` after a deliberate change).
+#[test]
+fn snapshots_of_the_main_views() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let dialogs = Arc::new(ScriptedDialogs::default());
+    let mut h = studio(root.path(), Some(tiny_model()), Arc::clone(&dialogs));
+    wait_until(&mut h, "the model to load", ready);
+    let lora = fixtures().join("lora/inkStyle.safetensors");
+    dialogs.push(lora.clone());
+    h.get_by_role_and_label(Role::Button, "Add file…").click();
+    wait_until(&mut h, "the LoRA", |a| a.state.lora_info.contains_key(&lora));
+    h.state_mut().state.settings.prompt = "a lighthouse at dusk".into();
+    quick_settings(&mut h, 4);
+    for seed in [7, 8] {
+        h.state_mut().state.settings.seed = seed;
+        h.get_by_role_and_label(Role::Button, "Generate").click();
+        h.step();
+        wait_until(&mut h, "the picture", idle);
+    }
+    wait_until(&mut h, "two pictures", |a| a.state.history.items.len() == 2);
+    h.run_steps(3);
+    mask_timings(&mut h);
+    h.snapshot("image_tab");
+
+    h.get_by_role_and_label(Role::Button, "Gallery").click();
+    h.run_steps(4);
+    h.snapshot("gallery_tab");
+
+    h.get_by_role_and_label(Role::Button, "Compare").click();
+    h.run_steps(4);
+    h.snapshot("compare_wipe");
+
+    h.get_by_role_and_label(Role::Button, "Canvas").click();
+    {
+        let c = &mut h.state_mut().canvas;
+        c.color = [200, 40, 40];
+        c.size = 40.0;
+        c.begin_stroke(80.0, 400.0);
+        c.stroke_to(420.0, 120.0);
+        c.end_stroke();
+        c.tool = easel::gui::canvas::Tool::Mask;
+        c.begin_stroke(100.0, 100.0);
+        c.stroke_to(200.0, 150.0);
+        c.end_stroke();
+    }
+    h.run_steps(3);
+    h.snapshot("canvas_tab");
+
+    h.get_by_role_and_label(Role::Button, "Metrics").click();
+    h.run_steps(3);
+    h.snapshot("metrics_form");
 }

@@ -114,8 +114,8 @@ fn grid_ui(app: &mut EaselApp, ui: &mut Ui) {
         let label = ui.label("Weights");
         ui.add(egui::TextEdit::singleline(&mut app.state.settings.grid_weights).desired_width(160.0))
             .labelled_by(label.id);
-        ui.label("Seeds");
-        ui.add(egui::DragValue::new(&mut app.state.settings.grid_seeds).range(1..=8));
+        let label = ui.label("Seeds");
+        ui.add(egui::DragValue::new(&mut app.state.settings.grid_seeds).range(1..=8)).labelled_by(label.id);
         let ready = matches!(app.state.model, ModelStatus::Ready(_));
         if ui.add_enabled(ready, egui::Button::new("Render grid")).clicked() {
             queue_grid(app);

@@ -191,7 +191,7 @@ fn settings_ui(app: &mut EaselApp, ui: &mut Ui) {
     ui.horizontal(|ui| {
         ui.label("Start from");
         ui.selectable_value(&mut s.canvas_use, CanvasUse::Off, "Noise");
-        ui.selectable_value(&mut s.canvas_use, CanvasUse::Img2Img, "Canvas");
+        ui.selectable_value(&mut s.canvas_use, CanvasUse::Img2Img, "Canvas (img2img)");
         ui.selectable_value(&mut s.canvas_use, CanvasUse::Inpaint, "Inpaint");
     });
     if s.canvas_use != CanvasUse::Off {

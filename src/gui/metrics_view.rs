@@ -67,8 +67,8 @@ fn form_ui(app: &mut EaselApp, ui: &mut Ui) {
         ui.label("");
         ui.checkbox(&mut f.use_captions, "Captions beside the references (name.txt)");
         ui.end_row();
-        ui.label("Pictures per configuration");
-        ui.add(egui::DragValue::new(&mut f.images_per_config).range(2..=5000));
+        let label = ui.label("Pictures per configuration");
+        ui.add(egui::DragValue::new(&mut f.images_per_config).range(2..=5000)).labelled_by(label.id);
         ui.end_row();
         ui.label("Configurations");
         ui.horizontal(|ui| {

@@ -3,7 +3,7 @@
 //! egui_kittest through AccessKit (see `tests/gui.rs`).
 
 mod app;
-mod canvas;
+pub mod canvas;
 mod compare;
 mod controls;
 pub mod dialogs;
