@@ -59,6 +59,8 @@ pub struct EaselApp {
     pub(crate) lora_browser_open: bool,
     pub(crate) preset_name: String,
     pub(crate) metric_to_plot: usize,
+    pub(crate) lora_files: Option<(String, Vec<PathBuf>)>,
+    pub(crate) lora_requested: std::collections::HashSet<PathBuf>,
     history_saved: Instant,
     last_frame: Option<Duration>,
 }
@@ -90,6 +92,8 @@ impl EaselApp {
             lora_browser_open: false,
             preset_name: String::new(),
             metric_to_plot: 0,
+            lora_files: None,
+            lora_requested: Default::default(),
             history_saved: Instant::now(),
             last_frame: None,
         };
@@ -175,6 +179,12 @@ impl EaselApp {
     fn drain_events(&mut self, ctx: &egui::Context) {
         while let Some(event) = self.worker.try_recv() {
             self.state.apply(event);
+        }
+        if std::mem::take(&mut self.state.recheck_loras) {
+            let paths: Vec<PathBuf> = self.state.settings.loras.iter().map(|s| s.path.clone()).collect();
+            for path in paths {
+                self.send(Command::InspectLora { path });
+            }
         }
         for (id, image) in std::mem::take(&mut self.state.fresh_images) {
             self.textures.insert(ctx, id, &image);

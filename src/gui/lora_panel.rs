@@ -131,7 +131,17 @@ pub fn lora_browser_window(app: &mut EaselApp, ctx: &Context) {
                 }
             }
         });
-        let files = adapter_files(&PathBuf::from(&app.state.settings.lora_dir));
+        // List the folder when it changes, not every frame; ask the worker to read new files once.
+        let dir = app.state.settings.lora_dir.clone();
+        if app.lora_files.as_ref().is_none_or(|(d, _)| *d != dir) {
+            app.lora_files = Some((dir.clone(), adapter_files(&PathBuf::from(&dir))));
+        }
+        let files = app.lora_files.as_ref().map(|(_, f)| f.clone()).unwrap_or_default();
+        for f in &files {
+            if !app.state.lora_info.contains_key(f) && app.lora_requested.insert(f.clone()) {
+                app.send(Command::InspectLora { path: f.clone() });
+            }
+        }
         if files.is_empty() {
             ui.label("No .safetensors adapters in this folder.");
         }
@@ -141,14 +151,7 @@ pub fn lora_browser_window(app: &mut EaselApp, ctx: &Context) {
                     match app.state.lora_info.get(&path) {
                         Some(info) => {
                             if let Some(thumb) = &info.thumbnail {
-                                let tex = ui.ctx().load_texture(
-                                    format!("lora-thumb-{}", path.display()),
-                                    egui::ColorImage::from_rgba_unmultiplied(
-                                        [thumb.width() as usize, thumb.height() as usize],
-                                        thumb.as_raw(),
-                                    ),
-                                    egui::TextureOptions::LINEAR,
-                                );
+                                let tex = app.textures.thumbnail(ui.ctx(), &path, thumb);
                                 ui.add(egui::Image::from_texture(&tex).max_size(egui::vec2(48.0, 48.0)));
                             }
                             ui.vertical(|ui| {

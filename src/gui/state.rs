@@ -416,6 +416,8 @@ pub struct AppState {
     pub compare: (Option<u64>, Option<u64>),
     /// The history changed and should be saved.
     pub history_dirty: bool,
+    /// A new model arrived: the stack's compatibility must be checked again.
+    pub recheck_loras: bool,
     next_job: JobId,
 }
 
@@ -447,6 +449,7 @@ impl AppState {
             grid: Grid::default(),
             compare: (None, None),
             history_dirty: false,
+            recheck_loras: false,
             next_job: 1,
         }
     }
@@ -504,6 +507,8 @@ impl AppState {
                 self.settings.remember_model(&info.source);
                 self.pull = None;
                 self.model = ModelStatus::Ready(info);
+                self.lora_reports.clear();
+                self.recheck_loras = true;
             }
             Event::ModelFailed { source, message } => {
                 self.model = ModelStatus::None;
@@ -524,7 +529,7 @@ impl AppState {
             }
             Event::LoraInspected(Err((path, message))) => {
                 self.settings.loras.retain(|s| s.path != path);
-                self.error(format!("Could not add the LoRA: {message}"));
+                self.error(format!("Could not read the adapter: {message}"));
             }
             Event::LoraReports { reports, .. } => {
                 for r in reports {

@@ -19,6 +19,7 @@ pub struct Textures {
     failed: std::collections::HashSet<u64>,
     loads_this_frame: usize,
     preview: Option<(u64, TextureHandle)>,
+    thumbnails: HashMap<std::path::PathBuf, TextureHandle>,
 }
 
 /// Crisp when magnified, smooth when minified.
@@ -70,6 +71,26 @@ impl Textures {
                 None
             }
         }
+    }
+
+    /// An adapter's thumbnail, uploaded once.
+    pub fn thumbnail(
+        &mut self,
+        ctx: &Context,
+        path: &std::path::Path,
+        image: &image::RgbaImage,
+    ) -> TextureHandle {
+        self.thumbnails
+            .entry(path.to_path_buf())
+            .or_insert_with(|| {
+                let size = [image.width() as usize, image.height() as usize];
+                ctx.load_texture(
+                    format!("lora-thumb-{}", path.display()),
+                    ColorImage::from_rgba_unmultiplied(size, image.as_raw()),
+                    TextureOptions::LINEAR,
+                )
+            })
+            .clone()
     }
 
     /// The live preview's texture, re-uploaded when `version` changes.
