@@ -322,17 +322,7 @@ fn apply_preset(app: &mut EaselApp, p: &Preset) {
         s.prompt = v.clone();
     }
     if !p.loras.is_empty() {
-        s.loras = p
-            .loras
-            .iter()
-            .map(|spec| super::state::LoraSlot {
-                weight: spec.unet_weight,
-                unet_weight: spec.unet_weight,
-                text_weight: spec.text_weight,
-                separate: spec.unet_weight != spec.text_weight,
-                ..super::state::LoraSlot::new(spec.path.clone())
-            })
-            .collect();
+        s.loras = p.loras.iter().map(super::state::LoraSlot::from_spec).collect();
         for spec in &p.loras {
             app.send(Command::InspectLora { path: spec.path.clone() });
         }

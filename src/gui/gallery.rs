@@ -49,21 +49,10 @@ fn item_details_ui(app: &mut EaselApp, ui: &mut Ui, item: &HistoryItem) {
             app.view.zoom * 100.0
         ));
         if ui.button("Use these settings").clicked() {
-            let mut request = r.clone();
-            request.prompt = item.saved_prompt.clone();
-            request.loras.clear();
+            // The saved prompt carries the LoRA tags; the request's stack is the exact one.
+            let request = crate::engine::GenerationRequest { prompt: item.saved_prompt.clone(), ..r.clone() };
             app.state.settings.use_request(&request);
-            app.state.settings.loras = r
-                .loras
-                .iter()
-                .map(|s| super::state::LoraSlot {
-                    weight: s.unet_weight,
-                    unet_weight: s.unet_weight,
-                    text_weight: s.text_weight,
-                    separate: s.unet_weight != s.text_weight,
-                    ..super::state::LoraSlot::new(s.path.clone())
-                })
-                .collect();
+            app.state.recheck_loras = true;
             app.state.info(format!("Settings of picture {} restored", item.id));
         }
         if ui.button("Export…").clicked() {

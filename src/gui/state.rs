@@ -264,15 +264,21 @@ impl Settings {
 }
 
 fn slot_from_spec(s: &LoraSpec) -> LoraSlot {
-    let separate = s.unet_weight != s.text_weight;
-    LoraSlot {
-        path: s.path.clone(),
-        name: s.name.clone(),
-        enabled: true,
-        weight: s.unet_weight,
-        separate,
-        unet_weight: s.unet_weight,
-        text_weight: s.text_weight,
+    LoraSlot::from_spec(s)
+}
+
+impl LoraSlot {
+    /// An enabled slot with a spec's weights (separate when they differ).
+    pub fn from_spec(s: &LoraSpec) -> Self {
+        LoraSlot {
+            path: s.path.clone(),
+            name: s.name.clone(),
+            enabled: true,
+            weight: s.unet_weight,
+            separate: s.unet_weight != s.text_weight,
+            unet_weight: s.unet_weight,
+            text_weight: s.text_weight,
+        }
     }
 }
 
