@@ -13,11 +13,11 @@ python3 - "$root" "$XDG_DATA_HOME/easel/app.ron" <<'PY'
 import sys
 root, out = sys.argv[1], sys.argv[2]
 settings = (
-    '(prompt:"a lighthouse at dusk, ink drawing", steps:12, width:256, height:256, seed:11, seed_locked:true, '
+    '(prompt:"a lighthouse at dusk, ink drawing", steps:8, width:128, height:128, seed:11, seed_locked:true, '
     f'loras:[(path:"{root}/tests/fixtures/lora/inkStyle.safetensors", name:"inkStyle", enabled:true, '
     'weight:0.8, separate:false, unet_weight:0.8, text_weight:0.8)], '
-    f'metrics:(reference_dir:"{root}/tests/fixtures/metrics/reference", images_per_config:6, '
-    'include_base:true, include_stack:false, sweep_weights:"0.5, 1, 1.5", '
+    f'metrics:(reference_dir:"{root}/tests/fixtures/metrics/reference", images_per_config:4, '
+    'include_base:true, include_stack:false, sweep_weights:"0.5, 1", '
     f'inception:"{root}/target/tmp/formula-inception.safetensors"))'
 )
 escaped = settings.replace('\\', '\\\\').replace('"', '\\"')
@@ -31,11 +31,11 @@ target/release/easel --model tests/fixtures/tiny-sd >"$work/app.log" 2>&1 &
 app=$!
 sleep 8
 xdotool mousemove 68 44 click 1      # Generate
-sleep 12
+sleep 8
 import -window root assets/screenshot-image.png
 xdotool mousemove 300 12 click 1     # the Metrics tab
 sleep 1
 xdotool mousemove 425 223 click 1    # Run comparison
-sleep 60
+sleep 100
 import -window root assets/screenshot-metrics.png
 echo "wrote assets/screenshot-image.png and assets/screenshot-metrics.png"
