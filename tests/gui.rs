@@ -213,14 +213,38 @@ fn bad_models_and_pictures_show_messages_instead_of_crashing() {
     let notice = h.state().state.notices[0].clone();
     assert!(notice.is_error && notice.text.contains("broken.safetensors"), "{}", notice.text);
     assert_eq!(h.state().state.model, ModelStatus::None);
+    h.step();
+    assert!(h.query_by_label_contains("broken.safetensors").is_some(), "the message is in the window");
+
+    // A failed load keeps the model that was working.
+    h.state_mut().load_model(tiny_model());
+    wait_until(&mut h, "the tiny model", ready);
+    h.state_mut().load_model(broken.display().to_string());
+    wait_until(&mut h, "the second failure", |a| a.state.notices.len() == 2);
+    wait_until(&mut h, "the previous model to be reported", ready);
+
     // Importing settings from a picture without any is refused with its name.
     let plain = root.path().join("plain.png");
     image::RgbImage::new(8, 8).save(&plain).expect("png");
     h.state_mut().import_settings(&plain);
     assert!(h.state().state.notices.last().is_some_and(|n| n.text.contains("plain.png")));
-    // A LoRA for another family is refused when read against the model.
+    // Metrics without Inception weights say where to get them.
+    {
+        let f = &mut h.state_mut().state.settings.metrics;
+        f.reference_dir = fixtures().join("metrics/reference").display().to_string();
+        f.images_per_config = 2;
+        f.inception = root.path().join("missing.pth").display().to_string();
+    }
+    h.get_by_role_and_label(Role::Button, "Metrics").click();
     h.step();
-    assert!(h.query_by_label_contains("broken.safetensors").is_some(), "the message is in the window");
+    h.get_by_role_and_label(Role::Button, "Run comparison").click();
+    h.step();
+    wait_until(&mut h, "the comparison to stop", |a| !matches!(a.state.eval, EvalStatus::Running { .. }));
+    let last = h.state().state.notices.last().cloned();
+    assert!(
+        last.as_ref().is_some_and(|n| n.is_error && n.text.contains("Inception weights are missing")),
+        "{last:?}"
+    );
 }
 
 /// Hides parts that change from run to run (timings) before a snapshot.

@@ -74,6 +74,26 @@ fn model_ui(app: &mut EaselApp, ui: &mut Ui) {
         }
     });
     hub_pull_ui(app, ui);
+    precision_ui(app, ui);
+}
+
+/// f32 or f16 weights; changing it reloads the current model.
+fn precision_ui(app: &mut EaselApp, ui: &mut Ui) {
+    let before = app.state.settings.dtype.clone();
+    egui::ComboBox::from_label("Precision").selected_text(before.clone()).show_ui(ui, |ui| {
+        ui.selectable_value(
+            &mut app.state.settings.dtype,
+            "f32".to_string(),
+            "f32 (exact, 4 bytes a weight)",
+        );
+        ui.selectable_value(&mut app.state.settings.dtype, "f16".to_string(), "f16 (half the memory)");
+    });
+    if app.state.settings.dtype != before {
+        if let ModelStatus::Ready(m) = &app.state.model {
+            let source = m.source.clone();
+            app.load_model(source);
+        }
+    }
 }
 
 fn hub_pull_ui(app: &mut EaselApp, ui: &mut Ui) {

@@ -55,7 +55,13 @@ fn load(state: &mut State, outbox: &Outbox, source: String, device: DeviceChoice
             outbox.send(Event::ModelLoaded(loaded.info.clone()));
             state.loaded = Some(loaded);
         }
-        Err(e) => outbox.send(Event::ModelFailed { source, message: e.to_string() }),
+        Err(e) => {
+            outbox.send(Event::ModelFailed { source, message: e.to_string() });
+            // The previous model is still loaded and usable; say so.
+            if let Some(previous) = &state.loaded {
+                outbox.send(Event::ModelLoaded(previous.info.clone()));
+            }
+        }
     }
 }
 
