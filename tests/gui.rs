@@ -247,6 +247,34 @@ fn bad_models_and_pictures_show_messages_instead_of_crashing() {
     );
 }
 
+#[test]
+fn the_gallery_survives_a_restart() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut h = studio(root.path(), Some(tiny_model()), Arc::new(ScriptedDialogs::default()));
+    wait_until(&mut h, "the model to load", ready);
+    h.state_mut().state.settings.prompt = "kept".into();
+    quick_settings(&mut h, 2);
+    h.state_mut().state.settings.batch = 2;
+    h.get_by_role_and_label(Role::Button, "Generate").click();
+    h.step();
+    wait_until(&mut h, "two pictures", |a| idle(a) && a.state.history.items.len() == 2);
+    let index = root.path().join("data/history.json");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while easel::history::History::load(&index).map_or(0, |hist| hist.items.len()) < 2 {
+        assert!(Instant::now() < deadline, "the history was not saved");
+        h.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(h);
+    let mut again = studio(root.path(), None, Arc::new(ScriptedDialogs::default()));
+    again.step();
+    let items = &again.state().state.history.items;
+    assert_eq!(items.iter().map(|i| i.request.seed).collect::<Vec<_>>(), vec![7, 8]);
+    again.get_by_role_and_label(Role::Button, "Gallery").click();
+    again.run_steps(3);
+    assert!(again.query_by_label("#1").is_some() && again.query_by_label("#2").is_some());
+}
+
 /// Hides parts that change from run to run (timings) before a snapshot.
 fn mask_timings(h: &mut Harness<'_, EaselApp>) {
     let rects: Vec<egui::Rect> = h.query_all_by_label_contains(" steps ").map(|n| n.rect()).collect();

@@ -62,6 +62,7 @@ pub struct EaselApp {
     pub(crate) lora_files: Option<(String, Vec<PathBuf>)>,
     pub(crate) lora_requested: std::collections::HashSet<PathBuf>,
     history_saved: Instant,
+    history_saver: Option<super::history_saver::HistorySaver>,
     last_frame: Option<Duration>,
 }
 
@@ -95,8 +96,14 @@ impl EaselApp {
             lora_files: None,
             lora_requested: Default::default(),
             history_saved: Instant::now(),
+            history_saver: None,
             last_frame: None,
         };
+        app.history_saver = super::history_saver::HistorySaver::spawn(app.state.paths.history_file())
+            .map_err(|e| {
+                app.state.error(format!("cannot start the gallery saver ({e}); the gallery is saved on exit"))
+            })
+            .ok();
         let model = options.model.or_else(|| {
             // Reopen the last model when it is still there.
             app.state.settings.recent_models.first().filter(|m| crate::hub::resolve_model(m).is_ok()).cloned()
@@ -190,11 +197,26 @@ impl EaselApp {
             self.textures.insert(ctx, id, &image);
         }
         if self.state.history_dirty && self.history_saved.elapsed() > Duration::from_secs(1) {
-            self.save_history();
+            self.queue_history_save();
+        }
+        let failures = self.history_saver.as_ref().map(|s| s.failures()).unwrap_or_default();
+        for message in failures {
+            self.state.error(message);
         }
     }
 
-    fn save_history(&mut self) {
+    /// Hands the gallery index to the saving thread.
+    fn queue_history_save(&mut self) {
+        self.history_saved = Instant::now();
+        self.state.history_dirty = false;
+        match &self.history_saver {
+            Some(saver) => saver.save(self.state.history.clone()),
+            None => self.save_history_now(),
+        }
+    }
+
+    /// Writes the gallery index on this thread (on exit, when nothing may be left queued).
+    fn save_history_now(&mut self) {
         self.history_saved = Instant::now();
         self.state.history_dirty = false;
         if let Err(e) = self.state.history.save(&self.state.paths.history_file()) {
@@ -341,15 +363,21 @@ impl eframe::App for EaselApp {
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         eframe::set_value(storage, eframe::APP_KEY, &self.state.settings);
         if self.state.history_dirty {
-            self.save_history();
+            self.queue_history_save();
         }
     }
 
     fn on_exit(&mut self) {
         // Stop rendering at the next step; finished pictures are already saved.
         self.state.cancel_all();
-        if self.state.history_dirty {
-            self.save_history();
+        // The newest index goes after anything queued, and the exit waits for it.
+        match self.history_saver.take() {
+            Some(saver) => {
+                for message in saver.finish(self.state.history.clone()) {
+                    eprintln!("easel: {message}");
+                }
+            }
+            None => self.save_history_now(),
         }
     }
 }

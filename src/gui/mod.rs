@@ -9,6 +9,7 @@ mod controls;
 pub mod dialogs;
 mod gallery;
 mod grid_image;
+mod history_saver;
 pub mod image_view;
 mod lora_panel;
 mod metrics_view;
