@@ -166,16 +166,59 @@ impl LayerNorm {
     }
 }
 
+/// Score elements one attention block may hold (32 Mi f32 = 128 MiB): at 512² an SD1.5 self-attention
+/// would otherwise hold 2·8·4096·4096 scores (1 GiB) at once, and at 1024² sixteen times that.
+const ATTENTION_BLOCK_ELEMENTS: usize = 32 << 20;
+
 /// Scaled dot-product attention over `[batch·heads, tokens, head_dim]` tensors, softmax in f32.
 /// `mask`, when given, is added to the scores (use large negatives to hide positions).
+///
+/// Queries are processed in blocks so the full score matrix is never held: each block's softmax
+/// still sees every key, so the result is the same as the one-shot formula.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, mask: Option<&Tensor>) -> Result<Tensor> {
+    attention_blocked(q, k, v, scale, mask, ATTENTION_BLOCK_ELEMENTS)
+}
+
+fn attention_blocked(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    mask: Option<&Tensor>,
+    block_elements: usize,
+) -> Result<Tensor> {
+    let (bh, q_tokens, _) = q.dims3()?;
+    let kv_tokens = k.dim(1)?;
+    let rows = (block_elements / (bh * kv_tokens).max(1)).clamp(1, q_tokens.max(1));
+    let kt = k.t()?.contiguous()?;
+    let v = v.contiguous()?;
+    if rows >= q_tokens {
+        return attention_block(&q.contiguous()?, &kt, &v, scale, mask);
+    }
+    let mut outputs = Vec::with_capacity(q_tokens.div_ceil(rows));
+    for start in (0..q_tokens).step_by(rows) {
+        let len = rows.min(q_tokens - start);
+        let q_block = q.narrow(1, start, len)?.contiguous()?;
+        // A mask with a row per query is cut like the queries; others broadcast as they are.
+        let mask_block = match mask {
+            Some(m) if m.rank() >= 2 && m.dim(m.rank() - 2)? == q_tokens => Some(m.narrow(m.rank() - 2, start, len)?),
+            Some(m) => Some(m.clone()),
+            None => None,
+        };
+        outputs.push(attention_block(&q_block, &kt, &v, scale, mask_block.as_ref())?);
+    }
+    Ok(Tensor::cat(&outputs, 1)?)
+}
+
+/// One block: `softmax(q·kᵀ·scale + mask)·v` with `kt` already transposed.
+fn attention_block(q: &Tensor, kt: &Tensor, v: &Tensor, scale: f64, mask: Option<&Tensor>) -> Result<Tensor> {
     let dtype = q.dtype();
-    let mut scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
+    let mut scores = (q.matmul(kt)? * scale)?;
     if let Some(mask) = mask {
         scores = scores.broadcast_add(&mask.to_dtype(dtype)?)?;
     }
     let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(dtype)?;
-    Ok(probs.matmul(&v.contiguous()?)?)
+    Ok(probs.matmul(v)?)
 }
 
 /// `x · sigmoid(x)`.
@@ -208,6 +251,28 @@ mod tests {
         let expected = (0.0 - 3.5) / 5.25f32.sqrt();
         assert!((y[0] - expected).abs() < 1e-5);
         assert!((y[8] - expected).abs() < 1e-5);
+        Ok(())
+    }
+
+    /// Deterministic, varied values (no RNG needed).
+    fn ramp(shape: &[usize], salt: f32) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = (0..n).map(|i| ((i as f32 * 0.731 + salt).sin() * 1.7)).collect();
+        Ok(Tensor::from_vec(values, shape, &Device::Cpu)?)
+    }
+
+    #[test]
+    fn blocked_attention_equals_one_shot_on_odd_shapes() -> Result<()> {
+        for (bh, tq, tk, d, block) in [(3, 37, 53, 5, 3 * 53 * 7), (1, 1, 9, 4, 1), (2, 17, 17, 8, 2 * 17 * 16), (5, 64, 11, 3, 5 * 11)] {
+            let (q, k, v) = (ramp(&[bh, tq, d], 0.1)?, ramp(&[bh, tk, d], 0.7)?, ramp(&[bh, tk, d], 1.3)?);
+            let mask = (ramp(&[1, tq, tk], 2.0)?.ge(0.0)?.to_dtype(DType::F32)? * -1e4)?;
+            for m in [None, Some(&mask)] {
+                let one_shot = attention_blocked(&q, &k, &v, 0.37, m, usize::MAX)?;
+                let blocked = attention_blocked(&q, &k, &v, 0.37, m, block)?;
+                let diff = (one_shot - blocked)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+                assert!(diff < 1e-6, "bh {bh} tq {tq} tk {tk} d {d}: {diff}");
+            }
+        }
         Ok(())
     }
 
