@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod device;
+pub mod kernels;
 pub mod lora;
 pub mod model;
 pub mod ops;

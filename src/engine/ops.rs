@@ -201,7 +201,9 @@ fn attention_blocked(
         let q_block = q.narrow(1, start, len)?.contiguous()?;
         // A mask with a row per query is cut like the queries; others broadcast as they are.
         let mask_block = match mask {
-            Some(m) if m.rank() >= 2 && m.dim(m.rank() - 2)? == q_tokens => Some(m.narrow(m.rank() - 2, start, len)?),
+            Some(m) if m.rank() >= 2 && m.dim(m.rank() - 2)? == q_tokens => {
+                Some(m.narrow(m.rank() - 2, start, len)?)
+            }
             Some(m) => Some(m.clone()),
             None => None,
         };
@@ -217,7 +219,7 @@ fn attention_block(q: &Tensor, kt: &Tensor, v: &Tensor, scale: f64, mask: Option
     if let Some(mask) = mask {
         scores = scores.broadcast_add(&mask.to_dtype(dtype)?)?;
     }
-    let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(dtype)?;
+    let probs = super::kernels::softmax::softmax_last_dim(scores.to_dtype(DType::F32)?)?.to_dtype(dtype)?;
     Ok(probs.matmul(v)?)
 }
 
@@ -257,13 +259,15 @@ mod tests {
     /// Deterministic, varied values (no RNG needed).
     fn ramp(shape: &[usize], salt: f32) -> Result<Tensor> {
         let n: usize = shape.iter().product();
-        let values: Vec<f32> = (0..n).map(|i| ((i as f32 * 0.731 + salt).sin() * 1.7)).collect();
+        let values: Vec<f32> = (0..n).map(|i| (i as f32 * 0.731 + salt).sin() * 1.7).collect();
         Ok(Tensor::from_vec(values, shape, &Device::Cpu)?)
     }
 
     #[test]
     fn blocked_attention_equals_one_shot_on_odd_shapes() -> Result<()> {
-        for (bh, tq, tk, d, block) in [(3, 37, 53, 5, 3 * 53 * 7), (1, 1, 9, 4, 1), (2, 17, 17, 8, 2 * 17 * 16), (5, 64, 11, 3, 5 * 11)] {
+        for (bh, tq, tk, d, block) in
+            [(3, 37, 53, 5, 3 * 53 * 7), (1, 1, 9, 4, 1), (2, 17, 17, 8, 2 * 17 * 16), (5, 64, 11, 3, 5 * 11)]
+        {
             let (q, k, v) = (ramp(&[bh, tq, d], 0.1)?, ramp(&[bh, tk, d], 0.7)?, ramp(&[bh, tk, d], 1.3)?);
             let mask = (ramp(&[1, tq, tk], 2.0)?.ge(0.0)?.to_dtype(DType::F32)? * -1e4)?;
             for m in [None, Some(&mask)] {
