@@ -1,5 +1,6 @@
 //! The studio driven through AccessKit with egui_kittest: the real `EaselApp`, the real worker
 //! and the tiny test model. Dialogs are scripted; everything else is what a painter clicks.
+#![cfg(feature = "gui")]
 
 mod common;
 
