@@ -109,7 +109,7 @@ fn hub_pull_ui(app: &mut EaselApp, ui: &mut Ui) {
         {
             let repo_id = app.state.settings.hub_repo.trim().to_string();
             app.state.pull = Some((repo_id.clone(), "listing files".into(), 0, 0));
-            app.send(Command::PullModel { repo_id });
+            app.send(Command::PullModel { repo_id, dtype: app.state.settings.dtype.clone() });
         }
     });
     if let Some((repo, file, done, total)) = &app.state.pull {
@@ -364,7 +364,7 @@ pub fn first_run_ui(app: &mut EaselApp, ui: &mut Ui) {
         if ui.button("Pull Stable Diffusion 1.5 from the hub").clicked() {
             let repo_id = app.state.settings.hub_repo.trim().to_string();
             app.state.pull = Some((repo_id.clone(), "listing files".into(), 0, 0));
-            app.send(Command::PullModel { repo_id });
+            app.send(Command::PullModel { repo_id, dtype: app.state.settings.dtype.clone() });
         }
         if ui.button("Open a checkpoint file…").clicked() {
             if let Some(p) = app.dialogs.open_file("Stable Diffusion checkpoint", &["safetensors", "ckpt"]) {

@@ -37,7 +37,7 @@ pub(crate) fn run(commands: Receiver<Command>, outbox: Outbox) {
         match command {
             Command::Shutdown => break,
             Command::LoadModel { source, device, dtype } => load(&mut state, &outbox, source, device, &dtype),
-            Command::PullModel { repo_id } => pull(&mut state, &outbox, repo_id),
+            Command::PullModel { repo_id, dtype } => pull(&mut state, &outbox, repo_id, &dtype),
             Command::InspectLora { path } => {
                 let info = inspect(&mut state, &path).map_err(|e| (path, e.to_string()));
                 outbox.send(Event::LoraInspected(info));
@@ -90,7 +90,7 @@ fn load_model(source: &str, device: DeviceChoice, dtype: &str) -> Result<Loaded>
     Ok(Loaded { model, info, model_hash, merged: Vec::new() })
 }
 
-fn pull(state: &mut State, outbox: &Outbox, repo_id: String) {
+fn pull(state: &mut State, outbox: &Outbox, repo_id: String, dtype: &str) {
     let mut last_sent = Instant::now();
     let id = repo_id.clone();
     let mut report = |file: &str, done: u64, total: u64| {
@@ -105,8 +105,9 @@ fn pull(state: &mut State, outbox: &Outbox, repo_id: String) {
             });
         }
     };
-    match crate::hub::pull_reporting(&repo_id, false, Some(&mut report)) {
-        Ok(_) => load(state, outbox, repo_id, DeviceChoice::Auto, "f32"),
+    // With f16 chosen, the fp16 variant files are half the download.
+    match crate::hub::pull_reporting(&repo_id, dtype == "f16", Some(&mut report)) {
+        Ok(_) => load(state, outbox, repo_id, DeviceChoice::Auto, dtype),
         Err(e) => outbox.send(Event::PullFailed { repo_id, message: e.to_string() }),
     }
 }

@@ -42,6 +42,8 @@ pub enum Command {
     PullModel {
         /// `owner/name`.
         repo_id: String,
+        /// f32 or f16, for the load that follows.
+        dtype: String,
     },
     /// Read an adapter's metadata and check it against the loaded model.
     InspectLora {
