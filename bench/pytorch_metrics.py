@@ -7,23 +7,13 @@ Run: python bench/pytorch_metrics.py [--runs 3]   (needs: pip install torch torc
 """
 import argparse
 import json
-import statistics
-import time
 
 import numpy as np
 import torch
 import pytorch_fid.inception as pi
 from pytorch_fid.fid_score import calculate_frechet_distance
 
-
-def median_secs(fn, runs):
-    fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from timing import median_secs
 
 
 def main():

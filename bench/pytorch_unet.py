@@ -8,21 +8,11 @@ Prints JSON with the median seconds of the timed runs after one warm-up, and pea
 import argparse
 import json
 import resource
-import statistics
-import time
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-
-def median_secs(fn, runs):
-    fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from timing import median_secs
 
 
 def main():

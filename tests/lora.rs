@@ -27,7 +27,6 @@ fn adapters_match_diffusers_merges() {
     let cases: Vec<Case> = serde_json::from_str(&text).expect("valid fixture");
     assert!(cases.len() >= 5);
     let model = fixtures().join("tiny-sd");
-    let noise = fixtures().join("noise.safetensors");
     for case in cases {
         let dir = tempfile::tempdir().expect("temp dir");
         let out = dir.path().join("out.png");
@@ -36,33 +35,11 @@ fn adapters_match_diffusers_merges() {
             .iter()
             .map(|(file, unet, te)| format!("{}:{unet}:{te}", fixtures().join("lora").join(file).display()))
             .collect();
-        let mut args = vec![
-            "generate",
-            "--model",
-            model.to_str().expect("utf-8"),
-            "--prompt",
-            PROMPT,
-            "--negative",
-            NEGATIVE,
-            "--sampler",
-            &case.sampler,
-            "--steps",
-            "12",
-            "--cfg",
-            "7.5",
-            "--width",
-            "128",
-            "--height",
-            "128",
-            "--noise",
-            noise.to_str().expect("utf-8"),
-            "-o",
-            out.to_str().expect("utf-8"),
-        ];
+        let mut args = golden_args(&model, PROMPT, &case.sampler, &out);
         for f in &flags {
-            args.extend_from_slice(&["--lora", f]);
+            args.extend(["--lora".to_string(), f.clone()]);
         }
-        let res = easel(&args);
+        let res = easel_owned(&args);
         assert!(res.status.success(), "{}: {}", case.golden, stderr(&res));
         let golden = fixtures().join(format!("golden/{}.png", case.golden));
         let (psnr, max) = compare(&load_rgb(&out), &load_rgb(&golden));
@@ -75,31 +52,9 @@ fn prompt_tags_pick_adapters_from_the_lora_folder() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out.png");
     let prompt = format!("{PROMPT} <lora:inkStyle:1>");
-    let res = easel(&[
-        "generate",
-        "--model",
-        fixtures().join("tiny-sd").to_str().expect("utf-8"),
-        "--prompt",
-        &prompt,
-        "--negative",
-        NEGATIVE,
-        "--sampler",
-        "ddim",
-        "--steps",
-        "12",
-        "--cfg",
-        "7.5",
-        "--width",
-        "128",
-        "--height",
-        "128",
-        "--noise",
-        fixtures().join("noise.safetensors").to_str().expect("utf-8"),
-        "--lora-dir",
-        fixtures().join("lora").to_str().expect("utf-8"),
-        "-o",
-        out.to_str().expect("utf-8"),
-    ]);
+    let mut args = golden_args(&fixtures().join("tiny-sd"), &prompt, "ddim", &out);
+    args.extend(["--lora-dir".to_string(), fixtures().join("lora").display().to_string()]);
+    let res = easel_owned(&args);
     assert!(res.status.success(), "{}", stderr(&res));
     assert!(stderr(&res).contains("inkStyle: 210 modules applied"), "{}", stderr(&res));
     assert!(stderr(&res).contains("trigger words: inkstyle"), "{}", stderr(&res));

@@ -167,31 +167,9 @@ fn prediction_type_can_be_overridden() {
     // The tiny model with --prediction v_prediction is the v-prediction variant diffusers drew.
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("v.png");
-    let res = easel(&[
-        "generate",
-        "--model",
-        fixtures().join("tiny-sd").to_str().expect("utf-8"),
-        "--prompt",
-        PROMPT,
-        "--negative",
-        NEGATIVE,
-        "--sampler",
-        "dpmpp_2m_karras",
-        "--steps",
-        "12",
-        "--cfg",
-        "7.5",
-        "--width",
-        "128",
-        "--height",
-        "128",
-        "--prediction",
-        "v_prediction",
-        "--noise",
-        fixtures().join("noise.safetensors").to_str().expect("utf-8"),
-        "-o",
-        out.to_str().expect("utf-8"),
-    ]);
+    let mut args = golden_args(&fixtures().join("tiny-sd"), PROMPT, "dpmpp_2m_karras", &out);
+    args.extend(["--prediction", "v_prediction"].map(String::from));
+    let res = easel_owned(&args);
     assert!(res.status.success(), "{}", stderr(&res));
     assert_matches_golden(&out, &fixtures().join("golden/dpmpp_2m_karras_vpred.png"));
 }

@@ -122,7 +122,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         sampler,
         steps: args.steps.or(preset.steps).unwrap_or(25),
         cfg_scale: args.cfg.or(preset.cfg_scale).unwrap_or(7.0),
-        seed: args.seed.unwrap_or_else(random_seed),
+        seed: args.seed.unwrap_or_else(easel::engine::request::random_seed),
         width: args.width.unwrap_or(default_w),
         height: args.height.unwrap_or(default_h),
         batch: args.batch,
@@ -154,11 +154,15 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     let lora_hashes = super::loras::apply(&mut model, &request.loras)?;
     let provenance = Provenance {
         model: model.name.clone(),
-        model_hash: if model_path.is_file() { Some(file_hash(&model_path)?) } else { None },
+        model_hash: if model_path.is_file() {
+            Some(easel::export::parameters::model_hash(&model_path)?)
+        } else {
+            None
+        },
         version: format!("Easel {}", easel::version()),
         lora_hashes,
     };
-    let saved_prompt = super::loras::prompt_with_tags(&request.prompt, &flag_loras);
+    let saved_prompt = easel::engine::lora::tags::prompt_with_tags(&request.prompt, &flag_loras);
 
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&cancel);
@@ -267,18 +271,4 @@ fn read_inputs(
         None => None,
     };
     Ok(GenerationInputs { init_image, mask, noise })
-}
-
-/// A1111's model hash: the first 10 hex digits of the file's sha256.
-fn file_hash(path: &Path) -> anyhow::Result<String> {
-    let hash =
-        easel::metrics::cache::file_hash(path).map_err(|e| Error::io("cannot read the model", e, path))?;
-    Ok(hash[..10].to_string())
-}
-
-fn random_seed() -> u64 {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    // Keep seeds within what A1111 and JSON readers handle exactly.
-    (nanos as u64 ^ u64::from(std::process::id())) % (1 << 32)
 }

@@ -90,16 +90,6 @@ pub fn apply(model: &mut StableDiffusion, specs: &[LoraSpec]) -> anyhow::Result<
     Ok(stack.iter().map(|e| (e.adapter.name.clone(), e.adapter.hash.clone())).collect())
 }
 
-/// The prompt as saved in metadata: the user's text plus a tag for each `--lora` flag, so A1111 and
-/// Easel re-create the same stack from it.
-pub fn prompt_with_tags(prompt: &str, flags: &[LoraSpec]) -> String {
-    let mut out = prompt.to_string();
-    for spec in flags {
-        out.push_str(&format!(" {}", tags::tag(&spec.name, spec.unet_weight, spec.text_weight)));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,6 +55,17 @@ pub struct LoraSpec {
     pub text_weight: f64,
 }
 
+/// A fresh seed from the clock, below 2³² so A1111 and JSON readers keep it exactly.
+pub fn random_seed() -> u64 {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    // splitmix64 scrambles the clock so seeds of quick successive runs differ widely.
+    let mut z = (nanos as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) % (1 << 32)
+}
+
 /// Adapter weights beyond this are refused as typing mistakes; slider LoRAs use up to ±15.
 pub const MAX_LORA_WEIGHT: f64 = 100.0;
 

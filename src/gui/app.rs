@@ -143,7 +143,7 @@ impl EaselApp {
             return;
         }
         if !self.state.settings.seed_locked {
-            self.state.settings.seed = random_seed();
+            self.state.settings.seed = crate::engine::request::random_seed();
         }
         let mut request = self.state.settings.request();
         if let Err(e) = request.validate() {
@@ -396,15 +396,4 @@ fn job_label(prompt: &str, batch: usize, seed: u64) -> String {
     } else {
         format!("{text} (seed {seed})")
     }
-}
-
-/// A seed within what A1111 and JSON readers keep exactly.
-pub(crate) fn random_seed() -> u64 {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    // splitmix64 scrambles the clock so seeds of quick successive clicks differ widely.
-    let mut z = (nanos as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    (z ^ (z >> 31)) % (1 << 32)
 }

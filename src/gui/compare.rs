@@ -199,7 +199,7 @@ fn queue_grid(app: &mut EaselApp) {
     app.state.grid = grid;
     let output_dir = app.state.paths.gallery();
     for (row, col, request) in cells {
-        let saved_prompt = prompt_with(&request);
+        let saved_prompt = crate::engine::lora::tags::prompt_with_tags(&request.prompt, &request.loras);
         let label = format!("grid {} / seed {}", app.state.grid.rows[row], request.seed);
         let (id, cancel) = app.state.enqueue(label, 1, JobKind::GridCell { row, col });
         app.send(Command::Generate(Box::new(GenerateJob {
@@ -212,14 +212,6 @@ fn queue_grid(app: &mut EaselApp) {
             output_dir: output_dir.clone(),
         })));
     }
-}
-
-fn prompt_with(r: &crate::engine::GenerationRequest) -> String {
-    let mut p = r.prompt.clone();
-    for l in &r.loras {
-        p.push_str(&format!(" {}", crate::engine::lora::tags::tag(&l.name, l.unet_weight, l.text_weight)));
-    }
-    p
 }
 
 fn export_grid(app: &mut EaselApp) {

@@ -181,7 +181,7 @@ fn settings_ui(app: &mut EaselApp, ui: &mut Ui) {
         let label = ui.label("Seed");
         ui.add(egui::DragValue::new(&mut s.seed).range(0..=u32::MAX as u64)).labelled_by(label.id);
         if ui.button("Random").on_hover_text("New random seed").clicked() {
-            s.seed = super::app::random_seed();
+            s.seed = crate::engine::request::random_seed();
         }
         ui.checkbox(&mut s.seed_locked, "Lock")
             .on_hover_text("Keep this seed; unlocked, each run draws a new one");

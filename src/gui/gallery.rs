@@ -84,9 +84,14 @@ pub fn gallery_tab_ui(app: &mut EaselApp, ui: &mut Ui) {
                     let clicked = match app.textures.get(&ctx, &app.state.history, id) {
                         Some(tex) => ui
                             .add(egui::Button::image(egui::Image::from_texture(&tex).fit_to_exact_size(size)))
-                            .on_hover_text(
-                                app.state.history.get(id).map_or(String::new(), |i| i.saved_prompt.clone()),
-                            )
+                            // Looked up only while hovered: a per-frame lookup for every
+                            // thumbnail would grow with the square of the gallery.
+                            .on_hover_ui(|ui| {
+                                if let Some(item) = app.state.history.get(id) {
+                                    ui.label(&item.saved_prompt);
+                                }
+                            })
+                            .accessible_name(format!("Open picture #{id}"))
                             .clicked(),
                         None => ui.add_sized(size, egui::Spinner::new()).clicked(),
                     };

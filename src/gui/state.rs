@@ -214,12 +214,7 @@ impl Settings {
     /// The prompt as saved in PNGs: the text plus a tag per enabled adapter, so A1111 and Easel
     /// rebuild the stack from it.
     pub fn saved_prompt(&self) -> String {
-        let mut out = self.prompt.clone();
-        for s in self.loras.iter().filter(|s| s.enabled) {
-            let spec = s.spec();
-            out.push_str(&format!(" {}", tags::tag(&spec.name, spec.unet_weight, spec.text_weight)));
-        }
-        out
+        tags::prompt_with_tags(&self.prompt, &self.request().loras)
     }
 
     /// Takes over an imported or historical request's settings (not its inputs).
@@ -235,7 +230,7 @@ impl Settings {
         self.height = r.height;
         self.strength = r.strength;
         if !r.loras.is_empty() {
-            self.loras = r.loras.iter().map(slot_from_spec).collect();
+            self.loras = r.loras.iter().map(LoraSlot::from_spec).collect();
         } else if let Ok(found) = tags::parse_tags(&r.prompt) {
             // A1111 pictures name their adapters in the prompt; find them in the LoRA folder.
             let dir = PathBuf::from(&self.lora_dir);
@@ -247,7 +242,7 @@ impl Settings {
                     unet_weight: t.unet_weight,
                     text_weight: t.text_weight,
                 })
-                .map(|s| slot_from_spec(&s))
+                .map(|s| LoraSlot::from_spec(&s))
                 .collect();
             if !slots.is_empty() {
                 self.loras = slots;
@@ -261,10 +256,6 @@ impl Settings {
         self.recent_models.insert(0, source.to_string());
         self.recent_models.truncate(8);
     }
-}
-
-fn slot_from_spec(s: &LoraSpec) -> LoraSlot {
-    LoraSlot::from_spec(s)
 }
 
 impl LoraSlot {

@@ -167,7 +167,7 @@ fn compare(state: &mut State, outbox: &Outbox, job: &EvalJob) -> Result<EvalResu
         total: references.len(),
     });
     let reference = extract_folder(&extractor, &job.reference_dir, &mut || {})?;
-    let options = EvalOptions { kid_subset_size: 1000, ..EvalOptions::default() };
+    let options = EvalOptions::default();
     let mut rows = Vec::new();
     for (k, (config, dir, secs_per_image, peak)) in generated.into_iter().enumerate() {
         outbox.send(Event::EvalProgress {

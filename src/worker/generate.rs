@@ -45,7 +45,7 @@ fn generate(state: &mut State, outbox: &Outbox, job: &GenerateJob) -> Result<()>
             .request
             .loras
             .iter()
-            .filter_map(|s| state_hash(state, &s.path).map(|h| (s.name.clone(), h)))
+            .filter_map(|s| state.cached_adapter(&s.path).map(|a| (s.name.clone(), a.hash.clone())))
             .collect(),
     };
     let inputs = GenerationInputs { init_image: job.init_image.clone(), mask: job.mask.clone(), noise: None };
@@ -87,10 +87,6 @@ fn generate(state: &mut State, outbox: &Outbox, job: &GenerateJob) -> Result<()>
         &mut on_image,
         &job.cancel,
     )
-}
-
-fn state_hash(state: &State, path: &Path) -> Option<String> {
-    state.cached_adapter(path).map(|a| a.hash.clone())
 }
 
 /// Saves a picture under a fresh name (`<unix time>-<seed>[-n].png`), never over another.

@@ -19,8 +19,8 @@ pub(crate) struct Loaded {
     pub info: ModelInfo,
     /// A1111's short hash of a single-file checkpoint.
     pub model_hash: Option<String>,
-    /// The stack merged now (enabled entries, in order).
-    pub merged: Vec<LoraSpec>,
+    /// The stack merged now (enabled entries, in order); `None` after a merge failed half-way.
+    pub merged: Option<Vec<LoraSpec>>,
 }
 
 /// Everything the worker keeps between commands.
@@ -30,12 +30,11 @@ pub(crate) struct State {
     adapters: HashMap<PathBuf, Arc<Adapter>>,
 }
 
-/// The thread body: runs commands until `Shutdown` or until the window is gone.
+/// The thread body: runs commands until the window drops its handle.
 pub(crate) fn run(commands: Receiver<Command>, outbox: Outbox) {
     let mut state = State::default();
     while let Ok(command) = commands.recv() {
         match command {
-            Command::Shutdown => break,
             Command::LoadModel { source, device, dtype } => load(&mut state, &outbox, source, device, &dtype),
             Command::PullModel { repo_id, dtype } => pull(&mut state, &outbox, repo_id, &dtype),
             Command::InspectLora { path } => {
@@ -71,13 +70,7 @@ fn load_model(source: &str, device: DeviceChoice, dtype: &str) -> Result<Loaded>
     let device = device.open()?;
     let dtype = parse_dtype(dtype, &device)?;
     let model = StableDiffusion::load(&path, &device, dtype)?;
-    let model_hash = if path.is_file() {
-        let hash = crate::metrics::cache::file_hash(&path)
-            .map_err(|e| Error::io("cannot read the model", e, &path))?;
-        Some(hash[..10].to_string())
-    } else {
-        None
-    };
+    let model_hash = if path.is_file() { Some(crate::export::parameters::model_hash(&path)?) } else { None };
     let info = ModelInfo {
         source: source.to_string(),
         name: model.name.clone(),
@@ -87,7 +80,7 @@ fn load_model(source: &str, device: DeviceChoice, dtype: &str) -> Result<Loaded>
         dtype: format!("{:?}", model.dtype).to_lowercase(),
         load_secs: started.elapsed().as_secs_f64(),
     };
-    Ok(Loaded { model, info, model_hash, merged: Vec::new() })
+    Ok(Loaded { model, info, model_hash, merged: Some(Vec::new()) })
 }
 
 fn pull(state: &mut State, outbox: &Outbox, repo_id: String, dtype: &str) {
@@ -134,7 +127,7 @@ impl State {
         let Some(loaded) = self.loaded.as_ref() else {
             return Err(Error::BadRequest("no model is loaded: open one first".into()));
         };
-        if loaded.merged == specs {
+        if loaded.merged.as_deref() == Some(specs) {
             return Ok(None);
         }
         let mut stack = Vec::with_capacity(specs.len());
@@ -147,15 +140,10 @@ impl State {
             });
         }
         let loaded = self.loaded.as_mut().ok_or_else(|| Error::BadRequest("no model is loaded".into()))?;
-        // Mark nothing merged while merging: a failure leaves the model in an unknown mix.
-        loaded.merged = vec![LoraSpec {
-            name: "\u{0}partial".into(),
-            path: PathBuf::new(),
-            unet_weight: 0.0,
-            text_weight: 0.0,
-        }];
+        // A failure part-way leaves an unknown mix, so the next job merges again whatever it asks.
+        loaded.merged = None;
         let reports = lora::apply(&mut loaded.model, &stack)?;
-        loaded.merged = specs.to_vec();
+        loaded.merged = Some(specs.to_vec());
         Ok(Some(reports))
     }
 }

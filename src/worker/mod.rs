@@ -13,7 +13,6 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use image::{GrayImage, RgbImage, RgbaImage};
 
@@ -54,8 +53,6 @@ pub enum Command {
     Generate(Box<GenerateJob>),
     /// Generate pictures per configuration and score them against references.
     Evaluate(Box<EvalJob>),
-    /// Stop the thread.
-    Shutdown,
 }
 
 /// One generation: a request plus the in-memory inputs the canvas provides.
@@ -226,7 +223,6 @@ pub enum Event {
 pub struct Worker {
     commands: SyncSender<Command>,
     events: Receiver<Event>,
-    thread: Option<JoinHandle<()>>,
 }
 
 /// Sends events to the window and wakes it.
@@ -257,10 +253,12 @@ impl Worker {
         let (command_tx, command_rx) = sync_channel::<Command>(256);
         let (event_tx, event_rx) = sync_channel::<Event>(1024);
         let outbox = Outbox { events: event_tx, wake };
-        let thread = std::thread::Builder::new()
+        // Not joined: on exit the window cancels its jobs and leaves; every file write is atomic.
+        // Dropping this handle closes the command channel, which ends the thread's loop.
+        std::thread::Builder::new()
             .name("easel-worker".into())
             .spawn(move || loading::run(command_rx, outbox))?;
-        Ok(Self { commands: command_tx, events: event_rx, thread: Some(thread) })
+        Ok(Self { commands: command_tx, events: event_rx })
     }
 
     /// Queues a command without blocking; fails only if the queue is full or the worker died.
@@ -274,19 +272,5 @@ impl Worker {
     /// The next event, if one is waiting.
     pub fn try_recv(&self) -> Option<Event> {
         self.events.try_recv().ok()
-    }
-
-    /// Asks the thread to stop and waits for it (tests; the window leaves it to finish on exit).
-    pub fn shutdown(mut self) {
-        let _ = self.commands.send(Command::Shutdown);
-        while self.events.try_recv().is_ok() {}
-        if let Some(thread) = self.thread.take() {
-            // Drain events while waiting so a blocked send cannot deadlock the join.
-            while !thread.is_finished() {
-                while self.events.try_recv().is_ok() {}
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            let _ = thread.join();
-        }
     }
 }

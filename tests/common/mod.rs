@@ -32,13 +32,22 @@ pub fn generate_golden_settings(model: &Path, sampler: &str, out: &Path) {
 
 /// As [`generate_golden_settings`], computing in `dtype`.
 pub fn generate_golden_settings_in(model: &Path, sampler: &str, dtype: &str, out: &Path) {
+    let mut args = golden_args(model, PROMPT, sampler, out);
+    args.extend(["--device", "cpu", "--dtype", dtype].map(String::from));
+    let res = easel_owned(&args);
+    assert!(res.status.success(), "generate failed: {}", stderr(&res));
+}
+
+/// `easel generate` arguments with the golden settings (the shared negative prompt, 12 steps,
+/// CFG 7.5, 128², the fixed noise); tests add their own flags.
+pub fn golden_args(model: &Path, prompt: &str, sampler: &str, out: &Path) -> Vec<String> {
     let noise = fixtures().join("noise.safetensors");
-    let res = easel(&[
+    [
         "generate",
         "--model",
         model.to_str().expect("utf-8 path"),
         "--prompt",
-        PROMPT,
+        prompt,
         "--negative",
         NEGATIVE,
         "--sampler",
@@ -51,16 +60,18 @@ pub fn generate_golden_settings_in(model: &Path, sampler: &str, dtype: &str, out
         "128",
         "--height",
         "128",
-        "--device",
-        "cpu",
-        "--dtype",
-        dtype,
         "--noise",
         noise.to_str().expect("utf-8 path"),
         "-o",
         out.to_str().expect("utf-8 path"),
-    ]);
-    assert!(res.status.success(), "generate failed: {}", stderr(&res));
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Runs `easel` with owned arguments.
+pub fn easel_owned(args: &[String]) -> Output {
+    easel(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// Copies a folder tree (the tests assemble model variants from the fixtures this way).

@@ -50,6 +50,16 @@ pub fn strip_tags(prompt: &str) -> String {
     tag_pattern().replace_all(prompt, "").trim().to_string()
 }
 
+/// The prompt as saved in metadata: the text plus a tag per adapter, so A1111 and Easel rebuild
+/// the same stack from it.
+pub fn prompt_with_tags(prompt: &str, adapters: &[crate::engine::LoraSpec]) -> String {
+    let mut out = prompt.to_string();
+    for spec in adapters {
+        out.push_str(&format!(" {}", tag(&spec.name, spec.unet_weight, spec.text_weight)));
+    }
+    out
+}
+
 /// The tag A1111 would write for these weights.
 pub fn tag(name: &str, unet_weight: f64, text_weight: f64) -> String {
     if unet_weight == text_weight {
