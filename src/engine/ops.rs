@@ -58,6 +58,9 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
+    if let Some(y) = super::kernels::tensors::conv2d(x, weight, bias, stride, padding)? {
+        return Ok(y);
+    }
     let y = x.conv2d(weight, padding, stride, 1, 1)?;
     Ok(match bias {
         Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?,
@@ -90,6 +93,9 @@ impl Linear {
 
     /// Applies the layer over the last dimension.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(y) = super::kernels::tensors::linear(x, &self.weight, self.bias.as_ref())? {
+            return Ok(y);
+        }
         Ok(candle_nn::Linear::new(self.weight.clone(), self.bias.clone()).forward(x)?)
     }
 }
@@ -118,10 +124,21 @@ impl GroupNorm {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         group_norm(x, self.groups, &self.weight, &self.bias, self.eps)
     }
+
+    /// `silu(self.forward(x))`, fused on the CPU (one pass, no f32 temporaries).
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        match super::kernels::tensors::group_norm(x, self.groups, &self.weight, &self.bias, self.eps, true)? {
+            Some(y) => Ok(y),
+            None => silu(&self.forward(x)?),
+        }
+    }
 }
 
 /// `GroupNorm` as `torch.nn.functional.group_norm` computes it (biased variance).
 pub fn group_norm(x: &Tensor, groups: usize, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    if let Some(y) = super::kernels::tensors::group_norm(x, groups, weight, bias, eps, false)? {
+        return Ok(y);
+    }
     let dtype = x.dtype();
     let dims = x.dims().to_vec();
     let (b, c) = (dims[0], dims[1]);
@@ -221,6 +238,22 @@ fn attention_block(q: &Tensor, kt: &Tensor, v: &Tensor, scale: f64, mask: Option
     }
     let probs = super::kernels::softmax::softmax_last_dim(scores.to_dtype(DType::F32)?)?.to_dtype(dtype)?;
     Ok(probs.matmul(v)?)
+}
+
+/// Multi-head attention on `[batch, tokens, heads·d]` projections: `softmax(q·kᵀ·scale)·v` per
+/// head, the heads side by side in the result as they came in.
+pub fn multi_head_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f64) -> Result<Tensor> {
+    if let Some(out) = super::kernels::tensors::attention(q, k, v, heads, scale)? {
+        return Ok(out);
+    }
+    let (b, n, dim) = q.dims3()?;
+    let m = k.dim(1)?;
+    let d = dim / heads;
+    let split = |t: &Tensor, len: usize| -> Result<Tensor> {
+        Ok(t.reshape((b, len, heads, d))?.transpose(1, 2)?.reshape((b * heads, len, d))?)
+    };
+    let out = attention(&split(q, n)?, &split(k, m)?, &split(v, m)?, scale, None)?;
+    Ok(out.reshape((b, heads, n, d))?.transpose(1, 2)?.reshape((b, n, dim))?)
 }
 
 /// `x · sigmoid(x)`.

@@ -136,7 +136,7 @@ impl Encoder {
             }
         }
         let h = self.mid.forward(&h)?;
-        self.conv_out.forward(&ops::silu(&self.norm_out.forward(&h)?)?)
+        self.conv_out.forward(&self.norm_out.forward_silu(&h)?)
     }
 }
 
@@ -182,7 +182,7 @@ impl Decoder {
                 h = u.forward(&h, (hh * 2, ww * 2))?;
             }
         }
-        self.conv_out.forward(&ops::silu(&self.norm_out.forward(&h)?)?)
+        self.conv_out.forward(&self.norm_out.forward_silu(&h)?)
     }
 }
 

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 /// `e^x` for `x ≤ 0` (larger inputs are not needed after subtracting the row maximum), flushing
 /// below `-87` to a value that is zero for every practical sum.
 #[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
+pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
@@ -34,16 +34,30 @@ fn exp_nonpositive(x: f32) -> f32 {
 
 /// Softmax of one row, in place.
 fn softmax_row(row: &mut [f32]) {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    super::simd::softmax_row(row, 1.0);
+}
+
+/// Softmax of `scale·row` (`scale > 0`), in place: attention folds its `1/√d` in here. Compiled
+/// once per instruction set (see `simd::softmax_row`), so keep it `inline(always)`.
+#[inline(always)]
+pub(crate) fn softmax_row_scaled(row: &mut [f32], scale: f32) {
+    const LANES: usize = 16;
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (l, &x) in lanes.iter_mut().zip(chunk) {
+            *l = l.max(x);
+        }
+    }
+    let max = chunks.remainder().iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &x| m.max(x));
     if max == f32::NEG_INFINITY || max.is_nan() {
         // Every position hidden (or a NaN): candle gives NaN, so keep the same meaning.
         row.iter_mut().for_each(|x| *x = f32::NAN);
         return;
     }
     for x in row.iter_mut() {
-        *x = exp_nonpositive(*x - max);
+        *x = exp_nonpositive((*x - max) * scale);
     }
-    const LANES: usize = 16;
     let mut lanes = [0f32; LANES];
     let mut chunks = row.chunks_exact(LANES);
     for chunk in &mut chunks {
@@ -55,6 +69,42 @@ fn softmax_row(row: &mut [f32]) {
     let inv = 1.0 / sum;
     for x in row.iter_mut() {
         *x *= inv;
+    }
+}
+
+/// Softmax down each of the first `cols` columns of `st` (`rows` rows, `ld` apart) of `scale·st`,
+/// leaving the exponentials unnormalised in place and the column sums' reciprocals in `inv_sums`
+/// (`cols` long): attention divides its output rows instead of every probability. Rows are
+/// contiguous, so every pass runs across columns in vector lanes. `inline(always)` for the same
+/// reason as [`softmax_row_scaled`].
+#[inline(always)]
+pub(crate) fn softmax_columns(
+    st: &mut [f32],
+    ld: usize,
+    rows: usize,
+    cols: usize,
+    scale: f32,
+    inv_sums: &mut [f32],
+) {
+    let inv_sums = &mut inv_sums[..cols];
+    // The column maxima, kept in `inv_sums` until the sums replace them.
+    inv_sums.fill(f32::NEG_INFINITY);
+    for row in st.chunks_mut(ld).take(rows) {
+        for (m, &x) in inv_sums.iter_mut().zip(&row[..cols]) {
+            *m = m.max(x);
+        }
+    }
+    let max: Vec<f32> = inv_sums.to_vec();
+    inv_sums.fill(0.0);
+    for row in st.chunks_mut(ld).take(rows) {
+        for ((x, &m), s) in row[..cols].iter_mut().zip(&max).zip(inv_sums.iter_mut()) {
+            *x = exp_nonpositive((*x - m) * scale);
+            *s += *x;
+        }
+    }
+    for (s, &m) in inv_sums.iter_mut().zip(&max) {
+        // A column with every key hidden (or a NaN) gives NaN, as the row softmax does.
+        *s = if m == f32::NEG_INFINITY || m.is_nan() { f32::NAN } else { 1.0 / *s };
     }
 }
 

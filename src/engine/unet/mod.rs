@@ -175,7 +175,7 @@ impl UNet {
             }
         }
 
-        let h = ops::silu(&self.norm_out.forward(&h)?)?;
+        let h = self.norm_out.forward_silu(&h)?;
         self.conv_out.forward(&h)
     }
 

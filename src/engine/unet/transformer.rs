@@ -34,14 +34,8 @@ impl Attention {
         let q = self.to_q.forward(x)?;
         let k = self.to_k.forward(context)?;
         let v = self.to_v.forward(context)?;
-        let (b, n, dim) = q.dims3()?;
-        let m = k.dim(1)?;
-        let d = dim / self.heads;
-        let heads = |t: Tensor, len: usize| -> Result<Tensor> {
-            Ok(t.reshape((b, len, self.heads, d))?.transpose(1, 2)?.reshape((b * self.heads, len, d))?)
-        };
-        let out = ops::attention(&heads(q, n)?, &heads(k, m)?, &heads(v, m)?, (d as f64).powf(-0.5), None)?;
-        let out = out.reshape((b, self.heads, n, d))?.transpose(1, 2)?.reshape((b, n, dim))?;
+        let d = q.dim(2)? / self.heads;
+        let out = ops::multi_head_attention(&q, &k, &v, self.heads, (d as f64).powf(-0.5))?;
         self.to_out.forward(&out)
     }
 }

@@ -1,0 +1,221 @@
+//! 2-D convolution as a GEMM with implicit im2col: `out[co, pixel] = Σ w[co, (ci,ky,kx)] ·
+//! x[ci, y·s+ky−p, x·s+kx−p] + bias[co]`. The weights are the left operand as stored (`[co, ci·kh·kw]`
+//! row-major, any storage precision); the right operand's panels are gathered straight from the
+//! input picture while packing, so the `9·C·H·W` patch matrix candle builds (and transposes, and
+//! scatters back) never exists. The output comes out in NCHW order with the bias already in it.
+
+use super::gemm::{gemm, Element, PackB, Strided};
+
+/// The shape of one convolution (square kernel, symmetric zero padding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Input height and width.
+    pub height: usize,
+    /// Input width.
+    pub width: usize,
+    /// Kernel side.
+    pub kernel: usize,
+    /// Step between output pixels.
+    pub stride: usize,
+    /// Zeros added on each side.
+    pub padding: usize,
+}
+
+impl ConvShape {
+    /// Output height.
+    pub fn out_height(&self) -> usize {
+        (self.height + 2 * self.padding - self.kernel) / self.stride + 1
+    }
+
+    /// Output width.
+    pub fn out_width(&self) -> usize {
+        (self.width + 2 * self.padding - self.kernel) / self.stride + 1
+    }
+
+    fn depth(&self) -> usize {
+        self.in_channels * self.kernel * self.kernel
+    }
+}
+
+/// The patch matrix of one picture (`[ci·k·k, out pixels]`), read from the picture on demand.
+struct Patches<'a, X> {
+    x: &'a [X],
+    shape: ConvShape,
+}
+
+impl<X: Element> PackB for Patches<'_, X> {
+    fn pack_b(&self, k0: usize, kc: usize, j0: usize, nc: usize, nr: usize, dst: &mut [f32]) {
+        let s = self.shape;
+        let (kk, ow) = (s.kernel * s.kernel, s.out_width());
+        let panels = nc.div_ceil(nr);
+        // One depth's values for the block's pixels, gathered in order, then cut into panels.
+        let mut line = vec![0f32; panels * nr];
+        for p in 0..kc {
+            let depth = k0 + p;
+            let (ci, ky, kx) = (depth / kk, depth % kk / s.kernel, depth % s.kernel);
+            let channel = &self.x[ci * s.height * s.width..(ci + 1) * s.height * s.width];
+            let (mut oy, mut ox) = (j0 / ow, j0 % ow);
+            let mut at = 0;
+            while at < nc {
+                let run = (ow - ox).min(nc - at);
+                let out = &mut line[at..at + run];
+                let iy = (oy * s.stride + ky) as isize - s.padding as isize;
+                if iy < 0 || iy as usize >= s.height {
+                    out.fill(0.0);
+                } else {
+                    let row = &channel[iy as usize * s.width..(iy as usize + 1) * s.width];
+                    gather_row(row, out, ox, s.stride, kx as isize - s.padding as isize);
+                }
+                at += run;
+                ox = 0;
+                oy += 1;
+            }
+            for (panel, values) in line.chunks_exact(nr).enumerate() {
+                dst[(panel * kc + p) * nr..(panel * kc + p + 1) * nr].copy_from_slice(values);
+            }
+        }
+    }
+}
+
+/// `out[t] = row[(ox + t)·stride + shift]`, zero where that falls outside the row.
+fn gather_row<X: Element>(row: &[X], out: &mut [f32], ox: usize, stride: usize, shift: isize) {
+    let source = |t: usize| ((ox + t) * stride) as isize + shift;
+    // Outputs whose source is inside the row: t in lo..hi.
+    let lo = (0..out.len()).find(|&t| source(t) >= 0).unwrap_or(out.len());
+    let hi = (lo..out.len()).find(|&t| source(t) >= row.len() as isize).unwrap_or(out.len());
+    out[..lo].fill(0.0);
+    out[hi..].fill(0.0);
+    if lo < hi {
+        let first = source(lo) as usize;
+        if stride == 1 {
+            for (o, &v) in out[lo..hi].iter_mut().zip(&row[first..first + hi - lo]) {
+                *o = v.to_f32();
+            }
+        } else {
+            for (o, &v) in out[lo..hi].iter_mut().zip(row[first..].iter().step_by(stride)) {
+                *o = v.to_f32();
+            }
+        }
+    }
+}
+
+/// Convolves `x` (`[batch, in_channels, height, width]`, contiguous, any [`Element`]) with `weight`
+/// (`[out_channels, in_channels, k, k]`, contiguous, any [`Element`]) and adds `bias`; returns
+/// `[batch, out_channels, out_height, out_width]`.
+pub fn conv2d<X: Element, W: Element>(
+    x: &[X],
+    batch: usize,
+    shape: ConvShape,
+    weight: &[W],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let (co, depth) = (shape.out_channels, shape.depth());
+    let pixels = shape.out_height() * shape.out_width();
+    let image = shape.in_channels * shape.height * shape.width;
+    assert_eq!(x.len(), batch * image, "conv2d: input length");
+    assert_eq!(weight.len(), co * depth, "conv2d: weight length");
+    let mut out = vec![0f32; batch * co * pixels];
+    for (n, out) in out.chunks_exact_mut(co * pixels).enumerate() {
+        if let Some(bias) = bias {
+            for (row, &b) in out.chunks_exact_mut(pixels).zip(bias) {
+                row.fill(b);
+            }
+        }
+        let weights = Strided::row_major(weight, depth);
+        if shape.kernel == 1 && shape.stride == 1 && shape.padding == 0 {
+            // A pointwise convolution is a plain product with the picture as `[ci, pixels]`.
+            let x = Strided::row_major(&x[n * image..(n + 1) * image], pixels);
+            gemm(co, pixels, depth, &weights, &x, out, pixels);
+        } else {
+            let patches = Patches { x: &x[n * image..(n + 1) * image], shape };
+            gemm(co, pixels, depth, &weights, &patches, out, pixels);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, salt: f32) -> Vec<f32> {
+        (0..n).map(|i| ((i as f32) * 0.377 + salt).sin()).collect()
+    }
+
+    /// The definition, in f64.
+    fn plain(x: &[f32], batch: usize, s: ConvShape, w: &[f32], bias: &[f32]) -> Vec<f64> {
+        let (oh, ow) = (s.out_height(), s.out_width());
+        let mut out = vec![0f64; batch * s.out_channels * oh * ow];
+        for n in 0..batch {
+            for co in 0..s.out_channels {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut acc = bias[co] as f64;
+                        for ci in 0..s.in_channels {
+                            for ky in 0..s.kernel {
+                                for kx in 0..s.kernel {
+                                    let iy = (oy * s.stride + ky) as isize - s.padding as isize;
+                                    let ix = (ox * s.stride + kx) as isize - s.padding as isize;
+                                    if iy < 0 || ix < 0 || iy as usize >= s.height || ix as usize >= s.width {
+                                        continue;
+                                    }
+                                    let xv = x[((n * s.in_channels + ci) * s.height + iy as usize) * s.width
+                                        + ix as usize];
+                                    let wv = w[((co * s.in_channels + ci) * s.kernel + ky) * s.kernel + kx];
+                                    acc += xv as f64 * wv as f64;
+                                }
+                            }
+                        }
+                        out[((n * s.out_channels + co) * oh + oy) * ow + ox] = acc;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_the_definition_on_odd_shapes() {
+        // (ci, co, h, w, k, stride, pad, batch): 3×3 same-padding, stride 2 downsampling with odd
+        // sizes, 1×1, a 1×1 with stride, a wide picture whose rows span panels, one pixel.
+        let cases = [
+            (3, 5, 7, 9, 3, 1, 1, 2),
+            (4, 13, 11, 6, 3, 2, 1, 1),
+            (7, 3, 5, 5, 1, 1, 0, 2),
+            (2, 2, 6, 7, 1, 2, 0, 1),
+            (5, 17, 3, 70, 3, 1, 1, 1),
+            (6, 4, 1, 1, 3, 1, 1, 1),
+            (40, 33, 9, 9, 3, 1, 0, 1),
+        ];
+        for (ci, co, h, w, k, stride, padding, batch) in cases {
+            let shape = ConvShape {
+                in_channels: ci,
+                out_channels: co,
+                height: h,
+                width: w,
+                kernel: k,
+                stride,
+                padding,
+            };
+            let x = values(batch * ci * h * w, 0.2);
+            let wt = values(co * ci * k * k, 1.3);
+            let bias = values(co, 2.9);
+            let want = plain(&x, batch, shape, &wt, &bias);
+            let got = conv2d(&x, batch, shape, &wt, Some(&bias));
+            assert_eq!(got.len(), want.len());
+            for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                assert!((g as f64 - w).abs() < 1e-4, "{shape:?} batch {batch}: element {i}: {g} vs {w}");
+            }
+            let half: Vec<half::f16> = wt.iter().map(|&v| half::f16::from_f32(v)).collect();
+            let rounded: Vec<f32> = half.iter().map(|v| v.to_f32()).collect();
+            let want = plain(&x, batch, shape, &rounded, &[0.0; 64][..co]);
+            for (g, w) in conv2d(&x, batch, shape, &half, None).iter().zip(&want) {
+                assert!((*g as f64 - w).abs() < 1e-4, "{shape:?} f16 weights");
+            }
+        }
+    }
+}

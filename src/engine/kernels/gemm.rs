@@ -1,0 +1,443 @@
+//! Single-precision matrix multiply `C += A·B` for the CPU, in the BLIS shape: both operands are
+//! copied block by block into panels the micro-kernel streams through (a `KC`-deep slice of `MR`
+//! rows of A, and of `NR` columns of B), so the micro-kernel only ever reads contiguous memory.
+//!
+//! The operands are not matrices but *packers*: anything that can write its panels. That is what
+//! lets a convolution feed its input straight from the picture (implicit im2col, no patch matrix),
+//! lets half-precision weights widen to f32 while they are packed (f16 storage, f32 arithmetic,
+//! no f32 copy of the model), and lets attention read Kᵀ without transposing it. Packing costs one
+//! read of each operand per block, against `2·M·N·K` flops: under 1% for the UNet's shapes, so
+//! weights are packed at each call rather than kept a second time in memory.
+//!
+//! Rows of C are split between threads; each thread packs and multiplies its own share.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::simd::Kernel;
+
+/// Depth of one packed block: A's `MC×KC` block stays in L2, one B panel (`KC×NR`) in L1.
+const KC: usize = 256;
+/// Rows of A per block (a multiple of every kernel's `MR`).
+const MC: usize = 120;
+/// Columns of B per block (a multiple of every kernel's `NR`).
+const NC: usize = 2048;
+/// Below this many multiply-adds the threads cost more than they save.
+const PARALLEL_WORK: usize = 1 << 21;
+
+/// A number an operand may be stored in; packing widens it to f32.
+pub trait Element: Copy + Send + Sync + 'static {
+    /// The value as f32.
+    fn to_f32(self) -> f32;
+    /// The nearest value to `v`.
+    fn from_f32(v: f32) -> Self;
+}
+
+impl Element for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+}
+
+impl Element for half::f16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
+    }
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        half::f16::from_f32(v)
+    }
+}
+
+impl Element for half::bf16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        half::bf16::to_f32(self)
+    }
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        half::bf16::from_f32(v)
+    }
+}
+
+/// The left operand (`M×K`), written `MR` rows at a time.
+pub trait PackA: Sync {
+    /// Packs rows `i0..i0+mc` and depths `k0..k0+kc` into `dst` as `ceil(mc/mr)` panels of
+    /// `kc×mr` values (`dst[(panel·kc + p)·mr + row]`), zero past the last row.
+    fn pack_a(&self, i0: usize, mc: usize, k0: usize, kc: usize, mr: usize, dst: &mut [f32]);
+}
+
+/// The right operand (`K×N`), written `NR` columns at a time.
+pub trait PackB: Sync {
+    /// Packs depths `k0..k0+kc` and columns `j0..j0+nc` into `dst` as `ceil(nc/nr)` panels of
+    /// `kc×nr` values (`dst[(panel·kc + p)·nr + col]`), zero past the last column.
+    fn pack_b(&self, k0: usize, kc: usize, j0: usize, nc: usize, nr: usize, dst: &mut [f32]);
+}
+
+/// A matrix view: element `(r, c)` is `data[r·row_stride + c·col_stride]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Strided<'a, T> {
+    data: &'a [T],
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a, T> Strided<'a, T> {
+    /// A row-major matrix with `cols` columns.
+    pub fn row_major(data: &'a [T], cols: usize) -> Self {
+        Self { data, row_stride: cols, col_stride: 1 }
+    }
+
+    /// The transpose of a row-major matrix with `cols` columns (so `rows` of it are its columns).
+    pub fn transposed(data: &'a [T], cols: usize) -> Self {
+        Self { data, row_stride: 1, col_stride: cols }
+    }
+}
+
+impl<T: Element> PackA for Strided<'_, T> {
+    fn pack_a(&self, i0: usize, mc: usize, k0: usize, kc: usize, mr: usize, dst: &mut [f32]) {
+        for (panel, out) in dst.chunks_exact_mut(kc * mr).take(mc.div_ceil(mr)).enumerate() {
+            let first = i0 + panel * mr;
+            let rows = mr.min(i0 + mc - first);
+            if rows < mr {
+                out.fill(0.0);
+            }
+            if self.col_stride == 1 {
+                // Rows read in lockstep so the panel is written front to back.
+                let starts: Vec<usize> = (0..rows).map(|r| (first + r) * self.row_stride + k0).collect();
+                for (p, out) in out.chunks_exact_mut(mr).enumerate() {
+                    for (o, &s) in out.iter_mut().zip(&starts) {
+                        *o = self.data[s + p].to_f32();
+                    }
+                }
+            } else {
+                for r in 0..rows {
+                    let base = (first + r) * self.row_stride + k0 * self.col_stride;
+                    for p in 0..kc {
+                        out[p * mr + r] = self.data[base + p * self.col_stride].to_f32();
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<T: Element> PackB for Strided<'_, T> {
+    fn pack_b(&self, k0: usize, kc: usize, j0: usize, nc: usize, nr: usize, dst: &mut [f32]) {
+        for (panel, out) in dst.chunks_exact_mut(kc * nr).take(nc.div_ceil(nr)).enumerate() {
+            let first = j0 + panel * nr;
+            let cols = nr.min(j0 + nc - first);
+            if cols < nr {
+                out.fill(0.0);
+            }
+            if self.col_stride == 1 {
+                for (p, row) in out.chunks_exact_mut(nr).enumerate() {
+                    let base = (k0 + p) * self.row_stride + first;
+                    for (o, &v) in row[..cols].iter_mut().zip(&self.data[base..base + cols]) {
+                        *o = v.to_f32();
+                    }
+                }
+            } else {
+                for c in 0..cols {
+                    let base = k0 * self.row_stride + (first + c) * self.col_stride;
+                    for p in 0..kc {
+                        out[p * nr + c] = self.data[base + p * self.row_stride].to_f32();
+                    }
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Each thread's packing buffers, kept between calls so packing never faults in fresh pages.
+    static A_BUFFER: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static B_BUFFER: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's buffer `cell` grown to `len` aligned values, or on a fresh one when
+/// the thread's own is in use (a rayon thread may pick up another GEMM while it waits).
+fn with_buffer<R>(
+    cell: &'static std::thread::LocalKey<RefCell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    cell.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => f(aligned(&mut buf, len)),
+        Err(_) => f(aligned(&mut Vec::new(), len)),
+    })
+}
+
+/// `C[m×n] += A[m×k]·B[k×n]`, C row-major with row stride `ldc` (`c` holds at least
+/// `(m-1)·ldc + n` values). Start C at zero, or at the bias, to get `A·B (+ bias)`.
+/// Large products use every rayon thread.
+pub fn gemm(m: usize, n: usize, k: usize, a: &dyn PackA, b: &dyn PackB, c: &mut [f32], ldc: usize) {
+    gemm_with(Kernel::for_width(n), m, n, k, a, b, c, ldc, true);
+}
+
+/// [`gemm`] on the calling thread only, for callers that already run one product per thread.
+pub fn gemm_serial(m: usize, n: usize, k: usize, a: &dyn PackA, b: &dyn PackB, c: &mut [f32], ldc: usize) {
+    gemm_with(Kernel::for_width(n), m, n, k, a, b, c, ldc, false);
+}
+
+/// [`gemm`] with a chosen micro-kernel (tests run every kernel the machine has).
+///
+/// For each block of B (`KC×NC`), the threads pack its panels together, then each multiplies its
+/// own rows of A (packed by itself, `MC` rows at a time) against the shared packed block.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_with(
+    kernel: Kernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &dyn PackA,
+    b: &dyn PackB,
+    c: &mut [f32],
+    ldc: usize,
+    parallel: bool,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "gemm: C is too small for {m}×{n} (ldc {ldc})");
+    let (mr, nr) = (kernel.mr, kernel.nr);
+    let threads = if parallel && m * n * k >= PARALLEL_WORK { rayon::current_num_threads() } else { 1 };
+    let rows_per_task = m.div_ceil(threads).div_ceil(mr) * mr;
+    with_buffer(&B_BUFFER, KC * NC, |b_pack| {
+        for jc in (0..n).step_by(NC) {
+            let nc = NC.min(n - jc);
+            let panels = nc.div_ceil(nr);
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                let b_block = &mut b_pack[..panels * kc * nr];
+                if threads > 1 {
+                    let per_task = panels.div_ceil(threads);
+                    b_block.par_chunks_mut(per_task * kc * nr).enumerate().for_each(|(t, dst)| {
+                        let first = t * per_task;
+                        b.pack_b(pc, kc, jc + first * nr, (nc - first * nr).min(per_task * nr), nr, dst);
+                    });
+                } else {
+                    b.pack_b(pc, kc, jc, nc, nr, b_block);
+                }
+                let b_block = &*b_block;
+                let multiply = |task: usize, c: &mut [f32]| {
+                    let first = task * rows_per_task;
+                    let rows = rows_per_task.min(m - first);
+                    with_buffer(&A_BUFFER, MC * KC, |a_pack| {
+                        for ic in (0..rows).step_by(MC) {
+                            let mc = MC.min(rows - ic);
+                            a.pack_a(first + ic, mc, pc, kc, mr, a_pack);
+                            macro_kernel(
+                                kernel,
+                                APanels::packed(a_pack, kc, mr),
+                                b_block,
+                                ic,
+                                mc,
+                                jc,
+                                nc,
+                                kc,
+                                c,
+                                ldc,
+                            );
+                        }
+                    });
+                };
+                if threads > 1 && rows_per_task < m {
+                    c.par_chunks_mut(rows_per_task * ldc).enumerate().for_each(|(t, c)| multiply(t, c));
+                } else {
+                    multiply(0, c);
+                }
+            }
+        }
+    });
+}
+
+/// A's side of a block: `panels` of `MR` rows, value `(row, p)` of panel `i` at
+/// `data[i·panel_stride + p·step + row]`. Packed panels have `step = MR`; a row-major matrix
+/// transposed in memory (attention's probabilities) is read in place with `step` its row length.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct APanels<'a> {
+    /// The values.
+    pub data: &'a [f32],
+    /// Distance between one depth and the next within a panel.
+    pub step: usize,
+    /// Distance between panels.
+    pub panel_stride: usize,
+}
+
+impl<'a> APanels<'a> {
+    /// Panels packed by [`PackA`] at depth `kc`.
+    pub fn packed(data: &'a [f32], kc: usize, mr: usize) -> Self {
+        Self { data, step: mr, panel_stride: kc * mr }
+    }
+}
+
+/// Multiplies one block of A (rows `ic..ic+mc` of `c`) by one packed block of B (columns
+/// `jc..jc+nc`), tile by tile; B's panel stays in L1 while A's panels stream past it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn macro_kernel(
+    kernel: Kernel,
+    a: APanels,
+    b_block: &[f32],
+    ic: usize,
+    mc: usize,
+    jc: usize,
+    nc: usize,
+    kc: usize,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    let (mr, nr) = (kernel.mr, kernel.nr);
+    let mut tile = [0f32; super::simd::MAX_TILE];
+    for (jp, b_panel) in b_block.chunks_exact(kc * nr).take(nc.div_ceil(nr)).enumerate() {
+        let j0 = jc + jp * nr;
+        let cols = nr.min(jc + nc - j0);
+        for ip in 0..mc.div_ceil(mr) {
+            let a_panel = &a.data[ip * a.panel_stride..];
+            let i0 = ic + ip * mr;
+            let tile_rows = mr.min(ic + mc - i0);
+            if tile_rows == mr && cols == nr {
+                kernel.run(kc, a_panel, a.step, b_panel, &mut c[i0 * ldc + j0..], ldc);
+                continue;
+            }
+            // An edge tile: run the full kernel on a copy, keep the valid part.
+            let tile = &mut tile[..mr * nr];
+            tile.fill(0.0);
+            for r in 0..tile_rows {
+                let at = (i0 + r) * ldc + j0;
+                tile[r * nr..r * nr + cols].copy_from_slice(&c[at..at + cols]);
+            }
+            kernel.run(kc, a_panel, a.step, b_panel, tile, nr);
+            for r in 0..tile_rows {
+                let at = (i0 + r) * ldc + j0;
+                c[at..at + cols].copy_from_slice(&tile[r * nr..r * nr + cols]);
+            }
+        }
+    }
+}
+
+/// A 64-byte aligned slice of `len` values inside `buf` (grown when needed), so panel rows sit on
+/// cache lines.
+fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    const ALIGN_FLOATS: usize = 16;
+    if buf.len() < len + ALIGN_FLOATS {
+        *buf = vec![0.0; len + ALIGN_FLOATS];
+    }
+    let offset = buf.as_ptr().align_offset(64).min(ALIGN_FLOATS);
+    &mut buf[offset..offset + len]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic, varied values.
+    pub(crate) fn values(n: usize, salt: f32) -> Vec<f32> {
+        (0..n).map(|i| ((i as f32) * 0.618 + salt).sin()).collect()
+    }
+
+    fn plain(m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Vec<f64> {
+        let mut c = vec![0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum();
+            }
+        }
+        c
+    }
+
+    fn assert_close(got: &[f32], want: &[f64], k: usize, what: &str) {
+        let tol = 1e-5 * (k as f64).sqrt().max(1.0) * 4.0;
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            assert!((g as f64 - w).abs() <= tol, "{what}: element {i}: {g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn every_kernel_matches_the_plain_product_on_odd_shapes() {
+        // Sizes that are not multiples of any tile or block, single rows/columns, and a depth that
+        // spans two KC blocks; m large enough to split between threads.
+        let shapes =
+            [(1, 1, 1), (7, 5, 3), (13, 33, 17), (1, 40, 300), (61, 1, 513), (125, 70, 9), (130, 2100, 20)];
+        for kernel in Kernel::available() {
+            for &(m, n, k) in &shapes {
+                let (a, b) = (values(m * k, 0.3), values(k * n, 1.1));
+                let want = plain(m, n, k, &a, &b);
+                let mut c = vec![0f32; m * n];
+                gemm_with(
+                    kernel,
+                    m,
+                    n,
+                    k,
+                    &Strided::row_major(&a, k),
+                    &Strided::row_major(&b, n),
+                    &mut c,
+                    n,
+                    true,
+                );
+                assert_close(&c, &want, k, &format!("{kernel:?} {m}×{n}×{k}"));
+            }
+        }
+    }
+
+    #[test]
+    fn transposed_and_half_operands_and_accumulation() {
+        let (m, n, k) = (19, 23, 29);
+        let a = values(m * k, 0.5);
+        let b = values(k * n, 0.9);
+        // Bᵀ stored row-major (n×k), read as B.
+        let bt: Vec<f32> = (0..n * k).map(|idx| b[(idx % k) * n + idx / k]).collect();
+        let a16: Vec<half::f16> = a.iter().map(|&v| half::f16::from_f32(v)).collect();
+        let a_rounded: Vec<f32> = a16.iter().map(|v| v.to_f32()).collect();
+        for kernel in Kernel::available() {
+            let mut c = vec![1f32; m * n];
+            gemm_with(
+                kernel,
+                m,
+                n,
+                k,
+                &Strided::row_major(&a, k),
+                &Strided::transposed(&bt, k),
+                &mut c,
+                n,
+                false,
+            );
+            let want: Vec<f64> = plain(m, n, k, &a, &b).iter().map(|v| v + 1.0).collect();
+            assert_close(&c, &want, k, "transposed B, C starting at 1");
+            let mut c = vec![0f32; m * n];
+            gemm_with(
+                kernel,
+                m,
+                n,
+                k,
+                &Strided::row_major(&a16, k),
+                &Strided::row_major(&b, n),
+                &mut c,
+                n,
+                true,
+            );
+            assert_close(&c, &plain(m, n, k, &a_rounded, &b), k, "f16 A");
+        }
+    }
+
+    #[test]
+    fn a_wider_c_row_stride_leaves_the_gap_alone() {
+        let (m, n, k, ldc) = (9, 17, 11, 21);
+        let (a, b) = (values(m * k, 0.2), values(k * n, 0.4));
+        let mut c = vec![7f32; m * ldc];
+        gemm(m, n, k, &Strided::row_major(&a, k), &Strided::row_major(&b, n), &mut c, ldc);
+        let want = plain(m, n, k, &a, &b);
+        for i in 0..m {
+            let row: Vec<f64> = want[i * n..(i + 1) * n].iter().map(|v| v + 7.0).collect();
+            assert_close(&c[i * ldc..i * ldc + n], &row, k, "row");
+            assert!(c[i * ldc + n..(i + 1) * ldc].iter().all(|&v| v == 7.0));
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! The GEMM micro-kernels: `C[MR×NR] += Apanel·Bpanel` over a packed depth, accumulators held in
+//! vector registers. The instruction set is chosen at run time (AVX-512, then AVX2+FMA, then a
+//! portable kernel the compiler vectorises for the build's baseline, which is what ARM and older
+//! x86 get), so one binary runs everywhere and uses what the CPU has.
+//!
+//! This is the one module allowed `unsafe`: SIMD loads and stores take raw pointers, and calling a
+//! `#[target_feature]` function is unsafe. Both are made sound by [`Kernel::run`], which checks
+//! every slice length before the call, and by [`Kernel`] values existing only for instruction sets
+//! the CPU reported.
+#![allow(unsafe_code)]
+
+use std::sync::OnceLock;
+
+/// The largest `MR·NR` of any kernel (the edge-tile buffer's size).
+pub const MAX_TILE: usize = 12 * 32;
+
+/// The instruction set a kernel uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX-512F: 12×32 tile in 24 zmm accumulators.
+    Avx512,
+    /// AVX-512F: 12×16 tile, for products whose width would leave most of a 32-wide tile empty
+    /// (attention's head width of 40, CLIP's 77 tokens).
+    Avx512Narrow,
+    /// AVX2 with FMA: 6×16 tile in 12 ymm accumulators.
+    Avx2,
+    /// Plain Rust over fixed-size arrays (auto-vectorised): 4×16 tile.
+    Portable,
+}
+
+/// A micro-kernel the running CPU supports, with its tile shape.
+#[derive(Clone, Copy, Debug)]
+pub struct Kernel {
+    /// Rows of C per tile.
+    pub mr: usize,
+    /// Columns of C per tile.
+    pub nr: usize,
+    isa: Isa,
+}
+
+impl Kernel {
+    const fn of(isa: Isa) -> Self {
+        match isa {
+            Isa::Avx512 => Self { mr: 12, nr: 32, isa },
+            Isa::Avx512Narrow => Self { mr: 12, nr: 16, isa },
+            Isa::Avx2 => Self { mr: 6, nr: 16, isa },
+            Isa::Portable => Self { mr: 4, nr: 16, isa },
+        }
+    }
+
+    /// Every kernel this CPU can run, fastest first.
+    pub fn available() -> Vec<Kernel> {
+        let mut kernels = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                kernels.push(Self::of(Isa::Avx512));
+                kernels.push(Self::of(Isa::Avx512Narrow));
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                kernels.push(Self::of(Isa::Avx2));
+            }
+        }
+        kernels.push(Self::of(Isa::Portable));
+        kernels
+    }
+
+    /// The kernel to use: the fastest available, or the one named by `EASEL_CPU_KERNEL`
+    /// (`avx512`, `avx2`, `portable`) when the CPU has it — for benchmarks and bug reports.
+    pub fn best() -> Kernel {
+        static BEST: OnceLock<Kernel> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            let available = Self::available();
+            let wanted = std::env::var("EASEL_CPU_KERNEL").ok().map(|s| s.to_ascii_lowercase());
+            wanted
+                .and_then(|name| {
+                    available.iter().copied().find(|k| format!("{:?}", k.isa).to_ascii_lowercase() == name)
+                })
+                .unwrap_or(available[0])
+        })
+    }
+
+    /// The best kernel for a product `n` columns wide: the narrow AVX-512 tile when it pads fewer
+    /// columns than the wide one.
+    pub fn for_width(n: usize) -> Kernel {
+        let best = Self::best();
+        if best.isa == Isa::Avx512 && n.div_ceil(16) * 16 < n.div_ceil(32) * 32 {
+            return Self::of(Isa::Avx512Narrow);
+        }
+        best
+    }
+
+    /// The instruction set.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// `C += A·B` for one tile: `a` holds A's `mr` values of depth `p` at `a[p·a_step..]` (packed:
+    /// `a_step = mr`), `b` is `kc×nr` packed, `c` is the tile's first row with rows `ldc` apart.
+    #[inline]
+    pub fn run(&self, kc: usize, a: &[f32], a_step: usize, b: &[f32], c: &mut [f32], ldc: usize) {
+        if kc == 0 {
+            return;
+        }
+        assert!(a_step >= self.mr && a.len() >= (kc - 1) * a_step + self.mr, "micro-kernel: short A panel");
+        assert!(b.len() >= kc * self.nr, "micro-kernel: short B panel");
+        assert!(ldc >= self.nr && c.len() >= (self.mr - 1) * ldc + self.nr, "micro-kernel: short tile");
+        match self.isa {
+            // SAFETY: the lengths were checked above, and `Kernel::of(Isa::Avx512/Avx2)` is only
+            // built by `available()` after the CPU reported the features.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe {
+                x86::kernel_12x32(kc, a.as_ptr(), a_step, b.as_ptr(), c.as_mut_ptr(), ldc)
+            },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Narrow => unsafe {
+                x86::kernel_12x16(kc, a.as_ptr(), a_step, b.as_ptr(), c.as_mut_ptr(), ldc)
+            },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { x86::kernel_6x16(kc, a.as_ptr(), a_step, b.as_ptr(), c.as_mut_ptr(), ldc) },
+            _ => portable_4x16(kc, a, a_step, b, c, ldc),
+        }
+    }
+}
+
+/// Softmax of `scale·row` in place, compiled for the best instruction set the CPU has (the
+/// polynomial exponential vectorises 16 wide under AVX-512, 8 under AVX2, 4 on the baseline).
+pub fn softmax_row(row: &mut [f32], scale: f32) {
+    match Kernel::best().isa {
+        // SAFETY: `best()` only returns kernels whose features the CPU reported.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx512Narrow => unsafe { x86::softmax_avx512(row, scale) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::softmax_avx2(row, scale) },
+        _ => super::softmax::softmax_row_scaled(row, scale),
+    }
+}
+
+/// [`softmax_columns`](super::softmax::softmax_columns), compiled for the best instruction set.
+pub fn softmax_columns(
+    st: &mut [f32],
+    ld: usize,
+    rows: usize,
+    cols: usize,
+    scale: f32,
+    inv_sums: &mut [f32],
+) {
+    match Kernel::best().isa {
+        // SAFETY: `best()` only returns kernels whose features the CPU reported.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx512Narrow => unsafe {
+            x86::softmax_columns_avx512(st, ld, rows, cols, scale, inv_sums)
+        },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::softmax_columns_avx2(st, ld, rows, cols, scale, inv_sums) },
+        _ => super::softmax::softmax_columns(st, ld, rows, cols, scale, inv_sums),
+    }
+}
+
+/// The portable kernel: fixed-size arrays the compiler keeps in vector registers.
+fn portable_4x16(kc: usize, a: &[f32], a_step: usize, b: &[f32], c: &mut [f32], ldc: usize) {
+    let mut acc = [[0f32; 16]; 4];
+    for (p, bp) in b.chunks_exact(16).take(kc).enumerate() {
+        let ap = &a[p * a_step..p * a_step + 4];
+        for (row, &av) in acc.iter_mut().zip(ap) {
+            for (x, &bv) in row.iter_mut().zip(bp) {
+                *x += av * bv;
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (x, v) in c[r * ldc..r * ldc + 16].iter_mut().zip(row) {
+            *x += v;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn softmax_avx512(row: &mut [f32], scale: f32) {
+        crate::engine::kernels::softmax::softmax_row_scaled(row, scale);
+    }
+
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn softmax_columns_avx512(
+        st: &mut [f32],
+        ld: usize,
+        rows: usize,
+        cols: usize,
+        scale: f32,
+        inv: &mut [f32],
+    ) {
+        crate::engine::kernels::softmax::softmax_columns(st, ld, rows, cols, scale, inv);
+    }
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn softmax_columns_avx2(
+        st: &mut [f32],
+        ld: usize,
+        rows: usize,
+        cols: usize,
+        scale: f32,
+        inv: &mut [f32],
+    ) {
+        crate::engine::kernels::softmax::softmax_columns(st, ld, rows, cols, scale, inv);
+    }
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn softmax_avx2(row: &mut [f32], scale: f32) {
+        crate::engine::kernels::softmax::softmax_row_scaled(row, scale);
+    }
+
+    /// AVX2/FMA: 6 rows × 2 ymm of C.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `a` holds 6 values at each `p·a_step` (`p < kc`), `b` `16·kc` values; `c` rows `0..6` at stride
+    /// `ldc` hold 16 values each.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn kernel_6x16(
+        kc: usize,
+        a: *const f32,
+        a_step: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; 6];
+        for p in 0..kc {
+            // SAFETY (all pointer reads below): p < kc, within the panels' stated lengths.
+            let (b0, b1) = unsafe { (_mm256_loadu_ps(b.add(p * 16)), _mm256_loadu_ps(b.add(p * 16 + 8))) };
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = _mm256_set1_ps(unsafe { *a.add(p * a_step + r) });
+                row[0] = _mm256_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            // SAFETY: row r < 6 of the tile, 16 values from its start.
+            unsafe {
+                let out = c.add(r * ldc);
+                _mm256_storeu_ps(out, _mm256_add_ps(_mm256_loadu_ps(out), row[0]));
+                _mm256_storeu_ps(out.add(8), _mm256_add_ps(_mm256_loadu_ps(out.add(8)), row[1]));
+            }
+        }
+    }
+
+    /// AVX-512: 12 rows × 2 zmm of C.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `a` holds 12 values at each `p·a_step` (`p < kc`), `b` `32·kc` values; `c` rows `0..12` at stride
+    /// `ldc` hold 32 values each.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn kernel_12x32(
+        kc: usize,
+        a: *const f32,
+        a_step: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; 12];
+        for p in 0..kc {
+            // SAFETY (all pointer reads below): p < kc, within the panels' stated lengths.
+            let (b0, b1) = unsafe { (_mm512_loadu_ps(b.add(p * 32)), _mm512_loadu_ps(b.add(p * 32 + 16))) };
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(unsafe { *a.add(p * a_step + r) });
+                row[0] = _mm512_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(av, b1, row[1]);
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            // SAFETY: row r < 12 of the tile, 32 values from its start.
+            unsafe {
+                let out = c.add(r * ldc);
+                _mm512_storeu_ps(out, _mm512_add_ps(_mm512_loadu_ps(out), row[0]));
+                _mm512_storeu_ps(out.add(16), _mm512_add_ps(_mm512_loadu_ps(out.add(16)), row[1]));
+            }
+        }
+    }
+
+    /// AVX-512: 12 rows × 1 zmm of C.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `a` holds 12 values at each `p·a_step` (`p < kc`), `b` `16·kc` values; `c` rows `0..12` at stride
+    /// `ldc` hold 16 values each.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn kernel_12x16(
+        kc: usize,
+        a: *const f32,
+        a_step: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        let mut acc = [_mm512_setzero_ps(); 12];
+        for p in 0..kc {
+            // SAFETY (all pointer reads below): p < kc, within the panels' stated lengths.
+            let b0 = unsafe { _mm512_loadu_ps(b.add(p * 16)) };
+            for (r, row) in acc.iter_mut().enumerate() {
+                *row = _mm512_fmadd_ps(_mm512_set1_ps(unsafe { *a.add(p * a_step + r) }), b0, *row);
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            // SAFETY: row r < 12 of the tile, 16 values from its start.
+            unsafe {
+                let out = c.add(r * ldc);
+                _mm512_storeu_ps(out, _mm512_add_ps(_mm512_loadu_ps(out), *row));
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The bridge from candle tensors to the kernels: CPU tensors of any float type go through the
+//! f32 kernels (activations widened to f32 for the arithmetic and narrowed back, weights widened
+//! while packed so no f32 copy of a half-precision model is made); anything else answers `None`
+//! and the caller uses candle's op.
+
+use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
+
+use super::attention::{self, Heads};
+use super::conv::{self, ConvShape};
+use super::gemm::{gemm, Strided};
+use super::norm::{self, GroupShape};
+use crate::error::Result;
+
+/// The values of a contiguous CPU tensor in its storage type.
+enum Values<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
+    Bf16(&'a [half::bf16]),
+}
+
+/// Runs `f` on the values of `t`, a contiguous CPU tensor of f32, f16 or bf16.
+fn with_values<R>(t: &Tensor, f: impl FnOnce(Values) -> R) -> Option<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let (start, end) = layout.contiguous_offsets()?;
+    match &*storage {
+        Storage::Cpu(CpuStorage::F32(v)) => Some(f(Values::F32(&v[start..end]))),
+        Storage::Cpu(CpuStorage::F16(v)) => Some(f(Values::F16(&v[start..end]))),
+        Storage::Cpu(CpuStorage::BF16(v)) => Some(f(Values::Bf16(&v[start..end]))),
+        _ => None,
+    }
+}
+
+/// Whether the kernels take this tensor (a CPU float tensor of a type they read).
+fn supported(t: &Tensor) -> bool {
+    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F16 | DType::BF16)
+}
+
+/// `x` as contiguous f32 values, and the dtype to give the result back in.
+fn activations(x: &Tensor) -> Result<(Tensor, DType)> {
+    Ok((x.to_dtype(DType::F32)?.contiguous()?, x.dtype()))
+}
+
+/// Calls `$body` with `$w` bound to the weights' values in their own element type.
+macro_rules! with_element_type {
+    ($values:expr, |$w:ident| $body:expr) => {
+        match $values {
+            Values::F32($w) => $body,
+            Values::F16($w) => $body,
+            Values::Bf16($w) => $body,
+        }
+    };
+}
+
+/// The values of `t`, a contiguous f32 CPU tensor (made by [`activations`]) whose storage is
+/// `storage`.
+fn as_f32<'a>(storage: &'a Storage, t: &Tensor) -> Result<&'a [f32]> {
+    match storage {
+        Storage::Cpu(CpuStorage::F32(v)) => Ok(&v[t.layout().start_offset()..][..t.elem_count()]),
+        _ => Err(crate::error::Error::BadRequest("kernel input is not f32 on the CPU".into())),
+    }
+}
+
+fn finish(values: Vec<f32>, shape: Vec<usize>, dtype: DType) -> Result<Tensor> {
+    Ok(Tensor::from_vec(values, shape, &Device::Cpu)?.to_dtype(dtype)?)
+}
+
+fn bias_values(bias: Option<&Tensor>) -> Result<Option<Vec<f32>>> {
+    Ok(match bias {
+        Some(b) => Some(b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
+        None => None,
+    })
+}
+
+/// `conv2d(x, weight) + bias` (NCHW, square kernel, symmetric padding), or `None` when the
+/// kernels do not take these tensors.
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Result<Option<Tensor>> {
+    if !supported(x) || !supported(weight) || x.rank() != 4 || weight.rank() != 4 || stride == 0 {
+        return Ok(None);
+    }
+    let (co, ci, kh, kw) = weight.dims4()?;
+    let (batch, c, height, width) = x.dims4()?;
+    if kh != kw || c != ci || height + 2 * padding < kh || width + 2 * padding < kw {
+        return Ok(None); // candle's op reports the mismatch
+    }
+    let shape = ConvShape { in_channels: ci, out_channels: co, height, width, kernel: kh, stride, padding };
+    let (x, dtype) = (x.contiguous()?, x.dtype());
+    let bias = bias_values(bias)?;
+    let weight = weight.contiguous()?;
+    // The picture is read in its own type (no f32 copy of a half-precision activation).
+    let out = with_values(&x, |xs| {
+        with_values(&weight, |w| {
+            with_element_type!(xs, |xs| with_element_type!(w, |w| conv::conv2d(
+                xs,
+                batch,
+                shape,
+                w,
+                bias.as_deref()
+            )))
+        })
+    })
+    .flatten();
+    let Some(out) = out else { return Ok(None) };
+    Ok(Some(finish(out, vec![batch, co, shape.out_height(), shape.out_width()], dtype)?))
+}
+
+/// `x·weightᵀ + bias` over the last dimension, or `None` when the kernels do not take these
+/// tensors.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
+    if !supported(x) || !supported(weight) || weight.rank() != 2 || x.rank() == 0 {
+        return Ok(None);
+    }
+    let (out_dim, in_dim) = weight.dims2()?;
+    if x.dims().last() != Some(&in_dim) || in_dim == 0 {
+        return Ok(None);
+    }
+    let rows = x.elem_count() / in_dim;
+    let mut shape = x.dims().to_vec();
+    *shape.last_mut().expect("rank ≥ 1") = out_dim;
+    let (x, dtype) = activations(x)?;
+    let mut out = vec![0f32; rows * out_dim];
+    if let Some(bias) = bias_values(bias)? {
+        out.chunks_exact_mut(out_dim).for_each(|row| row.copy_from_slice(&bias));
+    }
+    let weight = weight.contiguous()?;
+    let (storage, _) = x.storage_and_layout();
+    let xs = as_f32(&storage, &x)?;
+    let done = with_values(&weight, |w| {
+        with_element_type!(w, |w| gemm(
+            rows,
+            out_dim,
+            in_dim,
+            &Strided::row_major(xs, in_dim),
+            &Strided::transposed(w, in_dim),
+            &mut out,
+            out_dim
+        ))
+    });
+    if done.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(finish(out, shape, dtype)?))
+}
+
+/// `softmax(q·kᵀ·scale)·v` with `heads` heads on `[batch, tokens, heads·d]` tensors, or `None`
+/// when the kernels do not take these tensors.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f64) -> Result<Option<Tensor>> {
+    if ![q, k, v].iter().all(|t| supported(t) && t.rank() == 3) || heads == 0 {
+        return Ok(None);
+    }
+    let (batch, queries, dim) = q.dims3()?;
+    let (kb, keys, kd) = k.dims3()?;
+    if kb != batch || kd != dim || v.dims() != k.dims() || dim % heads != 0 {
+        return Ok(None);
+    }
+    let h = Heads { batch, queries, keys, heads, head_dim: dim / heads };
+    let (q, dtype) = activations(q)?;
+    let (k, _) = activations(k)?;
+    let (v, _) = activations(v)?;
+    let (qs, ks, vs) = (q.storage_and_layout().0, k.storage_and_layout().0, v.storage_and_layout().0);
+    let out = attention::attention(as_f32(&qs, &q)?, as_f32(&ks, &k)?, as_f32(&vs, &v)?, h, scale as f32);
+    Ok(Some(finish(out, vec![batch, queries, dim], dtype)?))
+}
+
+/// Group normalisation of `[batch, channels, …]` in `x`'s own dtype, then SiLU when `silu`, or
+/// `None` when the kernels do not take these tensors.
+pub fn group_norm(
+    x: &Tensor,
+    groups: usize,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    silu: bool,
+) -> Result<Option<Tensor>> {
+    if !supported(x) || x.rank() < 2 || groups == 0 {
+        return Ok(None);
+    }
+    let (batch, channels) = (x.dim(0)?, x.dim(1)?);
+    if channels % groups != 0 || weight.elem_count() != channels || bias.elem_count() != channels {
+        return Ok(None);
+    }
+    let shape = GroupShape { batch, channels, spatial: x.dims()[2..].iter().product(), groups };
+    let weight = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let bias = bias.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let x = x.contiguous()?;
+    let dims = x.dims().to_vec();
+    let out = with_values(&x, |values| -> Result<Tensor> {
+        Ok(match values {
+            Values::F32(v) => {
+                Tensor::from_vec(norm::group_norm(v, shape, &weight, &bias, eps, silu), dims, &Device::Cpu)?
+            }
+            Values::F16(v) => {
+                Tensor::from_vec(norm::group_norm(v, shape, &weight, &bias, eps, silu), dims, &Device::Cpu)?
+            }
+            Values::Bf16(v) => {
+                Tensor::from_vec(norm::group_norm(v, shape, &weight, &bias, eps, silu), dims, &Device::Cpu)?
+            }
+        })
+    });
+    out.transpose()
+}
