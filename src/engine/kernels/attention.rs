@@ -20,6 +20,8 @@ use super::simd::{softmax_columns, Kernel};
 
 /// Queries per block (a multiple of every kernel's `NR`): 4096 keys × 128 scores is 2 MiB.
 const QUERY_BLOCK: usize = 128;
+/// Keys per step of the second product: 256 rows of Sᵀ (128 KiB) and V's panel (16 KiB).
+const KEY_CHUNK: usize = 256;
 
 thread_local! {
     /// Per thread: the block's packed queries, its transposed scores, and its sums.
@@ -62,8 +64,13 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], h: Heads, scale: f32) -> Vec<f
             let col = head * d;
             let mut keys = vec![0f32; h.keys.div_ceil(qk.mr) * qk.mr * d];
             Strided::row_major(&k[col..], dim).pack_a(0, h.keys, 0, d, qk.mr, &mut keys);
-            let mut values = vec![0f32; d.div_ceil(pv.nr) * pv.nr * h.keys];
-            Strided::row_major(&v[col..], dim).pack_b(0, h.keys, 0, d, pv.nr, &mut values);
+            // V in chunks of KEY_CHUNK keys, each chunk's panels together (see the second product).
+            let chunk_len = d.div_ceil(pv.nr) * pv.nr * KEY_CHUNK;
+            let mut values = vec![0f32; h.keys.div_ceil(KEY_CHUNK) * chunk_len];
+            for (chunk, dst) in values.chunks_exact_mut(chunk_len).enumerate() {
+                let k0 = chunk * KEY_CHUNK;
+                Strided::row_major(&v[col..], dim).pack_b(k0, KEY_CHUNK.min(h.keys - k0), 0, d, pv.nr, dst);
+            }
             let q_head = &q[col..];
             out.par_chunks_mut(QUERY_BLOCK * dim).enumerate().for_each(|(block, out)| {
                 let rows = out.len() / dim;
@@ -77,8 +84,14 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], h: Heads, scale: f32) -> Vec<f
                     macro_kernel(qk, keys, q_pack, 0, h.keys, 0, rows, d, st, ld);
                     inv_sums.resize(QUERY_BLOCK, 0.0);
                     softmax_columns(st, ld, h.keys, rows, scale, inv_sums);
-                    let probs = APanels { data: st, step: ld, panel_stride: pv.mr };
-                    macro_kernel(pv, probs, &values, 0, rows, 0, d, h.keys, &mut out[col..], dim);
+                    // O += P[:, chunk]·V[chunk, :], a chunk of keys at a time so the slice of Sᵀ
+                    // being read stays in L2 while every tile of the block passes over it.
+                    for (chunk, v_chunk) in values.chunks_exact(chunk_len).enumerate() {
+                        let k0 = chunk * KEY_CHUNK;
+                        let kc = KEY_CHUNK.min(h.keys - k0);
+                        let probs = APanels { data: &st[k0 * ld..], step: ld, panel_stride: pv.mr };
+                        macro_kernel(pv, probs, v_chunk, 0, rows, 0, d, kc, &mut out[col..], dim);
+                    }
                     for (row, &inv) in out.chunks_exact_mut(dim).zip(inv_sums.iter()) {
                         row[col..col + d].iter_mut().for_each(|x| *x *= inv);
                     }

@@ -83,14 +83,20 @@ impl<X: Element> PackB for Patches<'_, X> {
 
 /// `out[t] = row[(ox + t)·stride + shift]`, zero where that falls outside the row.
 fn gather_row<X: Element>(row: &[X], out: &mut [f32], ox: usize, stride: usize, shift: isize) {
-    let source = |t: usize| ((ox + t) * stride) as isize + shift;
-    // Outputs whose source is inside the row: t in lo..hi.
-    let lo = (0..out.len()).find(|&t| source(t) >= 0).unwrap_or(out.len());
-    let hi = (lo..out.len()).find(|&t| source(t) >= row.len() as isize).unwrap_or(out.len());
+    let len = out.len();
+    // Outputs whose source is inside the row are t in lo..hi: (ox + t)·stride + shift ∈ [0, row).
+    let first_inside = |bound: isize| -> usize {
+        // The smallest t with (ox + t)·stride + shift ≥ bound.
+        let need = bound - shift; // (ox + t)·stride ≥ need
+        let t = if need <= 0 { 0 } else { (need as usize).div_ceil(stride) };
+        t.saturating_sub(ox).min(len)
+    };
+    let lo = first_inside(0);
+    let hi = first_inside(row.len() as isize).max(lo);
     out[..lo].fill(0.0);
     out[hi..].fill(0.0);
     if lo < hi {
-        let first = source(lo) as usize;
+        let first = (((ox + lo) * stride) as isize + shift) as usize;
         if stride == 1 {
             for (o, &v) in out[lo..hi].iter_mut().zip(&row[first..first + hi - lo]) {
                 *o = v.to_f32();

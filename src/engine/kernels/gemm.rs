@@ -22,7 +22,7 @@ const KC: usize = 256;
 /// Rows of A per block (a multiple of every kernel's `MR`).
 const MC: usize = 120;
 /// Columns of B per block (a multiple of every kernel's `NR`).
-const NC: usize = 2048;
+const NC: usize = 4096;
 /// Below this many multiply-adds the threads cost more than they save.
 const PARALLEL_WORK: usize = 1 << 21;
 
@@ -110,13 +110,11 @@ impl<T: Element> PackA for Strided<'_, T> {
                 out.fill(0.0);
             }
             if self.col_stride == 1 {
-                // Rows read in lockstep so the panel is written front to back.
-                let starts: Vec<usize> = (0..rows).map(|r| (first + r) * self.row_stride + k0).collect();
-                for (p, out) in out.chunks_exact_mut(mr).enumerate() {
-                    for (o, &s) in out.iter_mut().zip(&starts) {
-                        *o = self.data[s + p].to_f32();
-                    }
+                let mut starts = [0usize; MAX_LANES];
+                for (r, s) in starts[..rows].iter_mut().enumerate() {
+                    *s = (first + r) * self.row_stride + k0;
                 }
+                interleave(self.data, &starts[..rows], kc, mr, out);
             } else {
                 for r in 0..rows {
                     let base = (first + r) * self.row_stride + k0 * self.col_stride;
@@ -144,6 +142,13 @@ impl<T: Element> PackB for Strided<'_, T> {
                         *o = v.to_f32();
                     }
                 }
+            } else if self.row_stride == 1 {
+                // Bᵀ is row-major (a linear layer's weights): its rows are read in lockstep.
+                let mut starts = [0usize; MAX_LANES];
+                for (c, s) in starts[..cols].iter_mut().enumerate() {
+                    *s = (first + c) * self.col_stride + k0;
+                }
+                interleave(self.data, &starts[..cols], kc, nr, out);
             } else {
                 for c in 0..cols {
                     let base = k0 * self.row_stride + (first + c) * self.col_stride;
@@ -152,6 +157,49 @@ impl<T: Element> PackB for Strided<'_, T> {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The widest panel of any kernel.
+const MAX_LANES: usize = 32;
+
+/// `out[p·width + lane] = data[starts[lane] + p]` for `p < kc`: the transposition at the heart
+/// of packing, with the common widths compiled for a fixed lane count so the inner loop unrolls.
+fn interleave<T: Element>(data: &[T], starts: &[usize], kc: usize, width: usize, out: &mut [f32]) {
+    match (starts.len(), width) {
+        (32, 32) => interleave_fixed::<T, 32>(data, starts, kc, out),
+        (16, 16) => interleave_fixed::<T, 16>(data, starts, kc, out),
+        (12, 12) => interleave_fixed::<T, 12>(data, starts, kc, out),
+        (6, 6) => interleave_fixed::<T, 6>(data, starts, kc, out),
+        (4, 4) => interleave_fixed::<T, 4>(data, starts, kc, out),
+        _ => {
+            for (lane, &start) in starts.iter().enumerate() {
+                for (p, v) in data[start..start + kc].iter().enumerate() {
+                    out[p * width + lane] = v.to_f32();
+                }
+            }
+        }
+    }
+}
+
+fn interleave_fixed<T: Element, const W: usize>(data: &[T], starts: &[usize], kc: usize, out: &mut [f32]) {
+    let lines: [&[T]; W] = std::array::from_fn(|lane| &data[starts[lane]..starts[lane] + kc]);
+    // Eight depths at a time: each line gives a short contiguous read, the panel a 8·W write.
+    let mut blocks = out[..kc * W].chunks_exact_mut(8 * W);
+    for (block_index, block) in (&mut blocks).enumerate() {
+        let p0 = block_index * 8;
+        for (lane, line) in lines.iter().enumerate() {
+            let values: &[T; 8] = line[p0..p0 + 8].try_into().expect("eight values");
+            for (i, v) in values.iter().enumerate() {
+                block[i * W + lane] = v.to_f32();
+            }
+        }
+    }
+    let done = kc / 8 * 8;
+    for (i, row) in blocks.into_remainder().chunks_exact_mut(W).enumerate() {
+        for (o, line) in row.iter_mut().zip(&lines) {
+            *o = line[done + i].to_f32();
         }
     }
 }
