@@ -107,7 +107,6 @@ impl Upsample {
 
     /// Resizes to `size` (height, width), normally double the input, then convolves.
     pub fn forward(&self, x: &Tensor, size: (usize, usize)) -> Result<Tensor> {
-        let up = x.upsample_nearest2d(size.0, size.1)?;
-        self.conv.forward(&up)
+        self.conv.forward_enlarged(x, size)
     }
 }

@@ -48,6 +48,23 @@ impl Conv2d {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         conv2d(x, &self.weight, self.bias.as_ref(), self.stride, self.padding)
     }
+
+    /// Applies the convolution to `x` enlarged to `size` (height, width) by nearest neighbour;
+    /// on the CPU the enlarged picture is read on the fly instead of being made.
+    pub fn forward_enlarged(&self, x: &Tensor, size: (usize, usize)) -> Result<Tensor> {
+        let fused = super::kernels::tensors::conv2d(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            self.stride,
+            self.padding,
+            Some(size),
+        )?;
+        match fused {
+            Some(y) => Ok(y),
+            None => self.forward(&x.upsample_nearest2d(size.0, size.1)?),
+        }
+    }
 }
 
 /// `conv2d(x, w) + b` with symmetric zero padding.
@@ -58,7 +75,7 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
-    if let Some(y) = super::kernels::tensors::conv2d(x, weight, bias, stride, padding)? {
+    if let Some(y) = super::kernels::tensors::conv2d(x, weight, bias, stride, padding, None)? {
         return Ok(y);
     }
     let y = x.conv2d(weight, padding, stride, 1, 1)?;
@@ -264,6 +281,18 @@ pub fn silu(x: &Tensor) -> Result<Tensor> {
 /// The exact (erf) GELU, PyTorch's default.
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
     Ok(x.gelu_erf()?)
+}
+
+/// diffusers' `GEGLU` gate on a projection's output: `value · gelu(gate)`, where the last
+/// dimension holds the value half then the gate half.
+pub fn geglu(h: &Tensor) -> Result<Tensor> {
+    if let Some(y) = super::kernels::tensors::geglu(h)? {
+        return Ok(y);
+    }
+    let half = h.dim(D::Minus1)? / 2;
+    let value = h.narrow(D::Minus1, 0, half)?;
+    let gate = h.narrow(D::Minus1, half, half)?;
+    Ok((value * gelu(&gate)?)?)
 }
 
 /// CLIP's `x · sigmoid(1.702 x)`.

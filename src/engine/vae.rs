@@ -36,7 +36,7 @@ impl MidAttention {
         let q = self.q.forward(&tokens)?;
         let k = self.k.forward(&tokens)?;
         let v = self.v.forward(&tokens)?;
-        let a = ops::attention(&q, &k, &v, (c as f64).powf(-0.5), None)?;
+        let a = ops::multi_head_attention(&q, &k, &v, 1, (c as f64).powf(-0.5))?;
         let a = self.out.forward(&a)?.transpose(1, 2)?.reshape((b, c, h, w))?;
         Ok((a + x)?)
     }

@@ -45,6 +45,37 @@ impl ConvShape {
 struct Patches<'a, X> {
     x: &'a [X],
     shape: ConvShape,
+    /// The output pixel that column 0 stands for (a chunk of the picture).
+    first_pixel: usize,
+    /// When the convolution reads a nearest-neighbour enlargement of `x`: which stored row and
+    /// column each row and column of the enlarged picture (`shape`'s size) comes from.
+    resize: Option<&'a Resize>,
+}
+
+/// A nearest-neighbour enlargement read on the fly, as candle's `upsample_nearest2d` computes
+/// it: enlarged row `r` is stored row `min(h−1, ⌊r·h/H⌋)`, and likewise for columns.
+#[derive(Clone, Debug)]
+pub struct Resize {
+    rows: Vec<usize>,
+    cols: Vec<usize>,
+    stored_height: usize,
+    stored_width: usize,
+}
+
+impl Resize {
+    /// Enlarges a `stored` (height, width) picture to `size`.
+    pub fn new(stored: (usize, usize), size: (usize, usize)) -> Self {
+        let map = |from: usize, to: usize| -> Vec<usize> {
+            let scale = from as f64 / to as f64;
+            (0..to).map(|i| (from - 1).min((i as f64 * scale) as usize)).collect()
+        };
+        Self {
+            rows: map(stored.0, size.0),
+            cols: map(stored.1, size.1),
+            stored_height: stored.0,
+            stored_width: stored.1,
+        }
+    }
 }
 
 impl<X: Element> PackB for Patches<'_, X> {
@@ -52,12 +83,15 @@ impl<X: Element> PackB for Patches<'_, X> {
         let s = self.shape;
         let (kk, ow) = (s.kernel * s.kernel, s.out_width());
         let panels = nc.div_ceil(nr);
+        let j0 = j0 + self.first_pixel;
         // One depth's values for the block's pixels, gathered in order, then cut into panels.
         let mut line = vec![0f32; panels * nr];
         for p in 0..kc {
             let depth = k0 + p;
             let (ci, ky, kx) = (depth / kk, depth % kk / s.kernel, depth % s.kernel);
-            let channel = &self.x[ci * s.height * s.width..(ci + 1) * s.height * s.width];
+            let (stored_h, stored_w) =
+                self.resize.map_or((s.height, s.width), |r| (r.stored_height, r.stored_width));
+            let channel = &self.x[ci * stored_h * stored_w..(ci + 1) * stored_h * stored_w];
             let (mut oy, mut ox) = (j0 / ow, j0 % ow);
             let mut at = 0;
             while at < nc {
@@ -67,8 +101,18 @@ impl<X: Element> PackB for Patches<'_, X> {
                 if iy < 0 || iy as usize >= s.height {
                     out.fill(0.0);
                 } else {
-                    let row = &channel[iy as usize * s.width..(iy as usize + 1) * s.width];
-                    gather_row(row, out, ox, s.stride, kx as isize - s.padding as isize);
+                    let shift = kx as isize - s.padding as isize;
+                    match self.resize {
+                        None => {
+                            let row = &channel[iy as usize * s.width..(iy as usize + 1) * s.width];
+                            gather_row(row, out, ox, s.stride, shift);
+                        }
+                        Some(resize) => {
+                            let stored = resize.rows[iy as usize];
+                            let row = &channel[stored * stored_w..(stored + 1) * stored_w];
+                            gather_resized(row, &resize.cols, out, ox, s.stride, shift);
+                        }
+                    }
                 }
                 at += run;
                 ox = 0;
@@ -109,7 +153,8 @@ fn gather_row<X: Element>(row: &[X], out: &mut [f32], ox: usize, stride: usize, 
     }
 }
 
-/// Convolves `x` (`[batch, in_channels, height, width]`, contiguous, any [`Element`]) with `weight`
+/// Convolves `x` (`[batch, in_channels, height, width]`, contiguous, any [`Element`]; or, with
+/// `resize`, a smaller picture enlarged to that size on the fly) with `weight`
 /// (`[out_channels, in_channels, k, k]`, contiguous, any [`Element`]) and adds `bias`; returns
 /// `[batch, out_channels, out_height, out_width]`.
 pub fn conv2d<X: Element, W: Element>(
@@ -118,10 +163,11 @@ pub fn conv2d<X: Element, W: Element>(
     shape: ConvShape,
     weight: &[W],
     bias: Option<&[f32]>,
+    resize: Option<&Resize>,
 ) -> Vec<f32> {
     let (co, depth) = (shape.out_channels, shape.depth());
     let pixels = shape.out_height() * shape.out_width();
-    let image = shape.in_channels * shape.height * shape.width;
+    let image = stored_size(shape, resize);
     assert_eq!(x.len(), batch * image, "conv2d: input length");
     assert_eq!(weight.len(), co * depth, "conv2d: weight length");
     let mut out = vec![0f32; batch * co * pixels];
@@ -132,13 +178,75 @@ pub fn conv2d<X: Element, W: Element>(
             }
         }
         let weights = Strided::row_major(weight, depth);
-        if shape.kernel == 1 && shape.stride == 1 && shape.padding == 0 {
+        if shape.kernel == 1 && shape.stride == 1 && shape.padding == 0 && resize.is_none() {
             // A pointwise convolution is a plain product with the picture as `[ci, pixels]`.
             let x = Strided::row_major(&x[n * image..(n + 1) * image], pixels);
             gemm(co, pixels, depth, &weights, &x, out, pixels);
         } else {
-            let patches = Patches { x: &x[n * image..(n + 1) * image], shape };
+            let patches = Patches { x: &x[n * image..(n + 1) * image], shape, first_pixel: 0, resize };
             gemm(co, pixels, depth, &weights, &patches, out, pixels);
+        }
+    }
+    out
+}
+
+/// [`gather_row`] from an enlarged row: enlarged column `c` is `row[cols[c]]`.
+fn gather_resized<X: Element>(
+    row: &[X],
+    cols: &[usize],
+    out: &mut [f32],
+    ox: usize,
+    stride: usize,
+    shift: isize,
+) {
+    for (t, o) in out.iter_mut().enumerate() {
+        let c = ((ox + t) * stride) as isize + shift;
+        *o = if c >= 0 && (c as usize) < cols.len() { row[cols[c as usize]].to_f32() } else { 0.0 };
+    }
+}
+
+/// Values in one stored picture.
+fn stored_size(shape: ConvShape, resize: Option<&Resize>) -> usize {
+    shape.in_channels * resize.map_or(shape.height * shape.width, |r| r.stored_height * r.stored_width)
+}
+
+/// Output pixels per chunk of [`conv2d_narrow`].
+const PIXEL_CHUNK: usize = 4096;
+
+/// [`conv2d`] for half-precision activations, returning the result in their type. The product
+/// runs a chunk of pixels at a time into a small f32 buffer that is then narrowed into the
+/// output, so no f32 copy of the output (twice the size of the half-precision one) is ever held:
+/// at the VAE's 512² layers that copy was a quarter of a gigabyte.
+pub fn conv2d_narrow<X: Element, W: Element>(
+    x: &[X],
+    batch: usize,
+    shape: ConvShape,
+    weight: &[W],
+    bias: Option<&[f32]>,
+    resize: Option<&Resize>,
+) -> Vec<X> {
+    let (co, depth) = (shape.out_channels, shape.depth());
+    let pixels = shape.out_height() * shape.out_width();
+    let image = stored_size(shape, resize);
+    assert_eq!(x.len(), batch * image, "conv2d: input length");
+    assert_eq!(weight.len(), co * depth, "conv2d: weight length");
+    let mut out = vec![X::from_f32(0.0); batch * co * pixels];
+    let mut scratch = vec![0f32; co * PIXEL_CHUNK.min(pixels)];
+    let weights = Strided::row_major(weight, depth);
+    for (n, out) in out.chunks_exact_mut(co * pixels).enumerate() {
+        let x = &x[n * image..(n + 1) * image];
+        for first_pixel in (0..pixels).step_by(PIXEL_CHUNK) {
+            let len = PIXEL_CHUNK.min(pixels - first_pixel);
+            let scratch = &mut scratch[..co * len];
+            for (c, row) in scratch.chunks_exact_mut(len).enumerate() {
+                row.fill(bias.map_or(0.0, |b| b[c]));
+            }
+            gemm(co, len, depth, &weights, &Patches { x, shape, first_pixel, resize }, scratch, len);
+            for (row, values) in out.chunks_exact_mut(pixels).zip(scratch.chunks_exact(len)) {
+                for (o, &v) in row[first_pixel..first_pixel + len].iter_mut().zip(values) {
+                    *o = X::from_f32(v);
+                }
+            }
         }
     }
     out
@@ -196,6 +304,7 @@ mod tests {
             (5, 17, 3, 70, 3, 1, 1, 1),
             (6, 4, 1, 1, 3, 1, 1, 1),
             (40, 33, 9, 9, 3, 1, 0, 1),
+            (3, 4, 70, 65, 3, 1, 1, 2),
         ];
         for (ci, co, h, w, k, stride, padding, batch) in cases {
             let shape = ConvShape {
@@ -211,7 +320,7 @@ mod tests {
             let wt = values(co * ci * k * k, 1.3);
             let bias = values(co, 2.9);
             let want = plain(&x, batch, shape, &wt, &bias);
-            let got = conv2d(&x, batch, shape, &wt, Some(&bias));
+            let got = conv2d(&x, batch, shape, &wt, Some(&bias), None);
             assert_eq!(got.len(), want.len());
             for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
                 assert!((g as f64 - w).abs() < 1e-4, "{shape:?} batch {batch}: element {i}: {g} vs {w}");
@@ -219,9 +328,52 @@ mod tests {
             let half: Vec<half::f16> = wt.iter().map(|&v| half::f16::from_f32(v)).collect();
             let rounded: Vec<f32> = half.iter().map(|v| v.to_f32()).collect();
             let want = plain(&x, batch, shape, &rounded, &[0.0; 64][..co]);
-            for (g, w) in conv2d(&x, batch, shape, &half, None).iter().zip(&want) {
+            for (g, w) in conv2d(&x, batch, shape, &half, None, None).iter().zip(&want) {
                 assert!((*g as f64 - w).abs() < 1e-4, "{shape:?} f16 weights");
             }
+            // Half-precision activations through the chunked path, against the f32 result.
+            let x16: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
+            let x_rounded: Vec<f32> = x16.iter().map(|v| v.to_f32()).collect();
+            let want = plain(&x_rounded, batch, shape, &wt, &bias);
+            for (g, w) in conv2d_narrow(&x16, batch, shape, &wt, Some(&bias), None).iter().zip(&want) {
+                assert!((g.to_f32() as f64 - w).abs() < 2e-3 * (1.0 + w.abs()), "{shape:?} f16 activations");
+            }
+        }
+    }
+
+    #[test]
+    fn an_enlarged_input_read_on_the_fly_equals_enlarging_first() {
+        // Doubling, and an uneven enlargement (as the UNet uses to meet odd skip sizes).
+        for (stored, size) in [((4, 5), (8, 10)), ((3, 3), (7, 5))] {
+            let (ci, co) = (3, 4);
+            let shape = ConvShape {
+                in_channels: ci,
+                out_channels: co,
+                height: size.0,
+                width: size.1,
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+            };
+            let x = values(ci * stored.0 * stored.1, 0.4);
+            let resize = Resize::new(stored, size);
+            let mut big = Vec::new();
+            for c in 0..ci {
+                for &r in &resize.rows {
+                    for &q in &resize.cols {
+                        big.push(x[(c * stored.0 + r) * stored.1 + q]);
+                    }
+                }
+            }
+            let (wt, bias) = (values(co * ci * 9, 0.8), values(co, 0.1));
+            let want = conv2d(&big, 1, shape, &wt, Some(&bias), None);
+            assert_eq!(conv2d(&x, 1, shape, &wt, Some(&bias), Some(&resize)), want);
+            let x16: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
+            let big16: Vec<half::f16> = big.iter().map(|&v| half::f16::from_f32(v)).collect();
+            assert_eq!(
+                conv2d_narrow(&x16, 1, shape, &wt, None, Some(&resize)),
+                conv2d_narrow(&big16, 1, shape, &wt, None, None)
+            );
         }
     }
 }

@@ -3,6 +3,7 @@
 //! calling `engine::ops`, which routes CPU tensors here; other devices fall back to candle's ops.
 //! Each kernel has tests against the plain formula on odd shapes.
 
+pub mod activations;
 pub mod attention;
 pub mod conv;
 pub mod gemm;

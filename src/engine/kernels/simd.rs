@@ -157,6 +157,18 @@ pub fn softmax_columns(
     }
 }
 
+/// [`geglu_row`](super::activations::geglu_row), compiled for the best instruction set.
+pub fn geglu_row<T: super::gemm::Element>(value: &[T], gate: &[T], out: &mut [T]) {
+    match Kernel::best().isa {
+        // SAFETY: `best()` only returns kernels whose features the CPU reported.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx512Narrow => unsafe { x86::geglu_avx512(value, gate, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::geglu_avx2(value, gate, out) },
+        _ => super::activations::geglu_row(value, gate, out),
+    }
+}
+
 /// The portable kernel: fixed-size arrays the compiler keeps in vector registers.
 fn portable_4x16(kc: usize, a: &[f32], a_step: usize, b: &[f32], c: &mut [f32], ldc: usize) {
     let mut acc = [[0f32; 16]; 4];
@@ -212,6 +224,28 @@ mod x86 {
         inv: &mut [f32],
     ) {
         crate::engine::kernels::softmax::softmax_columns(st, ld, rows, cols, scale, inv);
+    }
+
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn geglu_avx512<T: crate::engine::kernels::gemm::Element>(
+        value: &[T],
+        gate: &[T],
+        out: &mut [T],
+    ) {
+        crate::engine::kernels::activations::geglu_row(value, gate, out);
+    }
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn geglu_avx2<T: crate::engine::kernels::gemm::Element>(
+        value: &[T],
+        gate: &[T],
+        out: &mut [T],
+    ) {
+        crate::engine::kernels::activations::geglu_row(value, gate, out);
     }
 
     /// # Safety

@@ -5,6 +5,7 @@
 
 use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 
+use super::activations;
 use super::attention::{self, Heads};
 use super::conv::{self, ConvShape};
 use super::gemm::{gemm, Strided};
@@ -72,41 +73,61 @@ fn bias_values(bias: Option<&Tensor>) -> Result<Option<Vec<f32>>> {
 }
 
 /// `conv2d(x, weight) + bias` (NCHW, square kernel, symmetric padding), or `None` when the
-/// kernels do not take these tensors.
+/// kernels do not take these tensors. With `enlarge_to`, the convolution reads `x` enlarged to
+/// that (height, width) by nearest neighbour, without making the enlarged picture.
 pub fn conv2d(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
     stride: usize,
     padding: usize,
+    enlarge_to: Option<(usize, usize)>,
 ) -> Result<Option<Tensor>> {
     if !supported(x) || !supported(weight) || x.rank() != 4 || weight.rank() != 4 || stride == 0 {
         return Ok(None);
     }
     let (co, ci, kh, kw) = weight.dims4()?;
-    let (batch, c, height, width) = x.dims4()?;
+    let (batch, c, stored_h, stored_w) = x.dims4()?;
+    let (height, width) = enlarge_to.unwrap_or((stored_h, stored_w));
+    if height == 0 || width == 0 || stored_h == 0 || stored_w == 0 {
+        return Ok(None);
+    }
+    let resize = enlarge_to.map(|size| conv::Resize::new((stored_h, stored_w), size));
+    let resize = resize.as_ref();
     if kh != kw || c != ci || height + 2 * padding < kh || width + 2 * padding < kw {
         return Ok(None); // candle's op reports the mismatch
     }
     let shape = ConvShape { in_channels: ci, out_channels: co, height, width, kernel: kh, stride, padding };
-    let (x, dtype) = (x.contiguous()?, x.dtype());
+    let x = x.contiguous()?;
     let bias = bias_values(bias)?;
     let weight = weight.contiguous()?;
-    // The picture is read in its own type (no f32 copy of a half-precision activation).
+    // The picture is read in its own type (no f32 copy of a half-precision activation), and a
+    // half-precision result is made in chunks (no f32 copy of it either).
+    let dims = vec![batch, co, shape.out_height(), shape.out_width()];
     let out = with_values(&x, |xs| {
-        with_values(&weight, |w| {
-            with_element_type!(xs, |xs| with_element_type!(w, |w| conv::conv2d(
-                xs,
-                batch,
-                shape,
-                w,
-                bias.as_deref()
-            )))
+        with_values(&weight, |w| -> Result<Tensor> {
+            let b = bias.as_deref();
+            Ok(match xs {
+                Values::F32(xs) => Tensor::from_vec(
+                    with_element_type!(w, |w| conv::conv2d(xs, batch, shape, w, b, resize)),
+                    dims,
+                    &Device::Cpu,
+                )?,
+                Values::F16(xs) => Tensor::from_vec(
+                    with_element_type!(w, |w| conv::conv2d_narrow(xs, batch, shape, w, b, resize)),
+                    dims,
+                    &Device::Cpu,
+                )?,
+                Values::Bf16(xs) => Tensor::from_vec(
+                    with_element_type!(w, |w| conv::conv2d_narrow(xs, batch, shape, w, b, resize)),
+                    dims,
+                    &Device::Cpu,
+                )?,
+            })
         })
     })
     .flatten();
-    let Some(out) = out else { return Ok(None) };
-    Ok(Some(finish(out, vec![batch, co, shape.out_height(), shape.out_width()], dtype)?))
+    out.transpose()
 }
 
 /// `x·weightᵀ + bias` over the last dimension, or `None` when the kernels do not take these
@@ -200,6 +221,26 @@ pub fn group_norm(
             Values::Bf16(v) => {
                 Tensor::from_vec(norm::group_norm(v, shape, &weight, &bias, eps, silu), dims, &Device::Cpu)?
             }
+        })
+    });
+    out.transpose()
+}
+
+/// GEGLU over the last dimension (value half, then gate half), or `None` when the kernels do not
+/// take this tensor.
+pub fn geglu(h: &Tensor) -> Result<Option<Tensor>> {
+    let Some(&width) = h.dims().last() else { return Ok(None) };
+    if !supported(h) || width % 2 != 0 {
+        return Ok(None);
+    }
+    let h = h.contiguous()?;
+    let mut dims = h.dims().to_vec();
+    *dims.last_mut().expect("rank ≥ 1") = width / 2;
+    let out = with_values(&h, |values| -> Result<Tensor> {
+        Ok(match values {
+            Values::F32(v) => Tensor::from_vec(activations::geglu(v, width / 2), dims, &Device::Cpu)?,
+            Values::F16(v) => Tensor::from_vec(activations::geglu(v, width / 2), dims, &Device::Cpu)?,
+            Values::Bf16(v) => Tensor::from_vec(activations::geglu(v, width / 2), dims, &Device::Cpu)?,
         })
     });
     out.transpose()

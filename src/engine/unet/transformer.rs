@@ -56,11 +56,7 @@ impl FeedForward {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.proj.forward(x)?;
-        let half = h.dim(2)? / 2;
-        let value = h.narrow(2, 0, half)?;
-        let gate = h.narrow(2, half, half)?;
-        self.out.forward(&(value * ops::gelu(&gate)?)?)
+        self.out.forward(&ops::geglu(&self.proj.forward(x)?)?)
     }
 }
 
