@@ -165,11 +165,7 @@ pub fn conv2d<X: Element, W: Element>(
     bias: Option<&[f32]>,
     resize: Option<&Resize>,
 ) -> Vec<f32> {
-    let (co, depth) = (shape.out_channels, shape.depth());
-    let pixels = shape.out_height() * shape.out_width();
-    let image = stored_size(shape, resize);
-    assert_eq!(x.len(), batch * image, "conv2d: input length");
-    assert_eq!(weight.len(), co * depth, "conv2d: weight length");
+    let Sizes { co, depth, pixels, image } = Sizes::checked(shape, resize, batch, x.len(), weight.len());
     let mut out = vec![0f32; batch * co * pixels];
     for (n, out) in out.chunks_exact_mut(co * pixels).enumerate() {
         if let Some(bias) = bias {
@@ -205,9 +201,35 @@ fn gather_resized<X: Element>(
     }
 }
 
-/// Values in one stored picture.
-fn stored_size(shape: ConvShape, resize: Option<&Resize>) -> usize {
-    shape.in_channels * resize.map_or(shape.height * shape.width, |r| r.stored_height * r.stored_width)
+/// The sizes one call works with.
+struct Sizes {
+    co: usize,
+    depth: usize,
+    pixels: usize,
+    /// Values in one stored picture.
+    image: usize,
+}
+
+impl Sizes {
+    /// The sizes, after checking the input and weights hold what `shape` says.
+    fn checked(
+        shape: ConvShape,
+        resize: Option<&Resize>,
+        batch: usize,
+        x_len: usize,
+        weight_len: usize,
+    ) -> Self {
+        let stored = resize.map_or(shape.height * shape.width, |r| r.stored_height * r.stored_width);
+        let sizes = Self {
+            co: shape.out_channels,
+            depth: shape.depth(),
+            pixels: shape.out_height() * shape.out_width(),
+            image: shape.in_channels * stored,
+        };
+        assert_eq!(x_len, batch * sizes.image, "conv2d: input length");
+        assert_eq!(weight_len, sizes.co * sizes.depth, "conv2d: weight length");
+        sizes
+    }
 }
 
 /// Output pixels per chunk of [`conv2d_narrow`].
@@ -225,11 +247,7 @@ pub fn conv2d_narrow<X: Element, W: Element>(
     bias: Option<&[f32]>,
     resize: Option<&Resize>,
 ) -> Vec<X> {
-    let (co, depth) = (shape.out_channels, shape.depth());
-    let pixels = shape.out_height() * shape.out_width();
-    let image = stored_size(shape, resize);
-    assert_eq!(x.len(), batch * image, "conv2d: input length");
-    assert_eq!(weight.len(), co * depth, "conv2d: weight length");
+    let Sizes { co, depth, pixels, image } = Sizes::checked(shape, resize, batch, x.len(), weight.len());
     let mut out = vec![X::from_f32(0.0); batch * co * pixels];
     let mut scratch = vec![0f32; co * PIXEL_CHUNK.min(pixels)];
     let weights = Strided::row_major(weight, depth);

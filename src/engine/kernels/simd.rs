@@ -123,50 +123,49 @@ impl Kernel {
     }
 }
 
-/// Softmax of `scale·row` in place, compiled for the best instruction set the CPU has (the
-/// polynomial exponential vectorises 16 wide under AVX-512, 8 under AVX2, 4 on the baseline).
-pub fn softmax_row(row: &mut [f32], scale: f32) {
-    match Kernel::best().isa {
-        // SAFETY: `best()` only returns kernels whose features the CPU reported.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Avx512Narrow => unsafe { x86::softmax_avx512(row, scale) },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::softmax_avx2(row, scale) },
-        _ => super::softmax::softmax_row_scaled(row, scale),
-    }
+/// Defines `pub fn $name`, which runs `$body` (an `#[inline(always)]` function written in plain
+/// Rust) compiled for the best instruction set the CPU has: the same source vectorises 16 wide
+/// under AVX-512, 8 under AVX2 and 4 on the x86-64 baseline.
+macro_rules! multiversion {
+    ($(#[$doc:meta])* pub fn $name:ident $(<$g:ident: $bound:path>)? ($($arg:ident: $ty:ty),* $(,)?) => $body:path) => {
+        $(#[$doc])*
+        pub fn $name $(<$g: $bound>)? ($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn avx512 $(<$g: $bound>)? ($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2 $(<$g: $bound>)? ($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                match Kernel::best().isa {
+                    // SAFETY: `best()` only returns kernels whose features the CPU reported.
+                    Isa::Avx512 | Isa::Avx512Narrow => return unsafe { avx512($($arg),*) },
+                    Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                    Isa::Portable => {}
+                }
+            }
+            $body($($arg),*)
+        }
+    };
 }
 
-/// [`softmax_columns`](super::softmax::softmax_columns), compiled for the best instruction set.
-pub fn softmax_columns(
-    st: &mut [f32],
-    ld: usize,
-    rows: usize,
-    cols: usize,
-    scale: f32,
-    inv_sums: &mut [f32],
-) {
-    match Kernel::best().isa {
-        // SAFETY: `best()` only returns kernels whose features the CPU reported.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Avx512Narrow => unsafe {
-            x86::softmax_columns_avx512(st, ld, rows, cols, scale, inv_sums)
-        },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::softmax_columns_avx2(st, ld, rows, cols, scale, inv_sums) },
-        _ => super::softmax::softmax_columns(st, ld, rows, cols, scale, inv_sums),
-    }
+multiversion! {
+    /// Softmax of `scale·row` in place ([`softmax_row_scaled`](super::softmax::softmax_row_scaled)).
+    pub fn softmax_row(row: &mut [f32], scale: f32) => super::softmax::softmax_row_scaled
 }
 
-/// [`geglu_row`](super::activations::geglu_row), compiled for the best instruction set.
-pub fn geglu_row<T: super::gemm::Element>(value: &[T], gate: &[T], out: &mut [T]) {
-    match Kernel::best().isa {
-        // SAFETY: `best()` only returns kernels whose features the CPU reported.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Avx512Narrow => unsafe { x86::geglu_avx512(value, gate, out) },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::geglu_avx2(value, gate, out) },
-        _ => super::activations::geglu_row(value, gate, out),
-    }
+multiversion! {
+    /// [`softmax_columns`](super::softmax::softmax_columns) for attention's transposed scores.
+    pub fn softmax_columns(st: &mut [f32], ld: usize, rows: usize, cols: usize, scale: f32, inv_sums: &mut [f32])
+        => super::softmax::softmax_columns
+}
+
+multiversion! {
+    /// [`geglu_row`](super::activations::geglu_row): `out = value·gelu(gate)`.
+    pub fn geglu_row<T: super::gemm::Element>(value: &[T], gate: &[T], out: &mut [T]) => super::activations::geglu_row
 }
 
 /// The portable kernel: fixed-size arrays the compiler keeps in vector registers.
@@ -190,70 +189,6 @@ fn portable_4x16(kc: usize, a: &[f32], a_step: usize, b: &[f32], c: &mut [f32], 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
-
-    /// # Safety
-    /// The CPU has AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn softmax_avx512(row: &mut [f32], scale: f32) {
-        crate::engine::kernels::softmax::softmax_row_scaled(row, scale);
-    }
-
-    /// # Safety
-    /// The CPU has AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn softmax_columns_avx512(
-        st: &mut [f32],
-        ld: usize,
-        rows: usize,
-        cols: usize,
-        scale: f32,
-        inv: &mut [f32],
-    ) {
-        crate::engine::kernels::softmax::softmax_columns(st, ld, rows, cols, scale, inv);
-    }
-
-    /// # Safety
-    /// The CPU has AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn softmax_columns_avx2(
-        st: &mut [f32],
-        ld: usize,
-        rows: usize,
-        cols: usize,
-        scale: f32,
-        inv: &mut [f32],
-    ) {
-        crate::engine::kernels::softmax::softmax_columns(st, ld, rows, cols, scale, inv);
-    }
-
-    /// # Safety
-    /// The CPU has AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn geglu_avx512<T: crate::engine::kernels::gemm::Element>(
-        value: &[T],
-        gate: &[T],
-        out: &mut [T],
-    ) {
-        crate::engine::kernels::activations::geglu_row(value, gate, out);
-    }
-
-    /// # Safety
-    /// The CPU has AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn geglu_avx2<T: crate::engine::kernels::gemm::Element>(
-        value: &[T],
-        gate: &[T],
-        out: &mut [T],
-    ) {
-        crate::engine::kernels::activations::geglu_row(value, gate, out);
-    }
-
-    /// # Safety
-    /// The CPU has AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn softmax_avx2(row: &mut [f32], scale: f32) {
-        crate::engine::kernels::softmax::softmax_row_scaled(row, scale);
-    }
 
     /// AVX2/FMA: 6 rows × 2 ymm of C.
     ///
