@@ -190,102 +190,60 @@ fn portable_4x16(kc: usize, a: &[f32], a_step: usize, b: &[f32], c: &mut [f32], 
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// AVX2/FMA: 6 rows × 2 ymm of C.
-    ///
-    /// # Safety
-    /// The CPU has AVX2 and FMA; `a` holds 6 values at each `p·a_step` (`p < kc`), `b` `16·kc` values; `c` rows `0..6` at stride
-    /// `ldc` hold 16 values each.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn kernel_6x16(
-        kc: usize,
-        a: *const f32,
-        a_step: usize,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-    ) {
-        let mut acc = [[_mm256_setzero_ps(); 2]; 6];
-        for p in 0..kc {
-            // SAFETY (all pointer reads below): p < kc, within the panels' stated lengths.
-            let (b0, b1) = unsafe { (_mm256_loadu_ps(b.add(p * 16)), _mm256_loadu_ps(b.add(p * 16 + 8))) };
-            for (r, row) in acc.iter_mut().enumerate() {
-                let av = _mm256_set1_ps(unsafe { *a.add(p * a_step + r) });
-                row[0] = _mm256_fmadd_ps(av, b0, row[0]);
-                row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+    /// Defines one micro-kernel: `$mr` rows × `$vectors` vectors of `$lanes` floats, accumulated
+    /// in registers over the depth, then added to C.
+    macro_rules! micro_kernel {
+        ($(#[$doc:meta])* $name:ident, $feature:literal, $mr:literal, $vectors:literal, $lanes:literal,
+         $zero:ident, $load:ident, $splat:ident, $fma:ident, $add:ident, $store:ident) => {
+            $(#[$doc])*
+            ///
+            /// # Safety
+            /// The CPU has the enabled features; `a` holds `$mr` values at each `p·a_step`
+            /// (`p < kc`), `b` holds `$vectors·$lanes·kc` values, and `c`'s rows `0..$mr` at
+            /// stride `ldc` hold `$vectors·$lanes` values each.
+            #[target_feature(enable = $feature)]
+            pub unsafe fn $name(kc: usize, a: *const f32, a_step: usize, b: *const f32, c: *mut f32, ldc: usize) {
+                let mut acc = [[$zero(); $vectors]; $mr];
+                for p in 0..kc {
+                    let mut bv = [$zero(); $vectors];
+                    for (v, slot) in bv.iter_mut().enumerate() {
+                        // SAFETY: p < kc, within B's stated length.
+                        *slot = unsafe { $load(b.add((p * $vectors + v) * $lanes)) };
+                    }
+                    for (r, row) in acc.iter_mut().enumerate() {
+                        // SAFETY: p < kc and r < MR, within A's stated extent.
+                        let av = $splat(unsafe { *a.add(p * a_step + r) });
+                        for (x, &bx) in row.iter_mut().zip(&bv) {
+                            *x = $fma(av, bx, *x);
+                        }
+                    }
+                }
+                for (r, row) in acc.iter().enumerate() {
+                    for (v, &x) in row.iter().enumerate() {
+                        // SAFETY: row r < MR of the tile, within its NR values.
+                        unsafe {
+                            let out = c.add(r * ldc + v * $lanes);
+                            $store(out, $add($load(out), x));
+                        }
+                    }
+                }
             }
-        }
-        for (r, row) in acc.iter().enumerate() {
-            // SAFETY: row r < 6 of the tile, 16 values from its start.
-            unsafe {
-                let out = c.add(r * ldc);
-                _mm256_storeu_ps(out, _mm256_add_ps(_mm256_loadu_ps(out), row[0]));
-                _mm256_storeu_ps(out.add(8), _mm256_add_ps(_mm256_loadu_ps(out.add(8)), row[1]));
-            }
-        }
+        };
     }
 
-    /// AVX-512: 12 rows × 2 zmm of C.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F; `a` holds 12 values at each `p·a_step` (`p < kc`), `b` `32·kc` values; `c` rows `0..12` at stride
-    /// `ldc` hold 32 values each.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn kernel_12x32(
-        kc: usize,
-        a: *const f32,
-        a_step: usize,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-    ) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; 12];
-        for p in 0..kc {
-            // SAFETY (all pointer reads below): p < kc, within the panels' stated lengths.
-            let (b0, b1) = unsafe { (_mm512_loadu_ps(b.add(p * 32)), _mm512_loadu_ps(b.add(p * 32 + 16))) };
-            for (r, row) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(unsafe { *a.add(p * a_step + r) });
-                row[0] = _mm512_fmadd_ps(av, b0, row[0]);
-                row[1] = _mm512_fmadd_ps(av, b1, row[1]);
-            }
-        }
-        for (r, row) in acc.iter().enumerate() {
-            // SAFETY: row r < 12 of the tile, 32 values from its start.
-            unsafe {
-                let out = c.add(r * ldc);
-                _mm512_storeu_ps(out, _mm512_add_ps(_mm512_loadu_ps(out), row[0]));
-                _mm512_storeu_ps(out.add(16), _mm512_add_ps(_mm512_loadu_ps(out.add(16)), row[1]));
-            }
-        }
-    }
-
-    /// AVX-512: 12 rows × 1 zmm of C.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F; `a` holds 12 values at each `p·a_step` (`p < kc`), `b` `16·kc` values; `c` rows `0..12` at stride
-    /// `ldc` hold 16 values each.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn kernel_12x16(
-        kc: usize,
-        a: *const f32,
-        a_step: usize,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-    ) {
-        let mut acc = [_mm512_setzero_ps(); 12];
-        for p in 0..kc {
-            // SAFETY (all pointer reads below): p < kc, within the panels' stated lengths.
-            let b0 = unsafe { _mm512_loadu_ps(b.add(p * 16)) };
-            for (r, row) in acc.iter_mut().enumerate() {
-                *row = _mm512_fmadd_ps(_mm512_set1_ps(unsafe { *a.add(p * a_step + r) }), b0, *row);
-            }
-        }
-        for (r, row) in acc.iter().enumerate() {
-            // SAFETY: row r < 12 of the tile, 16 values from its start.
-            unsafe {
-                let out = c.add(r * ldc);
-                _mm512_storeu_ps(out, _mm512_add_ps(_mm512_loadu_ps(out), *row));
-            }
-        }
-    }
+    micro_kernel!(
+        /// AVX2/FMA: 6 rows × 2 ymm of C.
+        kernel_6x16, "avx2,fma", 6, 2, 8,
+        _mm256_setzero_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, _mm256_storeu_ps
+    );
+    micro_kernel!(
+        /// AVX-512: 12 rows × 2 zmm of C.
+        kernel_12x32, "avx512f", 12, 2, 16,
+        _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_storeu_ps
+    );
+    micro_kernel!(
+        /// AVX-512: 12 rows × 1 zmm of C, for narrow products.
+        kernel_12x16, "avx512f", 12, 1, 16,
+        _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_storeu_ps
+    );
 }
