@@ -46,43 +46,38 @@ impl Conv2d {
 
     /// Applies the convolution to `[batch, channels, height, width]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        conv2d(x, &self.weight, self.bias.as_ref(), self.stride, self.padding)
+        self.apply(x, None)
     }
 
     /// Applies the convolution to `x` enlarged to `size` (height, width) by nearest neighbour;
     /// on the CPU the enlarged picture is read on the fly instead of being made.
     pub fn forward_enlarged(&self, x: &Tensor, size: (usize, usize)) -> Result<Tensor> {
-        let fused = super::kernels::tensors::conv2d(
-            x,
-            &self.weight,
-            self.bias.as_ref(),
-            self.stride,
-            self.padding,
-            Some(size),
-        )?;
-        match fused {
-            Some(y) => Ok(y),
-            None => self.forward(&x.upsample_nearest2d(size.0, size.1)?),
-        }
+        self.apply(x, Some(size))
     }
-}
 
-/// `conv2d(x, w) + b` with symmetric zero padding.
-pub fn conv2d(
-    x: &Tensor,
-    weight: &Tensor,
-    bias: Option<&Tensor>,
-    stride: usize,
-    padding: usize,
-) -> Result<Tensor> {
-    if let Some(y) = super::kernels::tensors::conv2d(x, weight, bias, stride, padding, None)? {
-        return Ok(y);
+    /// `conv2d(enlarge(x), w) + b` with symmetric zero padding: the CPU kernel when it takes
+    /// these tensors, candle's ops otherwise.
+    fn apply(&self, x: &Tensor, enlarge_to: Option<(usize, usize)>) -> Result<Tensor> {
+        let (weight, bias) = (&self.weight, self.bias.as_ref());
+        if let Some(y) =
+            super::kernels::tensors::conv2d(x, weight, bias, self.stride, self.padding, enlarge_to)?
+        {
+            return Ok(y);
+        }
+        let enlarged;
+        let x = match enlarge_to {
+            Some((h, w)) => {
+                enlarged = x.upsample_nearest2d(h, w)?;
+                &enlarged
+            }
+            None => x,
+        };
+        let y = x.conv2d(weight, self.padding, self.stride, 1, 1)?;
+        Ok(match bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?,
+            None => y,
+        })
     }
-    let y = x.conv2d(weight, padding, stride, 1, 1)?;
-    Ok(match bias {
-        Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?,
-        None => y,
-    })
 }
 
 /// A fully connected layer, `x @ weightᵀ + bias`.

@@ -55,7 +55,7 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], h: Heads, scale: f32) -> Vec<f
         return out;
     }
     let (qk, pv) = (Kernel::for_width(QUERY_BLOCK.min(h.queries)), Kernel::for_width(h.head_dim));
-    // Sᵀ's rows: one block of queries, plus room for the last row panel's full-width reads.
+    // Sᵀ's row length: one block of queries.
     let ld = QUERY_BLOCK;
     let d = h.head_dim;
     for (b, out) in out.chunks_mut(h.queries * dim).enumerate() {
@@ -78,6 +78,7 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], h: Heads, scale: f32) -> Vec<f
                 BLOCK.with_borrow_mut(|[q_pack, st, inv_sums]| {
                     q_pack.resize(rows.div_ceil(qk.nr) * qk.nr * d, 0.0);
                     Strided::transposed(&q_head[first * dim..], dim).pack_b(0, d, 0, rows, qk.nr, q_pack);
+                    // Room past the last row for the last row panel's full-width reads.
                     st.resize(h.keys * ld + pv.mr, 0.0);
                     st.fill(0.0);
                     let keys = APanels::packed(&keys, d, qk.mr);
@@ -107,7 +108,7 @@ mod tests {
     use super::*;
 
     fn values(n: usize, salt: f32) -> Vec<f32> {
-        (0..n).map(|i| ((i as f32) * 0.529 + salt).sin() * 2.0).collect()
+        super::super::wave(n, 0.529, salt, 2.0)
     }
 
     /// The formula in f64, one head at a time.

@@ -13,7 +13,7 @@ pub struct ConvShape {
     pub in_channels: usize,
     /// Output channels.
     pub out_channels: usize,
-    /// Input height and width.
+    /// Input height.
     pub height: usize,
     /// Input width.
     pub width: usize,
@@ -84,13 +84,13 @@ impl<X: Element> PackB for Patches<'_, X> {
         let (kk, ow) = (s.kernel * s.kernel, s.out_width());
         let panels = nc.div_ceil(nr);
         let j0 = j0 + self.first_pixel;
+        let (stored_h, stored_w) =
+            self.resize.map_or((s.height, s.width), |r| (r.stored_height, r.stored_width));
         // One depth's values for the block's pixels, gathered in order, then cut into panels.
         let mut line = vec![0f32; panels * nr];
         for p in 0..kc {
             let depth = k0 + p;
             let (ci, ky, kx) = (depth / kk, depth % kk / s.kernel, depth % s.kernel);
-            let (stored_h, stored_w) =
-                self.resize.map_or((s.height, s.width), |r| (r.stored_height, r.stored_width));
             let channel = &self.x[ci * stored_h * stored_w..(ci + 1) * stored_h * stored_w];
             let (mut oy, mut ox) = (j0 / ow, j0 % ow);
             let mut at = 0;
@@ -153,6 +153,21 @@ fn gather_row<X: Element>(row: &[X], out: &mut [f32], ox: usize, stride: usize, 
     }
 }
 
+/// [`gather_row`] from an enlarged row: enlarged column `c` is `row[cols[c]]`.
+fn gather_resized<X: Element>(
+    row: &[X],
+    cols: &[usize],
+    out: &mut [f32],
+    ox: usize,
+    stride: usize,
+    shift: isize,
+) {
+    for (t, o) in out.iter_mut().enumerate() {
+        let c = ((ox + t) * stride) as isize + shift;
+        *o = if c >= 0 && (c as usize) < cols.len() { row[cols[c as usize]].to_f32() } else { 0.0 };
+    }
+}
+
 /// Convolves `x` (`[batch, in_channels, height, width]`, contiguous, any [`Element`]; or, with
 /// `resize`, a smaller picture enlarged to that size on the fly) with `weight`
 /// (`[out_channels, in_channels, k, k]`, contiguous, any [`Element`]) and adds `bias`; returns
@@ -167,13 +182,13 @@ pub fn conv2d<X: Element, W: Element>(
 ) -> Vec<f32> {
     let Sizes { co, depth, pixels, image } = Sizes::checked(shape, resize, batch, x.len(), weight.len());
     let mut out = vec![0f32; batch * co * pixels];
+    let weights = Strided::row_major(weight, depth);
     for (n, out) in out.chunks_exact_mut(co * pixels).enumerate() {
         if let Some(bias) = bias {
             for (row, &b) in out.chunks_exact_mut(pixels).zip(bias) {
                 row.fill(b);
             }
         }
-        let weights = Strided::row_major(weight, depth);
         if shape.kernel == 1 && shape.stride == 1 && shape.padding == 0 && resize.is_none() {
             // A pointwise convolution is a plain product with the picture as `[ci, pixels]`.
             let x = Strided::row_major(&x[n * image..(n + 1) * image], pixels);
@@ -184,21 +199,6 @@ pub fn conv2d<X: Element, W: Element>(
         }
     }
     out
-}
-
-/// [`gather_row`] from an enlarged row: enlarged column `c` is `row[cols[c]]`.
-fn gather_resized<X: Element>(
-    row: &[X],
-    cols: &[usize],
-    out: &mut [f32],
-    ox: usize,
-    stride: usize,
-    shift: isize,
-) {
-    for (t, o) in out.iter_mut().enumerate() {
-        let c = ((ox + t) * stride) as isize + shift;
-        *o = if c >= 0 && (c as usize) < cols.len() { row[cols[c as usize]].to_f32() } else { 0.0 };
-    }
 }
 
 /// The sizes one call works with.
@@ -275,7 +275,7 @@ mod tests {
     use super::*;
 
     fn values(n: usize, salt: f32) -> Vec<f32> {
-        (0..n).map(|i| ((i as f32) * 0.377 + salt).sin()).collect()
+        super::super::wave(n, 0.377, salt, 1.0)
     }
 
     /// The definition, in f64.

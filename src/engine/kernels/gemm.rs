@@ -9,7 +9,8 @@
 //! read of each operand per block, against `2·M·N·K` flops: under 1% for the UNet's shapes, so
 //! weights are packed at each call rather than kept a second time in memory.
 //!
-//! Rows of C are split between threads; each thread packs and multiplies its own share.
+//! Threads pack each block of B together, then each multiplies its own rows of C against it,
+//! packing its own rows of A.
 
 use std::cell::RefCell;
 
@@ -230,11 +231,6 @@ pub fn gemm(m: usize, n: usize, k: usize, a: &dyn PackA, b: &dyn PackB, c: &mut 
     gemm_with(Kernel::for_width(n), m, n, k, a, b, c, ldc, true);
 }
 
-/// [`gemm`] on the calling thread only, for callers that already run one product per thread.
-pub fn gemm_serial(m: usize, n: usize, k: usize, a: &dyn PackA, b: &dyn PackB, c: &mut [f32], ldc: usize) {
-    gemm_with(Kernel::for_width(n), m, n, k, a, b, c, ldc, false);
-}
-
 /// [`gemm`] with a chosen micro-kernel (tests run every kernel the machine has).
 ///
 /// For each block of B (`KC×NC`), the threads pack its panels together, then each multiplies its
@@ -386,9 +382,8 @@ fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
 mod tests {
     use super::*;
 
-    /// Deterministic, varied values.
-    pub(crate) fn values(n: usize, salt: f32) -> Vec<f32> {
-        (0..n).map(|i| ((i as f32) * 0.618 + salt).sin()).collect()
+    fn values(n: usize, salt: f32) -> Vec<f32> {
+        super::super::wave(n, 0.618, salt, 1.0)
     }
 
     fn plain(m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Vec<f64> {

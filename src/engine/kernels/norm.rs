@@ -56,7 +56,6 @@ fn moments<T: Element>(values: &[T]) -> (f64, f64) {
 }
 
 /// `group_norm(x)·weight + bias`, then SiLU when `silu_after`; `x` contiguous NC….
-#[allow(clippy::too_many_arguments)]
 pub fn group_norm<T: Element>(
     x: &[T],
     shape: GroupShape,

@@ -1,7 +1,8 @@
 //! The GEMM micro-kernels: `C[MR×NR] += Apanel·Bpanel` over a packed depth, accumulators held in
 //! vector registers. The instruction set is chosen at run time (AVX-512, then AVX2+FMA, then a
 //! portable kernel the compiler vectorises for the build's baseline, which is what ARM and older
-//! x86 get), so one binary runs everywhere and uses what the CPU has.
+//! x86 get), so one binary runs everywhere and uses what the CPU has. The same choice compiles
+//! the plain-Rust vector loops (softmax, GEGLU) for the CPU's width (`multiversion!`).
 //!
 //! This is the one module allowed `unsafe`: SIMD loads and stores take raw pointers, and calling a
 //! `#[target_feature]` function is unsafe. Both are made sound by [`Kernel::run`], which checks

@@ -1,7 +1,8 @@
-//! The bridge from candle tensors to the kernels: CPU tensors of any float type go through the
-//! f32 kernels (activations widened to f32 for the arithmetic and narrowed back, weights widened
-//! while packed so no f32 copy of a half-precision model is made); anything else answers `None`
-//! and the caller uses candle's op.
+//! The bridge from candle tensors to the kernels: CPU tensors of f32, f16 or bf16 go through the
+//! kernels, anything else answers `None` and the caller uses candle's op. Weights are widened to
+//! f32 while packed (no f32 copy of a half-precision model); convolution, group norm and GEGLU
+//! read and write activations in their own type, while linear layers and attention widen them to
+//! f32 for the call and narrow the result back.
 
 use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 
@@ -37,11 +38,11 @@ fn supported(t: &Tensor) -> bool {
 }
 
 /// `x` as contiguous f32 values, and the dtype to give the result back in.
-fn activations(x: &Tensor) -> Result<(Tensor, DType)> {
+fn widened(x: &Tensor) -> Result<(Tensor, DType)> {
     Ok((x.to_dtype(DType::F32)?.contiguous()?, x.dtype()))
 }
 
-/// Calls `$body` with `$w` bound to the weights' values in their own element type.
+/// Calls `$body` with `$w` bound to a tensor's values in their own element type.
 macro_rules! with_element_type {
     ($values:expr, |$w:ident| $body:expr) => {
         match $values {
@@ -52,7 +53,7 @@ macro_rules! with_element_type {
     };
 }
 
-/// The values of `t`, a contiguous f32 CPU tensor (made by [`activations`]) whose storage is
+/// The values of `t`, a contiguous f32 CPU tensor (made by [`widened`]) whose storage is
 /// `storage`.
 fn as_f32<'a>(storage: &'a Storage, t: &Tensor) -> Result<&'a [f32]> {
     match storage {
@@ -89,14 +90,14 @@ pub fn conv2d(
     let (co, ci, kh, kw) = weight.dims4()?;
     let (batch, c, stored_h, stored_w) = x.dims4()?;
     let (height, width) = enlarge_to.unwrap_or((stored_h, stored_w));
+    if kh != kw || c != ci || height + 2 * padding < kh || width + 2 * padding < kw {
+        return Ok(None); // candle's op reports the mismatch
+    }
     if height == 0 || width == 0 || stored_h == 0 || stored_w == 0 {
         return Ok(None);
     }
     let resize = enlarge_to.map(|size| conv::Resize::new((stored_h, stored_w), size));
     let resize = resize.as_ref();
-    if kh != kw || c != ci || height + 2 * padding < kh || width + 2 * padding < kw {
-        return Ok(None); // candle's op reports the mismatch
-    }
     let shape = ConvShape { in_channels: ci, out_channels: co, height, width, kernel: kh, stride, padding };
     let x = x.contiguous()?;
     let bias = bias_values(bias)?;
@@ -108,21 +109,18 @@ pub fn conv2d(
         with_values(&weight, |w| -> Result<Tensor> {
             let b = bias.as_deref();
             Ok(match xs {
-                Values::F32(xs) => Tensor::from_vec(
-                    with_element_type!(w, |w| conv::conv2d(xs, batch, shape, w, b, resize)),
-                    dims,
-                    &Device::Cpu,
-                )?,
-                Values::F16(xs) => Tensor::from_vec(
-                    with_element_type!(w, |w| conv::conv2d_narrow(xs, batch, shape, w, b, resize)),
-                    dims,
-                    &Device::Cpu,
-                )?,
-                Values::Bf16(xs) => Tensor::from_vec(
-                    with_element_type!(w, |w| conv::conv2d_narrow(xs, batch, shape, w, b, resize)),
-                    dims,
-                    &Device::Cpu,
-                )?,
+                Values::F32(xs) => {
+                    let out = with_element_type!(w, |w| conv::conv2d(xs, batch, shape, w, b, resize));
+                    Tensor::from_vec(out, dims, &Device::Cpu)?
+                }
+                Values::F16(xs) => {
+                    let out = with_element_type!(w, |w| conv::conv2d_narrow(xs, batch, shape, w, b, resize));
+                    Tensor::from_vec(out, dims, &Device::Cpu)?
+                }
+                Values::Bf16(xs) => {
+                    let out = with_element_type!(w, |w| conv::conv2d_narrow(xs, batch, shape, w, b, resize));
+                    Tensor::from_vec(out, dims, &Device::Cpu)?
+                }
             })
         })
     })
@@ -143,7 +141,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Opti
     let rows = x.elem_count() / in_dim;
     let mut shape = x.dims().to_vec();
     *shape.last_mut().expect("rank ≥ 1") = out_dim;
-    let (x, dtype) = activations(x)?;
+    let (x, dtype) = widened(x)?;
     let mut out = vec![0f32; rows * out_dim];
     if let Some(bias) = bias_values(bias)? {
         out.chunks_exact_mut(out_dim).for_each(|row| row.copy_from_slice(&bias));
@@ -180,9 +178,9 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f64) -
         return Ok(None);
     }
     let h = Heads { batch, queries, keys, heads, head_dim: dim / heads };
-    let (q, dtype) = activations(q)?;
-    let (k, _) = activations(k)?;
-    let (v, _) = activations(v)?;
+    let (q, dtype) = widened(q)?;
+    let (k, _) = widened(k)?;
+    let (v, _) = widened(v)?;
     let (qs, ks, vs) = (q.storage_and_layout().0, k.storage_and_layout().0, v.storage_and_layout().0);
     let out = attention::attention(as_f32(&qs, &q)?, as_f32(&ks, &k)?, as_f32(&vs, &v)?, h, scale as f32);
     Ok(Some(finish(out, vec![batch, queries, dim], dtype)?))
@@ -211,17 +209,11 @@ pub fn group_norm(
     let x = x.contiguous()?;
     let dims = x.dims().to_vec();
     let out = with_values(&x, |values| -> Result<Tensor> {
-        Ok(match values {
-            Values::F32(v) => {
-                Tensor::from_vec(norm::group_norm(v, shape, &weight, &bias, eps, silu), dims, &Device::Cpu)?
-            }
-            Values::F16(v) => {
-                Tensor::from_vec(norm::group_norm(v, shape, &weight, &bias, eps, silu), dims, &Device::Cpu)?
-            }
-            Values::Bf16(v) => {
-                Tensor::from_vec(norm::group_norm(v, shape, &weight, &bias, eps, silu), dims, &Device::Cpu)?
-            }
-        })
+        with_element_type!(values, |v| Ok(Tensor::from_vec(
+            norm::group_norm(v, shape, &weight, &bias, eps, silu),
+            dims,
+            &Device::Cpu
+        )?))
     });
     out.transpose()
 }
@@ -237,11 +229,11 @@ pub fn geglu(h: &Tensor) -> Result<Option<Tensor>> {
     let mut dims = h.dims().to_vec();
     *dims.last_mut().expect("rank ≥ 1") = width / 2;
     let out = with_values(&h, |values| -> Result<Tensor> {
-        Ok(match values {
-            Values::F32(v) => Tensor::from_vec(activations::geglu(v, width / 2), dims, &Device::Cpu)?,
-            Values::F16(v) => Tensor::from_vec(activations::geglu(v, width / 2), dims, &Device::Cpu)?,
-            Values::Bf16(v) => Tensor::from_vec(activations::geglu(v, width / 2), dims, &Device::Cpu)?,
-        })
+        with_element_type!(values, |v| Ok(Tensor::from_vec(
+            activations::geglu(v, width / 2),
+            dims,
+            &Device::Cpu
+        )?))
     });
     out.transpose()
 }
