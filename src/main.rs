@@ -3,11 +3,6 @@
 
 mod cli;
 
-/// Large tensors are allocated and freed every step; glibc returns them to the kernel each time, so
-/// every step pays page faults. mimalloc keeps them.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

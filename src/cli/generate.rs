@@ -195,12 +195,21 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         let texts =
             easel::export::generation_texts(&request, &saved_prompt, img.seed, &provenance, &img.timings);
         save_png(path, &img.image, &texts, args.overwrite)?;
-        bar.println(format!(
-            "wrote {} (seed {}, {:.1} s)",
+        // The process's peak so far: loading included, as a user's machine must hold it.
+        let peak = easel::memory::peak_rss_bytes()
+            .map_or(String::new(), |b| format!(", peak memory {:.2} GB", b as f64 / 1e9));
+        let line = format!(
+            "wrote {} (seed {}, {:.1} s{peak})",
             path.display(),
             img.seed,
             img.timings.text_secs + img.timings.denoise_secs + img.timings.decode_secs
-        ));
+        );
+        // A hidden bar (output not a terminal) drops its printed lines; scripts still need them.
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
         written.push(path.clone());
         Ok(())
     };

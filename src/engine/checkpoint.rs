@@ -85,18 +85,31 @@ const VAE_PREFIX: &str = "first_stage_model.";
 const SD1_TEXT_PREFIX: &str = "cond_stage_model.transformer.";
 const SD2_TEXT_PREFIX: &str = "cond_stage_model.model.";
 
-/// Splits and renames an original-layout checkpoint; `path` only names the file in errors.
-pub fn split(tensors: TensorMap, path: &Path) -> Result<SingleFileParts> {
-    if tensors.keys().any(|k| k.starts_with("conditioner.embedders.")) {
+/// Whether a single file's tensor is one of the three models (not EMA copies, optimiser state or
+/// other extras), so loading can skip the rest without reading it.
+pub fn is_model_tensor(key: &str) -> bool {
+    [UNET_PREFIX, VAE_PREFIX, SD1_TEXT_PREFIX, SD2_TEXT_PREFIX].iter().any(|p| key.starts_with(p))
+}
+
+/// Refuses files whose tensor names show they are not a model Easel loads, before any tensor is
+/// read; `path` only names the file in errors.
+pub fn check_keys<'a>(mut keys: impl Iterator<Item = &'a str> + Clone, path: &Path) -> Result<()> {
+    if keys.clone().any(|k| k.starts_with("conditioner.embedders.")) {
         return Err(Error::bad_file("this is an SDXL checkpoint, which Easel does not support yet", path));
     }
-    if !tensors.keys().any(|k| k.starts_with(UNET_PREFIX)) {
+    if !keys.any(|k| k.starts_with(UNET_PREFIX)) {
         return Err(Error::bad_file(
             "this file holds no Stable Diffusion UNet (no `model.diffusion_model.` tensors); \
              is it a LoRA, a VAE or another kind of model?",
             path,
         ));
     }
+    Ok(())
+}
+
+/// Splits and renames an original-layout checkpoint; `path` only names the file in errors.
+pub fn split(tensors: TensorMap, path: &Path) -> Result<SingleFileParts> {
+    check_keys(tensors.keys().map(String::as_str), path)?;
     let mut unet = TensorMap::new();
     let mut vae = TensorMap::new();
     let mut text = TensorMap::new();

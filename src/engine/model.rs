@@ -106,9 +106,9 @@ impl StableDiffusion {
         let scheduler_config: Map<String, Value> = read_json(&scheduler_path)?;
         let tokenizer = Tokenizer::from_folder(&dir.join("tokenizer"))?;
 
-        let (unet_file, unet_w) = read_part(dir, "unet", "diffusion_pytorch_model")?;
-        let (vae_file, vae_w) = read_part(dir, "vae", "diffusion_pytorch_model")?;
-        let (text_file, text_w) = read_part(dir, "text_encoder", "model")?;
+        let (unet_file, unet_w) = read_part(dir, "unet", "diffusion_pytorch_model", dtype)?;
+        let (vae_file, vae_w) = read_part(dir, "vae", "diffusion_pytorch_model", dtype)?;
+        let (text_file, text_w) = read_part(dir, "text_encoder", "model", dtype)?;
         let family = Family::of_unet(&unet_cfg);
         let unet_w = weights::to_compute(unet_w, dtype, device)?;
         let text_w = weights::to_compute(strip_text_prefix(text_w), dtype, device)?;
@@ -133,7 +133,12 @@ impl StableDiffusion {
     fn load_single_file(path: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         let tensors = match ext.as_str() {
-            "safetensors" => weights::read_safetensors(path)?,
+            "safetensors" => {
+                // Refuse SDXL and non-models from the names alone, before gigabytes are read.
+                let header = weights::read_safetensors_header(path)?;
+                checkpoint::check_keys(header.names.iter().map(String::as_str), path)?;
+                weights::read_safetensors_selected(path, Some(dtype), &checkpoint::is_model_tensor)?
+            }
             "ckpt" | "pt" | "pth" | "bin" => weights::read_pickle_checkpoint(path)?,
             _ => {
                 return Err(Error::bad_file(
@@ -202,8 +207,8 @@ pub fn display_name(path: &Path) -> String {
 }
 
 /// Reads a component's weights, preferring full-precision safetensors, then the fp16 variant,
-/// then PyTorch `.bin`.
-fn read_part(dir: &Path, part: &str, stem: &str) -> Result<(PathBuf, TensorMap)> {
+/// then PyTorch `.bin`; safetensors arrive already in `dtype`.
+fn read_part(dir: &Path, part: &str, stem: &str, dtype: DType) -> Result<(PathBuf, TensorMap)> {
     let folder = dir.join(part);
     let candidates = [
         format!("{stem}.safetensors"),
@@ -216,7 +221,7 @@ fn read_part(dir: &Path, part: &str, stem: &str) -> Result<(PathBuf, TensorMap)>
         let path = folder.join(name);
         if path.exists() {
             let tensors = if name.ends_with(".safetensors") {
-                weights::read_safetensors(&path)?
+                weights::read_safetensors_selected(&path, Some(dtype), &|_| true)?
             } else {
                 weights::read_pickle_checkpoint(&path)?
             };

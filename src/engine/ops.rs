@@ -8,6 +8,7 @@
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::VarBuilder;
 
+use super::kernels::tensors::ConvInput;
 use crate::error::Result;
 
 /// A 2-D convolution with diffusers' weight names (`weight`, `bias`).
@@ -46,37 +47,54 @@ impl Conv2d {
 
     /// Applies the convolution to `[batch, channels, height, width]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.apply(x, None)
+        self.apply(x, ConvInput::Plain)
     }
 
     /// Applies the convolution to `x` enlarged to `size` (height, width) by nearest neighbour;
     /// on the CPU the enlarged picture is read on the fly instead of being made.
     pub fn forward_enlarged(&self, x: &Tensor, size: (usize, usize)) -> Result<Tensor> {
-        self.apply(x, Some(size))
+        self.apply(x, ConvInput::Enlarged(size))
     }
 
-    /// `conv2d(enlarge(x), w) + b` with symmetric zero padding: the CPU kernel when it takes
+    /// `self.forward(&silu(norm.forward(x)))`; on the CPU the normalised picture is read on the
+    /// fly instead of being made, which at the VAE's 512² layers is the largest temporary there is.
+    pub fn forward_normalised_silu(&self, x: &Tensor, norm: &GroupNorm) -> Result<Tensor> {
+        let (groups, weight, bias, eps) = (norm.groups, &norm.weight, &norm.bias, norm.eps);
+        self.apply(x, ConvInput::Normalised { groups, weight, bias, eps, silu: true })
+    }
+
+    /// `conv2d(read(x), w) + b` with symmetric zero padding: the CPU kernel when it takes
     /// these tensors, candle's ops otherwise.
-    fn apply(&self, x: &Tensor, enlarge_to: Option<(usize, usize)>) -> Result<Tensor> {
+    fn apply(&self, x: &Tensor, input: ConvInput) -> Result<Tensor> {
         let (weight, bias) = (&self.weight, self.bias.as_ref());
-        if let Some(y) =
-            super::kernels::tensors::conv2d(x, weight, bias, self.stride, self.padding, enlarge_to)?
-        {
+        if let Some(y) = super::kernels::tensors::conv2d(x, weight, bias, self.stride, self.padding, input)? {
             return Ok(y);
         }
-        let enlarged;
-        let x = match enlarge_to {
-            Some((h, w)) => {
-                enlarged = x.upsample_nearest2d(h, w)?;
-                &enlarged
+        let read = match input {
+            ConvInput::Plain => x.clone(),
+            ConvInput::Enlarged((h, w)) => x.upsample_nearest2d(h, w)?,
+            ConvInput::Normalised { groups, weight, bias, eps, silu: true } => {
+                silu(&group_norm(x, groups, weight, bias, eps)?)?
             }
-            None => x,
+            ConvInput::Normalised { groups, weight, bias, eps, silu: false } => {
+                group_norm(x, groups, weight, bias, eps)?
+            }
         };
-        let y = x.conv2d(weight, self.padding, self.stride, 1, 1)?;
+        let y = read.conv2d(weight, self.padding, self.stride, 1, 1)?;
         Ok(match bias {
             Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?,
             None => y,
         })
+    }
+}
+
+/// `fresh + other`, written into `fresh`'s storage when the kernels take the tensors. `fresh`
+/// must be a tensor the caller has just made and shares with nothing (a layer's output).
+pub fn add_into_fresh(fresh: Tensor, other: &Tensor) -> Result<Tensor> {
+    if super::kernels::tensors::add_assign(&fresh, other)? {
+        Ok(fresh)
+    } else {
+        Ok((fresh + other)?)
     }
 }
 
@@ -135,14 +153,6 @@ impl GroupNorm {
     /// Normalises `x`, computing statistics in f32.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         group_norm(x, self.groups, &self.weight, &self.bias, self.eps)
-    }
-
-    /// `silu(self.forward(x))`, fused on the CPU (one pass, no f32 temporaries).
-    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
-        match super::kernels::tensors::group_norm(x, self.groups, &self.weight, &self.bias, self.eps, true)? {
-            Some(y) => Ok(y),
-            None => silu(&self.forward(x)?),
-        }
     }
 }
 
@@ -344,6 +354,52 @@ mod tests {
         let v = Tensor::arange(0f32, 4., &Device::Cpu)?.reshape((1, 4, 1))?;
         let y = attention(&q, &k, &v, 1.0, None)?.flatten_all()?.to_vec1::<f32>()?;
         assert_eq!(y, vec![1.5, 1.5]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_normalised_convolution_equals_normalising_first() -> Result<()> {
+        let vb = |salt: f32| -> Result<VarBuilder<'static>> {
+            let mut map = std::collections::HashMap::new();
+            map.insert("conv.weight".to_string(), ramp(&[5, 8, 3, 3], salt)?);
+            map.insert("conv.bias".to_string(), ramp(&[5], salt + 0.3)?);
+            map.insert("norm.weight".to_string(), ramp(&[8], salt + 0.6)?);
+            map.insert("norm.bias".to_string(), ramp(&[8], salt + 0.9)?);
+            Ok(VarBuilder::from_tensors(map, DType::F32, &Device::Cpu))
+        };
+        let vb = vb(0.4)?;
+        let conv = Conv2d::new(vb.pp("conv"), 8, 5, 3, 1, 1)?;
+        let norm = GroupNorm::new(vb.pp("norm"), 4, 8, 1e-6)?;
+        let x = ramp(&[2, 8, 6, 7], 1.9)?;
+        for dtype in [DType::F32, DType::F16] {
+            let x = x.to_dtype(dtype)?;
+            let fused = conv.forward_normalised_silu(&x, &norm)?;
+            let separate = conv.forward(&silu(&norm.forward(&x)?)?)?;
+            let separate = separate.to_dtype(DType::F32)?;
+            let diff = (fused.to_dtype(DType::F32)? - &separate)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            // Half precision rounds the separate path twice (after the norm, after SiLU), the
+            // fused one once: they may differ by an output's last bit.
+            let largest = separate.abs()?.max_all()?.to_scalar::<f32>()?;
+            let tolerance = if dtype == DType::F32 { 1e-5 } else { 2e-3 * largest };
+            assert!(diff <= tolerance, "{dtype:?}: {diff} (largest {largest})");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn adding_into_a_fresh_tensor_equals_adding() -> Result<()> {
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let (a, b) = (ramp(&[2, 3, 5], 0.2)?.to_dtype(dtype)?, ramp(&[2, 3, 5], 0.8)?.to_dtype(dtype)?);
+            let want = (&a + &b)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            let got = add_into_fresh(a.copy()?, &b)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            assert_eq!(got, want, "{dtype:?}");
+        }
+        // A transposed operand is not contiguous: the sum is made the ordinary way.
+        let a = ramp(&[3, 4], 0.1)?;
+        let b = ramp(&[4, 3], 0.5)?.t()?;
+        let got = add_into_fresh(a.copy()?, &b)?;
+        let diff = (got - (&a + &b)?)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert_eq!(diff, 0.0);
         Ok(())
     }
 }

@@ -136,7 +136,7 @@ impl Encoder {
             }
         }
         let h = self.mid.forward(&h)?;
-        self.conv_out.forward(&self.norm_out.forward_silu(&h)?)
+        self.conv_out.forward_normalised_silu(&h, &self.norm_out)
     }
 }
 
@@ -177,12 +177,15 @@ impl Decoder {
             for r in resnets {
                 h = r.forward(&h, None)?;
             }
+            // Each level frees tensors the allocator would otherwise keep resident while the next,
+            // four times larger, level allocates its own.
+            crate::memory::release_unused();
             if let Some(u) = up {
                 let (_, _, hh, ww) = h.dims4()?;
                 h = u.forward(&h, (hh * 2, ww * 2))?;
             }
         }
-        self.conv_out.forward(&self.norm_out.forward_silu(&h)?)
+        self.conv_out.forward_normalised_silu(&h, &self.norm_out)
     }
 }
 

@@ -5,6 +5,7 @@
 //! scatters back) never exists. The output comes out in NCHW order with the bias already in it.
 
 use super::gemm::{gemm, Element, PackB, Strided};
+use super::norm::ChannelAffine;
 
 /// The shape of one convolution (square kernel, symmetric zero padding).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +51,39 @@ struct Patches<'a, X> {
     /// When the convolution reads a nearest-neighbour enlargement of `x`: which stored row and
     /// column each row and column of the enlarged picture (`shape`'s size) comes from.
     resize: Option<&'a Resize>,
+    /// A normalisation the convolution reads its input through, and this picture's first
+    /// channel in it.
+    normalised: Option<(&'a ChannelAffine, usize)>,
+}
+
+/// How the convolution reads its input, beyond the input itself.
+#[derive(Clone, Copy, Debug, Default)]
+pub enum Read<'a> {
+    /// As stored.
+    #[default]
+    Plain,
+    /// A nearest-neighbour enlargement of it, made on the fly.
+    Enlarged(&'a Resize),
+    /// Each channel through a group normalisation's map (and SiLU), applied on the fly so the
+    /// normalised picture is never stored; padding stays zero, as it pads the normalised picture.
+    Normalised(&'a ChannelAffine),
+}
+
+impl<'a> Read<'a> {
+    fn resize(self) -> Option<&'a Resize> {
+        match self {
+            Read::Enlarged(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    fn patches<X>(self, x: &'a [X], shape: ConvShape, picture: usize, first_pixel: usize) -> Patches<'a, X> {
+        let normalised = match self {
+            Read::Normalised(map) => Some((map, picture * shape.in_channels)),
+            _ => None,
+        };
+        Patches { x, shape, first_pixel, resize: self.resize(), normalised }
+    }
 }
 
 /// A nearest-neighbour enlargement read on the fly, as candle's `upsample_nearest2d` computes
@@ -88,10 +122,26 @@ impl<X: Element> PackB for Patches<'_, X> {
             self.resize.map_or((s.height, s.width), |r| (r.stored_height, r.stored_width));
         // One depth's values for the block's pixels, gathered in order, then cut into panels.
         let mut line = vec![0f32; panels * nr];
+        // Through a normalisation, the input rows this block reads are mapped once per channel
+        // (each value is read up to k² times), then gathered from the mapped copy.
+        let first_row = ((j0 / ow) * s.stride).saturating_sub(s.padding);
+        let last_row =
+            (((j0 + nc - 1) / ow) * s.stride + s.kernel).saturating_sub(s.padding).clamp(first_row, s.height);
+        let mut mapped = Vec::new();
+        let mut mapped_channel = None;
         for p in 0..kc {
             let depth = k0 + p;
             let (ci, ky, kx) = (depth / kk, depth % kk / s.kernel, depth % s.kernel);
             let channel = &self.x[ci * stored_h * stored_w..(ci + 1) * stored_h * stored_w];
+            if let Some((map, first_channel)) = self.normalised {
+                if mapped_channel != Some(ci) {
+                    let rows = &channel[first_row * s.width..last_row * s.width];
+                    mapped.clear();
+                    mapped.extend(rows.iter().map(|v| v.to_f32()));
+                    map.apply::<X>(first_channel + ci, &mut mapped);
+                    mapped_channel = Some(ci);
+                }
+            }
             let (mut oy, mut ox) = (j0 / ow, j0 % ow);
             let mut at = 0;
             while at < nc {
@@ -101,16 +151,20 @@ impl<X: Element> PackB for Patches<'_, X> {
                 if iy < 0 || iy as usize >= s.height {
                     out.fill(0.0);
                 } else {
+                    let iy = iy as usize;
                     let shift = kx as isize - s.padding as isize;
-                    match self.resize {
-                        None => {
-                            let row = &channel[iy as usize * s.width..(iy as usize + 1) * s.width];
-                            gather_row(row, out, ox, s.stride, shift);
-                        }
-                        Some(resize) => {
-                            let stored = resize.rows[iy as usize];
+                    match (self.resize, self.normalised) {
+                        (Some(resize), _) => {
+                            let stored = resize.rows[iy];
                             let row = &channel[stored * stored_w..(stored + 1) * stored_w];
                             gather_resized(row, &resize.cols, out, ox, s.stride, shift);
+                        }
+                        (None, Some(_)) => {
+                            let row = &mapped[(iy - first_row) * s.width..(iy - first_row + 1) * s.width];
+                            gather_row(row, out, ox, s.stride, shift);
+                        }
+                        (None, None) => {
+                            gather_row(&channel[iy * s.width..(iy + 1) * s.width], out, ox, s.stride, shift);
                         }
                     }
                 }
@@ -168,19 +222,18 @@ fn gather_resized<X: Element>(
     }
 }
 
-/// Convolves `x` (`[batch, in_channels, height, width]`, contiguous, any [`Element`]; or, with
-/// `resize`, a smaller picture enlarged to that size on the fly) with `weight`
-/// (`[out_channels, in_channels, k, k]`, contiguous, any [`Element`]) and adds `bias`; returns
-/// `[batch, out_channels, out_height, out_width]`.
+/// Convolves `x` (`[batch, in_channels, height, width]`, contiguous, any [`Element`]; read as
+/// `read` says) with `weight` (`[out_channels, in_channels, k, k]`, contiguous, any [`Element`])
+/// and adds `bias`; returns `[batch, out_channels, out_height, out_width]`.
 pub fn conv2d<X: Element, W: Element>(
     x: &[X],
     batch: usize,
     shape: ConvShape,
     weight: &[W],
     bias: Option<&[f32]>,
-    resize: Option<&Resize>,
+    read: Read,
 ) -> Vec<f32> {
-    let Sizes { co, depth, pixels, image } = Sizes::checked(shape, resize, batch, x.len(), weight.len());
+    let Sizes { co, depth, pixels, image } = Sizes::checked(shape, read, batch, x.len(), weight.len());
     let mut out = vec![0f32; batch * co * pixels];
     let weights = Strided::row_major(weight, depth);
     for (n, out) in out.chunks_exact_mut(co * pixels).enumerate() {
@@ -189,13 +242,12 @@ pub fn conv2d<X: Element, W: Element>(
                 row.fill(b);
             }
         }
-        if shape.kernel == 1 && shape.stride == 1 && shape.padding == 0 && resize.is_none() {
+        let x = &x[n * image..(n + 1) * image];
+        if shape.kernel == 1 && shape.stride == 1 && shape.padding == 0 && matches!(read, Read::Plain) {
             // A pointwise convolution is a plain product with the picture as `[ci, pixels]`.
-            let x = Strided::row_major(&x[n * image..(n + 1) * image], pixels);
-            gemm(co, pixels, depth, &weights, &x, out, pixels);
+            gemm(co, pixels, depth, &weights, &Strided::row_major(x, pixels), out, pixels);
         } else {
-            let patches = Patches { x: &x[n * image..(n + 1) * image], shape, first_pixel: 0, resize };
-            gemm(co, pixels, depth, &weights, &patches, out, pixels);
+            gemm(co, pixels, depth, &weights, &read.patches(x, shape, n, 0), out, pixels);
         }
     }
     out
@@ -212,14 +264,12 @@ struct Sizes {
 
 impl Sizes {
     /// The sizes, after checking the input and weights hold what `shape` says.
-    fn checked(
-        shape: ConvShape,
-        resize: Option<&Resize>,
-        batch: usize,
-        x_len: usize,
-        weight_len: usize,
-    ) -> Self {
-        let stored = resize.map_or(shape.height * shape.width, |r| r.stored_height * r.stored_width);
+    fn checked(shape: ConvShape, read: Read, batch: usize, x_len: usize, weight_len: usize) -> Self {
+        if let Read::Normalised(map) = read {
+            assert_eq!(map.scale.len(), batch * shape.in_channels, "conv2d: normalisation length");
+            assert_eq!(map.shift.len(), batch * shape.in_channels, "conv2d: normalisation length");
+        }
+        let stored = read.resize().map_or(shape.height * shape.width, |r| r.stored_height * r.stored_width);
         let sizes = Self {
             co: shape.out_channels,
             depth: shape.depth(),
@@ -245,9 +295,9 @@ pub fn conv2d_narrow<X: Element, W: Element>(
     shape: ConvShape,
     weight: &[W],
     bias: Option<&[f32]>,
-    resize: Option<&Resize>,
+    read: Read,
 ) -> Vec<X> {
-    let Sizes { co, depth, pixels, image } = Sizes::checked(shape, resize, batch, x.len(), weight.len());
+    let Sizes { co, depth, pixels, image } = Sizes::checked(shape, read, batch, x.len(), weight.len());
     let mut out = vec![X::from_f32(0.0); batch * co * pixels];
     let mut scratch = vec![0f32; co * PIXEL_CHUNK.min(pixels)];
     let weights = Strided::row_major(weight, depth);
@@ -259,7 +309,7 @@ pub fn conv2d_narrow<X: Element, W: Element>(
             for (c, row) in scratch.chunks_exact_mut(len).enumerate() {
                 row.fill(bias.map_or(0.0, |b| b[c]));
             }
-            gemm(co, len, depth, &weights, &Patches { x, shape, first_pixel, resize }, scratch, len);
+            gemm(co, len, depth, &weights, &read.patches(x, shape, n, first_pixel), scratch, len);
             for (row, values) in out.chunks_exact_mut(pixels).zip(scratch.chunks_exact(len)) {
                 for (o, &v) in row[first_pixel..first_pixel + len].iter_mut().zip(values) {
                     *o = X::from_f32(v);
@@ -338,7 +388,7 @@ mod tests {
             let wt = values(co * ci * k * k, 1.3);
             let bias = values(co, 2.9);
             let want = plain(&x, batch, shape, &wt, &bias);
-            let got = conv2d(&x, batch, shape, &wt, Some(&bias), None);
+            let got = conv2d(&x, batch, shape, &wt, Some(&bias), Read::Plain);
             assert_eq!(got.len(), want.len());
             for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
                 assert!((g as f64 - w).abs() < 1e-4, "{shape:?} batch {batch}: element {i}: {g} vs {w}");
@@ -346,14 +396,14 @@ mod tests {
             let half: Vec<half::f16> = wt.iter().map(|&v| half::f16::from_f32(v)).collect();
             let rounded: Vec<f32> = half.iter().map(|v| v.to_f32()).collect();
             let want = plain(&x, batch, shape, &rounded, &[0.0; 64][..co]);
-            for (g, w) in conv2d(&x, batch, shape, &half, None, None).iter().zip(&want) {
+            for (g, w) in conv2d(&x, batch, shape, &half, None, Read::Plain).iter().zip(&want) {
                 assert!((*g as f64 - w).abs() < 1e-4, "{shape:?} f16 weights");
             }
             // Half-precision activations through the chunked path, against the f32 result.
             let x16: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
             let x_rounded: Vec<f32> = x16.iter().map(|v| v.to_f32()).collect();
             let want = plain(&x_rounded, batch, shape, &wt, &bias);
-            for (g, w) in conv2d_narrow(&x16, batch, shape, &wt, Some(&bias), None).iter().zip(&want) {
+            for (g, w) in conv2d_narrow(&x16, batch, shape, &wt, Some(&bias), Read::Plain).iter().zip(&want) {
                 assert!((g.to_f32() as f64 - w).abs() < 2e-3 * (1.0 + w.abs()), "{shape:?} f16 activations");
             }
         }
@@ -384,14 +434,58 @@ mod tests {
                 }
             }
             let (wt, bias) = (values(co * ci * 9, 0.8), values(co, 0.1));
-            let want = conv2d(&big, 1, shape, &wt, Some(&bias), None);
-            assert_eq!(conv2d(&x, 1, shape, &wt, Some(&bias), Some(&resize)), want);
+            let want = conv2d(&big, 1, shape, &wt, Some(&bias), Read::Plain);
+            assert_eq!(conv2d(&x, 1, shape, &wt, Some(&bias), Read::Enlarged(&resize)), want);
             let x16: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
             let big16: Vec<half::f16> = big.iter().map(|&v| half::f16::from_f32(v)).collect();
             assert_eq!(
-                conv2d_narrow(&x16, 1, shape, &wt, None, Some(&resize)),
-                conv2d_narrow(&big16, 1, shape, &wt, None, None)
+                conv2d_narrow(&x16, 1, shape, &wt, None, Read::Enlarged(&resize)),
+                conv2d_narrow(&big16, 1, shape, &wt, None, Read::Plain)
             );
+        }
+    }
+
+    #[test]
+    fn a_normalised_read_equals_normalising_first() {
+        use super::super::norm::{group_norm, GroupShape};
+        // 3×3 same-padding with batch 2, stride 2 with odd sizes, 1×1, one pixel.
+        for (ci, co, h, w, k, stride, padding, batch) in [
+            (4, 5, 7, 9, 3, 1, 1, 2),
+            (6, 3, 11, 6, 3, 2, 1, 1),
+            (4, 7, 5, 5, 1, 1, 0, 1),
+            (2, 3, 1, 1, 3, 1, 1, 1),
+        ] {
+            let shape = ConvShape {
+                in_channels: ci,
+                out_channels: co,
+                height: h,
+                width: w,
+                kernel: k,
+                stride,
+                padding,
+            };
+            let groups = GroupShape { batch, channels: ci, spatial: h * w, groups: 2 };
+            let x = values(batch * ci * h * w, 0.6);
+            let (gamma, beta) = (values(ci, 1.1), values(ci, 2.3));
+            let (wt, bias) = (values(co * ci * k * k, 0.9), values(co, 0.5));
+            for silu in [false, true] {
+                let map = ChannelAffine::of(&x, groups, &gamma, &beta, 1e-6, silu);
+                let normed = group_norm(&x, groups, &gamma, &beta, 1e-6, silu);
+                assert_eq!(
+                    conv2d(&x, batch, shape, &wt, Some(&bias), Read::Normalised(&map)),
+                    conv2d(&normed, batch, shape, &wt, Some(&bias), Read::Plain),
+                    "{shape:?} silu {silu}"
+                );
+                // Half precision: the map rounds as the stored normalised picture would.
+                let x16: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
+                let map = ChannelAffine::of(&x16, groups, &gamma, &beta, 1e-6, silu);
+                let normed = group_norm(&x16, groups, &gamma, &beta, 1e-6, silu);
+                assert_eq!(
+                    conv2d_narrow(&x16, batch, shape, &wt, Some(&bias), Read::Normalised(&map)),
+                    conv2d_narrow(&normed, batch, shape, &wt, Some(&bias), Read::Plain),
+                    "{shape:?} f16 silu {silu}"
+                );
+            }
         }
     }
 }

@@ -24,10 +24,68 @@ pub struct GroupShape {
 
 /// `x·sigmoid(x)`, branch-free so it vectorises.
 #[inline(always)]
-fn silu(x: f32) -> f32 {
+pub(crate) fn silu(x: f32) -> f32 {
     let e = exp_nonpositive(-x.abs());
     let sigmoid = if x >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
     x * sigmoid
+}
+
+/// A group normalisation reduced to what it does to each channel of each picture:
+/// `y = x·scale + shift` (then SiLU), indexed `[batch·channels]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelAffine {
+    /// Per-channel factor.
+    pub scale: Vec<f32>,
+    /// Per-channel offset.
+    pub shift: Vec<f32>,
+    /// Whether SiLU follows.
+    pub silu: bool,
+}
+
+impl ChannelAffine {
+    /// The statistics of `x` (contiguous NC…) turned into each channel's factor and offset.
+    pub fn of<T: Element>(
+        x: &[T],
+        shape: GroupShape,
+        weight: &[f32],
+        bias: &[f32],
+        eps: f64,
+        silu: bool,
+    ) -> Self {
+        assert_eq!(x.len(), shape.batch * shape.channels * shape.spatial, "group_norm: input length");
+        assert!(weight.len() == shape.channels && bias.len() == shape.channels, "group_norm: affine length");
+        let per_group = shape.channels / shape.groups * shape.spatial;
+        let moments: Vec<(f64, f64)> = if per_group == 0 {
+            vec![(0.0, 0.0); shape.batch * shape.groups]
+        } else {
+            x.par_chunks(per_group).map(moments).collect()
+        };
+        let per_channel = shape.channels / shape.groups;
+        let (mut scale, mut shift) = (Vec::new(), Vec::new());
+        for (index, &(mean, var)) in moments.iter().enumerate() {
+            let inv_std = 1.0 / (var + eps).sqrt();
+            let first_channel = (index % shape.groups) * per_channel;
+            for c in first_channel..first_channel + per_channel {
+                let w = f64::from(weight[c]);
+                scale.push((inv_std * w) as f32);
+                shift.push((f64::from(bias[c]) - mean * inv_std * w) as f32);
+            }
+        }
+        Self { scale, shift, silu }
+    }
+
+    /// Applies channel `c`'s map to `values` read from storage type `T`, rounding each result to
+    /// `T` as a stored normalised picture would be, so reading through the map gives exactly what
+    /// normalising first and reading the result gives.
+    #[inline]
+    pub fn apply<T: Element>(&self, c: usize, values: &mut [f32]) {
+        let (scale, shift) = (self.scale[c], self.shift[c]);
+        if self.silu {
+            values.iter_mut().for_each(|v| *v = T::from_f32(silu(*v * scale + shift)).to_f32());
+        } else {
+            values.iter_mut().for_each(|v| *v = T::from_f32(*v * scale + shift).to_f32());
+        }
+    }
 }
 
 /// Mean and variance (biased, as PyTorch's) of one group, two passes for accuracy.
@@ -64,21 +122,14 @@ pub fn group_norm<T: Element>(
     eps: f64,
     silu_after: bool,
 ) -> Vec<T> {
-    let per_group = shape.channels / shape.groups * shape.spatial;
-    assert_eq!(x.len(), shape.batch * shape.channels * shape.spatial, "group_norm: input length");
-    assert!(weight.len() == shape.channels && bias.len() == shape.channels, "group_norm: affine length");
+    let affine = ChannelAffine::of(x, shape, weight, bias, eps, silu_after);
     let mut out = vec![T::from_f32(0.0); x.len()];
-    if per_group == 0 {
+    if shape.spatial == 0 {
         return out;
     }
-    out.par_chunks_mut(per_group).zip(x.par_chunks(per_group)).enumerate().for_each(|(index, (out, x))| {
-        let (mean, var) = moments(x);
-        let inv_std = 1.0 / (var + eps).sqrt();
-        let first_channel = (index % shape.groups) * (shape.channels / shape.groups);
-        for (c, (out, x)) in out.chunks_mut(shape.spatial).zip(x.chunks(shape.spatial)).enumerate() {
-            let scale = (inv_std * f64::from(weight[first_channel + c])) as f32;
-            let shift = (f64::from(bias[first_channel + c])
-                - mean * inv_std * f64::from(weight[first_channel + c])) as f32;
+    out.par_chunks_mut(shape.spatial).zip(x.par_chunks(shape.spatial)).enumerate().for_each(
+        |(c, (out, x))| {
+            let (scale, shift) = (affine.scale[c], affine.shift[c]);
             if silu_after {
                 for (o, v) in out.iter_mut().zip(x) {
                     *o = T::from_f32(silu(v.to_f32() * scale + shift));
@@ -88,8 +139,8 @@ pub fn group_norm<T: Element>(
                     *o = T::from_f32(v.to_f32() * scale + shift);
                 }
             }
-        }
-    });
+        },
+    );
     out
 }
 

@@ -10,7 +10,7 @@ use super::activations;
 use super::attention::{self, Heads};
 use super::conv::{self, ConvShape};
 use super::gemm::{gemm, Strided};
-use super::norm::{self, GroupShape};
+use super::norm::{self, ChannelAffine, GroupShape};
 use crate::error::Result;
 
 /// The values of a contiguous CPU tensor in its storage type.
@@ -67,28 +67,56 @@ fn finish(values: Vec<f32>, shape: Vec<usize>, dtype: DType) -> Result<Tensor> {
 }
 
 fn bias_values(bias: Option<&Tensor>) -> Result<Option<Vec<f32>>> {
-    Ok(match bias {
-        Some(b) => Some(b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
-        None => None,
-    })
+    bias.map(f32_values).transpose()
+}
+
+/// A (small) tensor's values as f32, flattened.
+fn f32_values(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// How a convolution reads its input tensor.
+#[derive(Clone, Copy, Debug)]
+pub enum ConvInput<'a> {
+    /// As it is.
+    Plain,
+    /// Enlarged to this (height, width) by nearest neighbour.
+    Enlarged((usize, usize)),
+    /// Through a group normalisation of `groups` groups (then SiLU when `silu`).
+    Normalised {
+        /// Groups of channels.
+        groups: usize,
+        /// Per-channel factor.
+        weight: &'a Tensor,
+        /// Per-channel offset.
+        bias: &'a Tensor,
+        /// Added to the variance.
+        eps: f64,
+        /// Whether SiLU follows the normalisation.
+        silu: bool,
+    },
 }
 
 /// `conv2d(x, weight) + bias` (NCHW, square kernel, symmetric padding), or `None` when the
-/// kernels do not take these tensors. With `enlarge_to`, the convolution reads `x` enlarged to
-/// that (height, width) by nearest neighbour, without making the enlarged picture.
+/// kernels do not take these tensors. `input` says how `x` is read: enlarged by nearest neighbour
+/// or normalised, without the enlarged or normalised picture ever being made.
 pub fn conv2d(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
     stride: usize,
     padding: usize,
-    enlarge_to: Option<(usize, usize)>,
+    input: ConvInput,
 ) -> Result<Option<Tensor>> {
     if !supported(x) || !supported(weight) || x.rank() != 4 || weight.rank() != 4 || stride == 0 {
         return Ok(None);
     }
     let (co, ci, kh, kw) = weight.dims4()?;
     let (batch, c, stored_h, stored_w) = x.dims4()?;
+    let enlarge_to = match input {
+        ConvInput::Enlarged(size) => Some(size),
+        _ => None,
+    };
     let (height, width) = enlarge_to.unwrap_or((stored_h, stored_w));
     if kh != kw || c != ci || height + 2 * padding < kh || width + 2 * padding < kw {
         return Ok(None); // candle's op reports the mismatch
@@ -97,9 +125,26 @@ pub fn conv2d(
         return Ok(None);
     }
     let resize = enlarge_to.map(|size| conv::Resize::new((stored_h, stored_w), size));
-    let resize = resize.as_ref();
     let shape = ConvShape { in_channels: ci, out_channels: co, height, width, kernel: kh, stride, padding };
     let x = x.contiguous()?;
+    let map = match input {
+        ConvInput::Normalised { groups, weight, bias, eps, silu } => {
+            if groups == 0 || ci % groups != 0 || weight.elem_count() != ci || bias.elem_count() != ci {
+                return Ok(None);
+            }
+            let groups = GroupShape { batch, channels: ci, spatial: height * width, groups };
+            let (weight, bias) = (f32_values(weight)?, f32_values(bias)?);
+            with_values(&x, |xs| {
+                with_element_type!(xs, |v| ChannelAffine::of(v, groups, &weight, &bias, eps, silu))
+            })
+        }
+        _ => None,
+    };
+    let read = match (&resize, &map) {
+        (Some(r), _) => conv::Read::Enlarged(r),
+        (_, Some(m)) => conv::Read::Normalised(m),
+        _ => conv::Read::Plain,
+    };
     let bias = bias_values(bias)?;
     let weight = weight.contiguous()?;
     // The picture is read in its own type (no f32 copy of a half-precision activation), and a
@@ -110,15 +155,15 @@ pub fn conv2d(
             let b = bias.as_deref();
             Ok(match xs {
                 Values::F32(xs) => {
-                    let out = with_element_type!(w, |w| conv::conv2d(xs, batch, shape, w, b, resize));
+                    let out = with_element_type!(w, |w| conv::conv2d(xs, batch, shape, w, b, read));
                     Tensor::from_vec(out, dims, &Device::Cpu)?
                 }
                 Values::F16(xs) => {
-                    let out = with_element_type!(w, |w| conv::conv2d_narrow(xs, batch, shape, w, b, resize));
+                    let out = with_element_type!(w, |w| conv::conv2d_narrow(xs, batch, shape, w, b, read));
                     Tensor::from_vec(out, dims, &Device::Cpu)?
                 }
                 Values::Bf16(xs) => {
-                    let out = with_element_type!(w, |w| conv::conv2d_narrow(xs, batch, shape, w, b, resize));
+                    let out = with_element_type!(w, |w| conv::conv2d_narrow(xs, batch, shape, w, b, read));
                     Tensor::from_vec(out, dims, &Device::Cpu)?
                 }
             })
@@ -204,8 +249,7 @@ pub fn group_norm(
         return Ok(None);
     }
     let shape = GroupShape { batch, channels, spatial: x.dims()[2..].iter().product(), groups };
-    let weight = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    let bias = bias.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let (weight, bias) = (f32_values(weight)?, f32_values(bias)?);
     let x = x.contiguous()?;
     let dims = x.dims().to_vec();
     let out = with_values(&x, |values| -> Result<Tensor> {
@@ -236,4 +280,54 @@ pub fn geglu(h: &Tensor) -> Result<Option<Tensor>> {
         )?))
     });
     out.transpose()
+}
+
+/// `dst += src`, elementwise, written into `dst`'s storage.
+struct AddAssign;
+
+impl candle_core::InplaceOp2 for AddAssign {
+    fn name(&self) -> &'static str {
+        "add-assign"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_layout: &candle_core::Layout,
+        src: &CpuStorage,
+        src_layout: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        let (Some((d0, d1)), Some((s0, s1))) =
+            (dst_layout.contiguous_offsets(), src_layout.contiguous_offsets())
+        else {
+            candle_core::bail!("add-assign needs contiguous tensors");
+        };
+        fn add<T: super::gemm::Element>(dst: &mut [T], src: &[T]) {
+            dst.iter_mut().zip(src).for_each(|(d, s)| *d = T::from_f32(d.to_f32() + s.to_f32()));
+        }
+        match (dst, src) {
+            (CpuStorage::F32(d), CpuStorage::F32(s)) => add(&mut d[d0..d1], &s[s0..s1]),
+            (CpuStorage::F16(d), CpuStorage::F16(s)) => add(&mut d[d0..d1], &s[s0..s1]),
+            (CpuStorage::BF16(d), CpuStorage::BF16(s)) => add(&mut d[d0..d1], &s[s0..s1]),
+            _ => candle_core::bail!("add-assign needs two f32, f16 or bf16 tensors of one type"),
+        }
+        Ok(())
+    }
+}
+
+/// Adds `src` into `dst` in place and answers `true`, or answers `false` (nothing done) when the
+/// kernels do not take these tensors. `dst` must be a tensor the caller made and holds alone:
+/// anything sharing its storage would see the change.
+pub fn add_assign(dst: &Tensor, src: &Tensor) -> Result<bool> {
+    let fits = supported(dst)
+        && src.device().is_cpu()
+        && dst.dtype() == src.dtype()
+        && dst.dims() == src.dims()
+        && dst.is_contiguous()
+        && src.is_contiguous();
+    if !fits {
+        return Ok(false);
+    }
+    dst.inplace_op2(src, &AddAssign)?;
+    Ok(true)
 }

@@ -175,8 +175,7 @@ impl UNet {
             }
         }
 
-        let h = self.norm_out.forward_silu(&h)?;
-        self.conv_out.forward(&h)
+        self.conv_out.forward_normalised_silu(&h, &self.norm_out)
     }
 
     /// diffusers' sinusoidal `Timesteps` projection of one timestep, repeated for the batch.
