@@ -7,7 +7,6 @@ Run: python bench/make_sd15_random.py OUT   (needs: pip install torch diffusers 
 Then e.g.: /usr/bin/time -v easel generate --model OUT --dtype f16 --steps 2 -W 512 -H 512 ...
 Writes about 2.1 GB.
 """
-import json
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "fixtures"))
-from make_fixtures import SD15_SCHEDULER, write_tokenizer  # noqa: E402
+from make_fixtures import write_pipeline_files  # noqa: E402
 
 
 def main():
@@ -40,18 +39,7 @@ def main():
         bos_token_id=49406, eos_token_id=49407, pad_token_id=1,
     ))
     text.half().save_pretrained(out / "text_encoder", variant="fp16")
-    (out / "scheduler").mkdir(parents=True, exist_ok=True)
-    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(SD15_SCHEDULER, indent=2))
-    write_tokenizer(out / "tokenizer")
-    index = {
-        "_class_name": "StableDiffusionPipeline",
-        "scheduler": ["diffusers", "PNDMScheduler"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-    }
-    (out / "model_index.json").write_text(json.dumps(index, indent=2))
+    write_pipeline_files(out, out / "tokenizer")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ impl Conv2d {
     /// fly instead of being made, which at the VAE's 512² layers is the largest temporary there is.
     pub fn forward_normalised_silu(&self, x: &Tensor, norm: &GroupNorm) -> Result<Tensor> {
         let (groups, weight, bias, eps) = (norm.groups, &norm.weight, &norm.bias, norm.eps);
-        self.apply(x, ConvInput::Normalised { groups, weight, bias, eps, silu: true })
+        self.apply(x, ConvInput::NormalisedSilu { groups, weight, bias, eps })
     }
 
     /// `conv2d(read(x), w) + b` with symmetric zero padding: the CPU kernel when it takes
@@ -73,11 +73,8 @@ impl Conv2d {
         let read = match input {
             ConvInput::Plain => x.clone(),
             ConvInput::Enlarged((h, w)) => x.upsample_nearest2d(h, w)?,
-            ConvInput::Normalised { groups, weight, bias, eps, silu: true } => {
+            ConvInput::NormalisedSilu { groups, weight, bias, eps } => {
                 silu(&group_norm(x, groups, weight, bias, eps)?)?
-            }
-            ConvInput::Normalised { groups, weight, bias, eps, silu: false } => {
-                group_norm(x, groups, weight, bias, eps)?
             }
         };
         let y = read.conv2d(weight, self.padding, self.stride, 1, 1)?;

@@ -76,10 +76,15 @@ pub fn read_safetensors_selected(
 }
 
 fn open(path: &Path) -> Result<std::fs::File> {
-    std::fs::File::open(path).map_err(|e| match e.kind() {
+    std::fs::File::open(path).map_err(|e| file_error(e, "cannot open the file", path))
+}
+
+/// A missing weights file, or `doing` failing on it.
+fn file_error(e: std::io::Error, doing: &str, path: &Path) -> Error {
+    match e.kind() {
         std::io::ErrorKind::NotFound => Error::not_found("weights file", path),
-        _ => Error::io("cannot open the file", e, path),
-    })
+        _ => Error::io(doing, e, path),
+    }
 }
 
 /// The JSON header of an open safetensors file (after its 8-byte length), leaving the file at the
@@ -104,10 +109,7 @@ fn read_header_bytes(file: &mut std::fs::File, path: &Path) -> Result<Vec<u8>> {
 
 /// The bytes of a weights file, with a sentence for a missing or unreadable one.
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::not_found("weights file", path),
-        _ => Error::io("cannot read the weights file", e, path),
-    })
+    std::fs::read(path).map_err(|e| file_error(e, "cannot read the weights file", path))
 }
 
 /// The tensors of safetensors bytes read from `path`, checking the header first so a truncated or

@@ -82,8 +82,8 @@ pub enum ConvInput<'a> {
     Plain,
     /// Enlarged to this (height, width) by nearest neighbour.
     Enlarged((usize, usize)),
-    /// Through a group normalisation of `groups` groups (then SiLU when `silu`).
-    Normalised {
+    /// Through a group normalisation of `groups` groups, then SiLU (as residual blocks read).
+    NormalisedSilu {
         /// Groups of channels.
         groups: usize,
         /// Per-channel factor.
@@ -92,8 +92,6 @@ pub enum ConvInput<'a> {
         bias: &'a Tensor,
         /// Added to the variance.
         eps: f64,
-        /// Whether SiLU follows the normalisation.
-        silu: bool,
     },
 }
 
@@ -128,14 +126,14 @@ pub fn conv2d(
     let shape = ConvShape { in_channels: ci, out_channels: co, height, width, kernel: kh, stride, padding };
     let x = x.contiguous()?;
     let map = match input {
-        ConvInput::Normalised { groups, weight, bias, eps, silu } => {
+        ConvInput::NormalisedSilu { groups, weight, bias, eps } => {
             if groups == 0 || ci % groups != 0 || weight.elem_count() != ci || bias.elem_count() != ci {
                 return Ok(None);
             }
             let groups = GroupShape { batch, channels: ci, spatial: height * width, groups };
             let (weight, bias) = (f32_values(weight)?, f32_values(bias)?);
             with_values(&x, |xs| {
-                with_element_type!(xs, |v| ChannelAffine::of(v, groups, &weight, &bias, eps, silu))
+                with_element_type!(xs, |v| ChannelAffine::of(v, groups, &weight, &bias, eps, true))
             })
         }
         _ => None,
