@@ -33,6 +33,7 @@ fn eval(extra: &[&str]) -> Value {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("report.json");
     let m = metrics_dir();
+    let device = test_device();
     let mut args: Vec<String> = [
         "eval",
         "--reference",
@@ -44,7 +45,7 @@ fn eval(extra: &[&str]) -> Value {
         "--inception",
         formula_weights().to_str().expect("utf-8"),
         "--device",
-        "cpu",
+        &device,
         "--json",
         out.to_str().expect("utf-8"),
     ]
@@ -155,6 +156,7 @@ fn saved_reference_statistics_give_the_same_fid() {
     let stats = dir.path().join("ref.npz");
     let first = eval(&["--save-reference-stats", stats.to_str().expect("utf-8")]);
     let m = metrics_dir();
+    let device = test_device();
     let out = dir.path().join("again.json");
     let res = easel(&[
         "eval",
@@ -165,7 +167,7 @@ fn saved_reference_statistics_give_the_same_fid() {
         "--inception",
         formula_weights().to_str().expect("utf-8"),
         "--device",
-        "cpu",
+        &device,
         "--no-cache",
         "--json",
         out.to_str().expect("utf-8"),

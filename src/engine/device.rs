@@ -90,9 +90,5 @@ pub fn parse_dtype(s: &str, device: &Device) -> Result<DType> {
     if dtype == DType::BF16 && device.is_metal() {
         return Err(Error::BadRequest("--dtype bf16 is not supported on Metal; use f16".into()));
     }
-    if dtype == DType::BF16 && device.is_cpu() {
-        // candle's CPU matrix multiply has no bf16 kernel (checked with candle 0.11.1).
-        return Err(Error::BadRequest("--dtype bf16 is not supported on the CPU yet; use f32 or f16".into()));
-    }
     Ok(dtype)
 }

@@ -77,7 +77,7 @@ fn model_ui(app: &mut EaselApp, ui: &mut Ui) {
     precision_ui(app, ui);
 }
 
-/// f32 or f16 weights; changing it reloads the current model.
+/// f32, f16 or bf16 weights; changing it reloads the current model.
 fn precision_ui(app: &mut EaselApp, ui: &mut Ui) {
     let before = app.state.settings.dtype.clone();
     egui::ComboBox::from_label("Precision").selected_text(before.clone()).show_ui(ui, |ui| {
@@ -87,6 +87,11 @@ fn precision_ui(app: &mut EaselApp, ui: &mut Ui) {
             "f32 (exact, 4 bytes a weight)",
         );
         ui.selectable_value(&mut app.state.settings.dtype, "f16".to_string(), "f16 (half the memory)");
+        ui.selectable_value(
+            &mut app.state.settings.dtype,
+            "bf16".to_string(),
+            "bf16 (half the memory; fastest on CPUs with AVX-512 BF16)",
+        );
     });
     if app.state.settings.dtype != before {
         if let ModelStatus::Ready(m) = &app.state.model {

@@ -30,12 +30,19 @@ pub fn generate_golden_settings(model: &Path, sampler: &str, out: &Path) {
     generate_golden_settings_in(model, sampler, "f32", out);
 }
 
-/// As [`generate_golden_settings`], computing in `dtype`.
+/// As [`generate_golden_settings`], computing in `dtype` on [`test_device`].
 pub fn generate_golden_settings_in(model: &Path, sampler: &str, dtype: &str, out: &Path) {
     let mut args = golden_args(model, PROMPT, sampler, out);
-    args.extend(["--device", "cpu", "--dtype", dtype].map(String::from));
+    args.extend(["--device".into(), test_device(), "--dtype".into(), dtype.into()]);
     let res = easel_owned(&args);
     assert!(res.status.success(), "generate failed: {}", stderr(&res));
+}
+
+/// The device the parity and metric tests compute on: the CPU, unless `EASEL_TEST_DEVICE` names
+/// another (`EASEL_TEST_DEVICE=cuda cargo test --features cuda` checks a GPU build against the
+/// same goldens; CI has no GPU).
+pub fn test_device() -> String {
+    std::env::var("EASEL_TEST_DEVICE").unwrap_or_else(|_| "cpu".into())
 }
 
 /// `easel generate` arguments with the golden settings (the shared negative prompt, 12 steps,

@@ -113,6 +113,10 @@ impl Resize {
 }
 
 impl<X: Element> PackB for Patches<'_, X> {
+    fn stores_bf16(&self) -> bool {
+        X::IS_BF16
+    }
+
     fn pack_b(&self, k0: usize, kc: usize, j0: usize, nc: usize, nr: usize, dst: &mut [f32]) {
         let s = self.shape;
         let (kk, ow) = (s.kernel * s.kernel, s.out_width());

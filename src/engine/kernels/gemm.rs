@@ -11,6 +11,11 @@
 //!
 //! Threads pack each block of B together, then each multiplies its own rows of C against it,
 //! packing its own rows of A.
+//!
+//! When an operand is stored in bf16 and the CPU has AVX-512 BF16, the packed panels are
+//! rewritten as bf16 depth pairs (the f32 operand rounded to nearest even, as PyTorch's bf16
+//! autocast rounds it) for the pair kernels, which do twice the multiply-adds per instruction;
+//! the sums are still f32.
 
 use std::cell::RefCell;
 
@@ -29,10 +34,17 @@ const PARALLEL_WORK: usize = 1 << 21;
 
 /// A number an operand may be stored in; packing widens it to f32.
 pub trait Element: Copy + Send + Sync + 'static {
+    /// Whether this is bf16, whose products may run on the bf16 pair kernels.
+    const IS_BF16: bool = false;
     /// The value as f32.
     fn to_f32(self) -> f32;
     /// The nearest value to `v`.
     fn from_f32(v: f32) -> Self;
+    /// The nearest bf16, as bits (bf16 itself is copied).
+    #[inline(always)]
+    fn to_bf16_bits(self) -> u16 {
+        super::pairs::bf16_bits(self.to_f32())
+    }
 }
 
 impl Element for f32 {
@@ -58,6 +70,7 @@ impl Element for half::f16 {
 }
 
 impl Element for half::bf16 {
+    const IS_BF16: bool = true;
     #[inline(always)]
     fn to_f32(self) -> f32 {
         half::bf16::to_f32(self)
@@ -66,6 +79,10 @@ impl Element for half::bf16 {
     fn from_f32(v: f32) -> Self {
         half::bf16::from_f32(v)
     }
+    #[inline(always)]
+    fn to_bf16_bits(self) -> u16 {
+        self.to_bits()
+    }
 }
 
 /// The left operand (`M×K`), written `MR` rows at a time.
@@ -73,6 +90,18 @@ pub trait PackA: Sync {
     /// Packs rows `i0..i0+mc` and depths `k0..k0+kc` into `dst` as `ceil(mc/mr)` panels of
     /// `kc×mr` values (`dst[(panel·kc + p)·mr + row]`), zero past the last row.
     fn pack_a(&self, i0: usize, mc: usize, k0: usize, kc: usize, mr: usize, dst: &mut [f32]);
+
+    /// [`PackA::pack_a`] into bf16 depth pairs ([`super::pairs`]): `ceil(mc/mr)` panels of
+    /// `⌈kc/2⌉×mr` pairs.
+    fn pack_a_pairs(&self, i0: usize, mc: usize, k0: usize, kc: usize, mr: usize, dst: &mut [u32]) {
+        super::pairs::pack_a_via_f32(self, i0, mc, k0, kc, mr, dst);
+    }
+
+    /// Whether the values are stored in bf16 (the product may then round the other operand to
+    /// bf16 and run on the pair kernels).
+    fn stores_bf16(&self) -> bool {
+        false
+    }
 }
 
 /// The right operand (`K×N`), written `NR` columns at a time.
@@ -80,6 +109,16 @@ pub trait PackB: Sync {
     /// Packs depths `k0..k0+kc` and columns `j0..j0+nc` into `dst` as `ceil(nc/nr)` panels of
     /// `kc×nr` values (`dst[(panel·kc + p)·nr + col]`), zero past the last column.
     fn pack_b(&self, k0: usize, kc: usize, j0: usize, nc: usize, nr: usize, dst: &mut [f32]);
+
+    /// [`PackB::pack_b`] into bf16 depth pairs: `ceil(nc/nr)` panels of `⌈kc/2⌉×nr` pairs.
+    fn pack_b_pairs(&self, k0: usize, kc: usize, j0: usize, nc: usize, nr: usize, dst: &mut [u32]) {
+        super::pairs::pack_b_via_f32(self, k0, kc, j0, nc, nr, dst);
+    }
+
+    /// Whether the values are stored in bf16, as [`PackA::stores_bf16`].
+    fn stores_bf16(&self) -> bool {
+        false
+    }
 }
 
 /// A matrix view: element `(r, c)` is `data[r·row_stride + c·col_stride]`.
@@ -103,6 +142,35 @@ impl<'a, T> Strided<'a, T> {
 }
 
 impl<T: Element> PackA for Strided<'_, T> {
+    fn stores_bf16(&self) -> bool {
+        T::IS_BF16
+    }
+
+    fn pack_a_pairs(&self, i0: usize, mc: usize, k0: usize, kc: usize, mr: usize, dst: &mut [u32]) {
+        if self.col_stride != 1 && self.row_stride != 1 {
+            return super::pairs::pack_a_via_f32(self, i0, mc, k0, kc, mr, dst);
+        }
+        let kp = kc.div_ceil(2);
+        for (panel, out) in dst.chunks_exact_mut(kp * mr).take(mc.div_ceil(mr)).enumerate() {
+            let first = i0 + panel * mr;
+            let rows = mr.min(i0 + mc - first);
+            if rows < mr {
+                out.fill(0);
+            }
+            if self.col_stride == 1 {
+                let mut starts = [0usize; MAX_LANES];
+                for (r, s) in starts[..rows].iter_mut().enumerate() {
+                    *s = (first + r) * self.row_stride + k0;
+                }
+                super::pairs::interleave_pairs(self.data, &starts[..rows], kc, mr, out);
+            } else {
+                // Aᵀ is row-major (attention's probabilities): two of its rows make a row of pairs.
+                let line = |p: usize| &self.data[p * self.col_stride + first..][..rows];
+                super::pairs::two_lines(line, k0, kc, out.chunks_exact_mut(mr));
+            }
+        }
+    }
+
     fn pack_a(&self, i0: usize, mc: usize, k0: usize, kc: usize, mr: usize, dst: &mut [f32]) {
         for (panel, out) in dst.chunks_exact_mut(kc * mr).take(mc.div_ceil(mr)).enumerate() {
             let first = i0 + panel * mr;
@@ -129,6 +197,34 @@ impl<T: Element> PackA for Strided<'_, T> {
 }
 
 impl<T: Element> PackB for Strided<'_, T> {
+    fn stores_bf16(&self) -> bool {
+        T::IS_BF16
+    }
+
+    fn pack_b_pairs(&self, k0: usize, kc: usize, j0: usize, nc: usize, nr: usize, dst: &mut [u32]) {
+        let kp = kc.div_ceil(2);
+        for (panel, out) in dst.chunks_exact_mut(kp * nr).take(nc.div_ceil(nr)).enumerate() {
+            let first = j0 + panel * nr;
+            let cols = nr.min(j0 + nc - first);
+            if cols < nr {
+                out.fill(0);
+            }
+            if self.col_stride == 1 {
+                // Two rows of B side by side make one row of pairs.
+                let line = |p: usize| &self.data[p * self.row_stride + first..][..cols];
+                super::pairs::two_lines(line, k0, kc, out.chunks_exact_mut(nr));
+            } else if self.row_stride == 1 {
+                let mut starts = [0usize; MAX_LANES];
+                for (c, s) in starts[..cols].iter_mut().enumerate() {
+                    *s = (first + c) * self.col_stride + k0;
+                }
+                super::pairs::interleave_pairs(self.data, &starts[..cols], kc, nr, out);
+            } else {
+                return super::pairs::pack_b_via_f32(self, k0, kc, j0, nc, nr, dst);
+            }
+        }
+    }
+
     fn pack_b(&self, k0: usize, kc: usize, j0: usize, nc: usize, nr: usize, dst: &mut [f32]) {
         for (panel, out) in dst.chunks_exact_mut(kc * nr).take(nc.div_ceil(nr)).enumerate() {
             let first = j0 + panel * nr;
@@ -209,14 +305,17 @@ thread_local! {
     /// Each thread's packing buffers, kept between calls so packing never faults in fresh pages.
     static A_BUFFER: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static B_BUFFER: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The same blocks as bf16 depth pairs, for the pair kernels.
+    static A_PAIRS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    static B_PAIRS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` on this thread's buffer `cell` grown to `len` aligned values, or on a fresh one when
 /// the thread's own is in use (a rayon thread may pick up another GEMM while it waits).
-fn with_buffer<R>(
-    cell: &'static std::thread::LocalKey<RefCell<Vec<f32>>>,
+pub(super) fn with_buffer<T: Copy + Default + 'static, R>(
+    cell: &'static std::thread::LocalKey<RefCell<Vec<T>>>,
     len: usize,
-    f: impl FnOnce(&mut [f32]) -> R,
+    f: impl FnOnce(&mut [T]) -> R,
 ) -> R {
     cell.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => f(aligned(&mut buf, len)),
@@ -226,9 +325,12 @@ fn with_buffer<R>(
 
 /// `C[m×n] += A[m×k]·B[k×n]`, C row-major with row stride `ldc` (`c` holds at least
 /// `(m-1)·ldc + n` values). Start C at zero, or at the bias, to get `A·B (+ bias)`.
-/// Large products use every rayon thread.
+/// Large products use every rayon thread; an operand stored in bf16 makes it a bf16 product
+/// where the CPU has the pair kernels.
 pub fn gemm(m: usize, n: usize, k: usize, a: &dyn PackA, b: &dyn PackB, c: &mut [f32], ldc: usize) {
-    gemm_with(Kernel::for_width(n), m, n, k, a, b, c, ldc, true);
+    let kernel =
+        if a.stores_bf16() || b.stores_bf16() { Kernel::for_bf16_width(n) } else { Kernel::for_width(n) };
+    gemm_with(kernel, m, n, k, a, b, c, ldc, true);
 }
 
 /// [`gemm`] with a chosen micro-kernel (tests run every kernel the machine has).
@@ -251,56 +353,90 @@ pub fn gemm_with(
         return;
     }
     assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "gemm: C is too small for {m}×{n} (ldc {ldc})");
-    let (mr, nr) = (kernel.mr, kernel.nr);
+    let (mr, nr, pairs) = (kernel.mr, kernel.nr, kernel.takes_pairs());
     let threads = if parallel && m * n * k >= PARALLEL_WORK { rayon::current_num_threads() } else { 1 };
     let rows_per_task = m.div_ceil(threads).div_ceil(mr) * mr;
-    with_buffer(&B_BUFFER, KC * NC, |b_pack| {
-        for jc in (0..n).step_by(NC) {
-            let nc = NC.min(n - jc);
-            let panels = nc.div_ceil(nr);
-            for pc in (0..k).step_by(KC) {
-                let kc = KC.min(k - pc);
-                let b_block = &mut b_pack[..panels * kc * nr];
-                if threads > 1 {
-                    let per_task = panels.div_ceil(threads);
-                    b_block.par_chunks_mut(per_task * kc * nr).enumerate().for_each(|(t, dst)| {
-                        let first = t * per_task;
-                        b.pack_b(pc, kc, jc + first * nr, (nc - first * nr).min(per_task * nr), nr, dst);
-                    });
-                } else {
-                    b.pack_b(pc, kc, jc, nc, nr, b_block);
-                }
-                let b_block = &*b_block;
-                let multiply = |task: usize, c: &mut [f32]| {
-                    let first = task * rows_per_task;
-                    let rows = rows_per_task.min(m - first);
-                    with_buffer(&A_BUFFER, MC * KC, |a_pack| {
-                        for ic in (0..rows).step_by(MC) {
-                            let mc = MC.min(rows - ic);
-                            a.pack_a(first + ic, mc, pc, kc, mr, a_pack);
-                            macro_kernel(
-                                kernel,
-                                APanels::packed(a_pack, kc, mr),
-                                b_block,
-                                ic,
-                                mc,
-                                jc,
-                                nc,
-                                kc,
-                                c,
-                                ldc,
-                            );
+    // In pair mode the f32 buffer only holds a few panels on their way to the pairs block.
+    let (b_len, b_pairs_len) = if pairs { (0, KC / 2 * NC) } else { (KC * NC, 0) };
+    with_buffer(&B_BUFFER, b_len, |b_pack| {
+        with_buffer(&B_PAIRS, b_pairs_len, |b_pairs| {
+            for jc in (0..n).step_by(NC) {
+                let nc = NC.min(n - jc);
+                let panels = nc.div_ceil(nr);
+                for pc in (0..k).step_by(KC) {
+                    let kc = KC.min(k - pc);
+                    let kp = kc.div_ceil(2);
+                    // Each task packs `per_task` panels starting at panel `t·per_task`.
+                    let per_task = if threads > 1 { panels.div_ceil(threads) } else { panels };
+                    let first_col = |t: usize| jc + t * per_task * nr;
+                    let cols = |t: usize| (nc - t * per_task * nr).min(per_task * nr);
+                    let block = if pairs {
+                        let b_block = &mut b_pairs[..panels * kp * nr];
+                        let pack = |t: usize, dst: &mut [u32]| {
+                            b.pack_b_pairs(pc, kc, first_col(t), cols(t), nr, dst)
+                        };
+                        if threads > 1 {
+                            b_block
+                                .par_chunks_mut(per_task * kp * nr)
+                                .enumerate()
+                                .for_each(|(t, d)| pack(t, d));
+                        } else {
+                            pack(0, b_block);
                         }
-                    });
-                };
-                if threads > 1 && rows_per_task < m {
-                    c.par_chunks_mut(rows_per_task * ldc).enumerate().for_each(|(t, c)| multiply(t, c));
-                } else {
-                    multiply(0, c);
+                        BBlock::Pairs(&*b_block)
+                    } else {
+                        let b_block = &mut b_pack[..panels * kc * nr];
+                        let pack =
+                            |t: usize, dst: &mut [f32]| b.pack_b(pc, kc, first_col(t), cols(t), nr, dst);
+                        if threads > 1 {
+                            b_block
+                                .par_chunks_mut(per_task * kc * nr)
+                                .enumerate()
+                                .for_each(|(t, d)| pack(t, d));
+                        } else {
+                            pack(0, b_block);
+                        }
+                        BBlock::F32(&*b_block)
+                    };
+                    let multiply = |task: usize, c: &mut [f32]| {
+                        let first = task * rows_per_task;
+                        let rows = rows_per_task.min(m - first);
+                        let (a_len, a_pairs_len) = if pairs { (0, MC * KC / 2) } else { (MC * KC, 0) };
+                        with_buffer(&A_BUFFER, a_len, |a_pack| {
+                            with_buffer(&A_PAIRS, a_pairs_len, |a_pairs| {
+                                for ic in (0..rows).step_by(MC) {
+                                    let mc = MC.min(rows - ic);
+                                    let operands = match block {
+                                        BBlock::F32(b) => {
+                                            a.pack_a(first + ic, mc, pc, kc, mr, a_pack);
+                                            Operands::F32 { a: APanels::packed(a_pack, kc, mr), b, kc }
+                                        }
+                                        BBlock::Pairs(b) => {
+                                            a.pack_a_pairs(first + ic, mc, pc, kc, mr, a_pairs);
+                                            Operands::Pairs { a: a_pairs, b, kp }
+                                        }
+                                    };
+                                    macro_kernel(kernel, operands, ic, mc, jc, nc, c, ldc);
+                                }
+                            })
+                        });
+                    };
+                    if threads > 1 && rows_per_task < m {
+                        c.par_chunks_mut(rows_per_task * ldc).enumerate().for_each(|(t, c)| multiply(t, c));
+                    } else {
+                        multiply(0, c);
+                    }
                 }
             }
-        }
+        })
     });
+}
+
+/// One packed block of B.
+#[derive(Clone, Copy)]
+enum BBlock<'a> {
+    F32(&'a [f32]),
+    Pairs(&'a [u32]),
 }
 
 /// A's side of a block: `panels` of `MR` rows, value `(row, p)` of panel `i` at
@@ -323,32 +459,54 @@ impl<'a> APanels<'a> {
     }
 }
 
+/// One block's operands for [`macro_kernel`]: f32 panels `kc` deep, or bf16 pair panels `kp`
+/// pairs deep (for a pair kernel).
+#[derive(Clone, Copy)]
+pub(crate) enum Operands<'a> {
+    /// A's panels and B's packed `kc×NR` panels.
+    F32 { a: APanels<'a>, b: &'a [f32], kc: usize },
+    /// A's and B's panels from [`to_pairs`].
+    Pairs { a: &'a [u32], b: &'a [u32], kp: usize },
+}
+
+impl Operands<'_> {
+    /// `C += A·B` for the tile of A's panel `ip` and B's panel `jp`.
+    fn run(&self, kernel: Kernel, ip: usize, jp: usize, c: &mut [f32], ldc: usize) {
+        let (mr, nr) = (kernel.mr, kernel.nr);
+        match *self {
+            Operands::F32 { a, b, kc } => {
+                kernel.run(kc, &a.data[ip * a.panel_stride..], a.step, &b[jp * kc * nr..], c, ldc)
+            }
+            Operands::Pairs { a, b, kp } => {
+                kernel.run_pairs(kp, &a[ip * kp * mr..], &b[jp * kp * nr..], c, ldc)
+            }
+        }
+    }
+}
+
 /// Multiplies one block of A (rows `ic..ic+mc` of `c`) by one packed block of B (columns
 /// `jc..jc+nc`), tile by tile; B's panel stays in L1 while A's panels stream past it.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn macro_kernel(
     kernel: Kernel,
-    a: APanels,
-    b_block: &[f32],
+    operands: Operands,
     ic: usize,
     mc: usize,
     jc: usize,
     nc: usize,
-    kc: usize,
     c: &mut [f32],
     ldc: usize,
 ) {
     let (mr, nr) = (kernel.mr, kernel.nr);
     let mut tile = [0f32; super::simd::MAX_TILE];
-    for (jp, b_panel) in b_block.chunks_exact(kc * nr).take(nc.div_ceil(nr)).enumerate() {
+    for jp in 0..nc.div_ceil(nr) {
         let j0 = jc + jp * nr;
         let cols = nr.min(jc + nc - j0);
         for ip in 0..mc.div_ceil(mr) {
-            let a_panel = &a.data[ip * a.panel_stride..];
             let i0 = ic + ip * mr;
             let tile_rows = mr.min(ic + mc - i0);
             if tile_rows == mr && cols == nr {
-                kernel.run(kc, a_panel, a.step, b_panel, &mut c[i0 * ldc + j0..], ldc);
+                operands.run(kernel, ip, jp, &mut c[i0 * ldc + j0..], ldc);
                 continue;
             }
             // An edge tile: run the full kernel on a copy, keep the valid part.
@@ -358,7 +516,7 @@ pub(crate) fn macro_kernel(
                 let at = (i0 + r) * ldc + j0;
                 tile[r * nr..r * nr + cols].copy_from_slice(&c[at..at + cols]);
             }
-            kernel.run(kc, a_panel, a.step, b_panel, tile, nr);
+            operands.run(kernel, ip, jp, tile, nr);
             for r in 0..tile_rows {
                 let at = (i0 + r) * ldc + j0;
                 c[at..at + cols].copy_from_slice(&tile[r * nr..r * nr + cols]);
@@ -369,12 +527,12 @@ pub(crate) fn macro_kernel(
 
 /// A 64-byte aligned slice of `len` values inside `buf` (grown when needed), so panel rows sit on
 /// cache lines.
-fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    const ALIGN_FLOATS: usize = 16;
-    if buf.len() < len + ALIGN_FLOATS {
-        *buf = vec![0.0; len + ALIGN_FLOATS];
+fn aligned<T: Copy + Default>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
+    let align = 64 / std::mem::size_of::<T>();
+    if buf.len() < len + align {
+        *buf = vec![T::default(); len + align];
     }
-    let offset = buf.as_ptr().align_offset(64).min(ALIGN_FLOATS);
+    let offset = buf.as_ptr().align_offset(64).min(align);
     &mut buf[offset..offset + len]
 }
 
@@ -468,6 +626,42 @@ mod tests {
             );
             assert_close(&c, &plain(m, n, k, &a_rounded, &b), k, "f16 A");
         }
+    }
+
+    fn rounded_to_bf16(v: &[f32]) -> Vec<f32> {
+        v.iter().map(|&x| half::bf16::from_f32(x).to_f32()).collect()
+    }
+
+    #[test]
+    fn every_pair_kernel_matches_the_plain_product_of_rounded_operands() {
+        // Odd depths leave a half-empty last pair; 513 spans three KC blocks, the last one odd.
+        let shapes = [(1, 1, 1), (7, 5, 3), (13, 33, 17), (1, 40, 300), (61, 1, 513), (130, 2100, 21)];
+        for kernel in Kernel::available_pairs() {
+            for &(m, n, k) in &shapes {
+                let (a, b) = (values(m * k, 0.7), values(k * n, 1.3));
+                let want = plain(m, n, k, &rounded_to_bf16(&a), &rounded_to_bf16(&b));
+                let mut c = vec![0f32; m * n];
+                let (a_op, b_op) = (Strided::row_major(&a, k), Strided::row_major(&b, n));
+                gemm_with(kernel, m, n, k, &a_op, &b_op, &mut c, n, true);
+                assert_close(&c, &want, k, &format!("{kernel:?} {m}×{n}×{k}"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_bf16_operand_rounds_the_other_where_the_pair_kernels_run() {
+        let (m, n, k) = (29, 70, 45);
+        let (a, b) = (values(m * k, 0.1), values(k * n, 0.6));
+        let a16: Vec<half::bf16> = a.iter().map(|&v| half::bf16::from_f32(v)).collect();
+        let a_rounded = rounded_to_bf16(&a);
+        let b_seen = if Kernel::available_pairs().is_empty() { b.clone() } else { rounded_to_bf16(&b) };
+        let mut c = vec![0f32; m * n];
+        gemm(m, n, k, &Strided::row_major(&a16, k), &Strided::row_major(&b, n), &mut c, n);
+        assert_close(&c, &plain(m, n, k, &a_rounded, &b_seen), k, "bf16 A");
+        // f32 operands are never rounded.
+        let mut c = vec![0f32; m * n];
+        gemm(m, n, k, &Strided::row_major(&a, k), &Strided::row_major(&b, n), &mut c, n);
+        assert_close(&c, &plain(m, n, k, &a, &b), k, "f32");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod attention;
 pub mod conv;
 pub mod gemm;
 pub mod norm;
+pub mod pairs;
 pub mod simd;
 pub mod softmax;
 pub mod tensors;

@@ -4,6 +4,10 @@
 //! x86 get), so one binary runs everywhere and uses what the CPU has. The same choice compiles
 //! the plain-Rust vector loops (softmax, GEGLU) for the CPU's width (`multiversion!`).
 //!
+//! Products with a bf16 operand can instead run on *pairs*: panels hold two consecutive depths
+//! of each row or column as two bf16 in one `u32`, and AVX-512 BF16's `vdpbf16ps` multiplies
+//! and adds a pair per lane in f32 — twice the multiply-adds of an f32 FMA per instruction.
+//!
 //! This is the one module allowed `unsafe`: SIMD loads and stores take raw pointers, and calling a
 //! `#[target_feature]` function is unsafe. Both are made sound by [`Kernel::run`], which checks
 //! every slice length before the call, and by [`Kernel`] values existing only for instruction sets
@@ -25,6 +29,10 @@ pub enum Isa {
     Avx512Narrow,
     /// AVX2 with FMA: 6×16 tile in 12 ymm accumulators.
     Avx2,
+    /// AVX-512 BF16 on depth pairs: 12×32 tile in 24 zmm f32 accumulators.
+    Avx512Bf16,
+    /// AVX-512 BF16 on depth pairs: 12×16 tile, for narrow products.
+    Avx512Bf16Narrow,
     /// Plain Rust over fixed-size arrays (auto-vectorised): 4×16 tile.
     Portable,
 }
@@ -45,6 +53,8 @@ impl Kernel {
             Isa::Avx512 => Self { mr: 12, nr: 32, isa },
             Isa::Avx512Narrow => Self { mr: 12, nr: 16, isa },
             Isa::Avx2 => Self { mr: 6, nr: 16, isa },
+            Isa::Avx512Bf16 => Self { mr: 12, nr: 32, isa },
+            Isa::Avx512Bf16Narrow => Self { mr: 12, nr: 16, isa },
             Isa::Portable => Self { mr: 4, nr: 16, isa },
         }
     }
@@ -81,6 +91,18 @@ impl Kernel {
         })
     }
 
+    /// The bf16 pair kernels this CPU can run (none without AVX-512 BF16), wide first. They are
+    /// offered only while the f32 kernel in use is AVX-512's, so `EASEL_CPU_KERNEL=avx2` or
+    /// `portable` turns them off too.
+    pub fn available_pairs() -> Vec<Kernel> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bf16")
+        {
+            return vec![Self::of(Isa::Avx512Bf16), Self::of(Isa::Avx512Bf16Narrow)];
+        }
+        Vec::new()
+    }
+
     /// The best kernel for a product `n` columns wide: the narrow AVX-512 tile when it pads fewer
     /// columns than the wide one.
     pub fn for_width(n: usize) -> Kernel {
@@ -89,6 +111,28 @@ impl Kernel {
             return Self::of(Isa::Avx512Narrow);
         }
         best
+    }
+
+    /// The best kernel for a product `n` columns wide with an operand stored in bf16: a pair
+    /// kernel where the CPU has one (the other operand is rounded to bf16 as it is packed, as
+    /// PyTorch's bf16 autocast does), else [`Kernel::for_width`]'s.
+    pub fn for_bf16_width(n: usize) -> Kernel {
+        static PAIRS: OnceLock<Option<Kernel>> = OnceLock::new();
+        let wide = *PAIRS.get_or_init(|| {
+            let pairs = Self::available_pairs();
+            pairs.first().copied().filter(|_| Self::best().isa == Isa::Avx512)
+        });
+        match wide {
+            Some(_) if n.div_ceil(16) * 16 < n.div_ceil(32) * 32 => Self::of(Isa::Avx512Bf16Narrow),
+            Some(kernel) => kernel,
+            None => Self::for_width(n),
+        }
+    }
+
+    /// Whether the kernel runs on bf16 depth pairs ([`Kernel::run_pairs`]) rather than f32
+    /// panels ([`Kernel::run`]).
+    pub fn takes_pairs(&self) -> bool {
+        matches!(self.isa, Isa::Avx512Bf16 | Isa::Avx512Bf16Narrow)
     }
 
     /// The instruction set.
@@ -106,6 +150,7 @@ impl Kernel {
         assert!(a_step >= self.mr && a.len() >= (kc - 1) * a_step + self.mr, "micro-kernel: short A panel");
         assert!(b.len() >= kc * self.nr, "micro-kernel: short B panel");
         assert!(ldc >= self.nr && c.len() >= (self.mr - 1) * ldc + self.nr, "micro-kernel: short tile");
+        assert!(!self.takes_pairs(), "micro-kernel: {:?} runs on bf16 pairs", self.isa);
         match self.isa {
             // SAFETY: the lengths were checked above, and `Kernel::of(Isa::Avx512/Avx2)` is only
             // built by `available()` after the CPU reported the features.
@@ -120,6 +165,30 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { x86::kernel_6x16(kc, a.as_ptr(), a_step, b.as_ptr(), c.as_mut_ptr(), ldc) },
             _ => portable_4x16(kc, a, a_step, b, c, ldc),
+        }
+    }
+
+    /// `C += A·B` for one tile of a pair kernel: `a` holds `kp` depth pairs of `mr` rows
+    /// (`a[q·mr + row]`), `b` holds `kp` pairs of `nr` columns (`b[q·nr + col]`), each `u32` two
+    /// bf16 (the even depth in the low half); `c` as in [`Kernel::run`].
+    #[inline]
+    pub fn run_pairs(&self, kp: usize, a: &[u32], b: &[u32], c: &mut [f32], ldc: usize) {
+        if kp == 0 {
+            return;
+        }
+        assert!(a.len() >= kp * self.mr, "pair kernel: short A panel");
+        assert!(b.len() >= kp * self.nr, "pair kernel: short B panel");
+        assert!(ldc >= self.nr && c.len() >= (self.mr - 1) * ldc + self.nr, "pair kernel: short tile");
+        match self.isa {
+            // SAFETY: the lengths were checked above, and pair kernels are only built by
+            // `available_pairs()` after the CPU reported AVX-512F and AVX-512 BF16.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Bf16 => unsafe { x86::pairs_12x32(kp, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Bf16Narrow => unsafe {
+                x86::pairs_12x16(kp, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc)
+            },
+            other => panic!("pair kernel: {other:?} runs on f32 panels"),
         }
     }
 }
@@ -143,7 +212,9 @@ macro_rules! multiversion {
                 }
                 match Kernel::best().isa {
                     // SAFETY: `best()` only returns kernels whose features the CPU reported.
-                    Isa::Avx512 | Isa::Avx512Narrow => return unsafe { avx512($($arg),*) },
+                    Isa::Avx512 | Isa::Avx512Narrow | Isa::Avx512Bf16 | Isa::Avx512Bf16Narrow => {
+                        return unsafe { avx512($($arg),*) }
+                    }
                     Isa::Avx2 => return unsafe { avx2($($arg),*) },
                     Isa::Portable => {}
                 }
@@ -231,6 +302,63 @@ mod x86 {
             }
         };
     }
+
+    /// Defines one bf16 pair kernel: 12 rows × `$vectors` zmm of C, each step multiplying one
+    /// depth pair of A (broadcast) by one of B and adding both products into f32 accumulators.
+    macro_rules! pair_kernel {
+        ($(#[$doc:meta])* $name:ident, $vectors:literal) => {
+            $(#[$doc])*
+            ///
+            /// # Safety
+            /// The CPU has AVX-512F and AVX-512 BF16; `a` holds `12·kp` pairs, `b` holds
+            /// `$vectors·16·kp` pairs, and `c`'s rows `0..12` at stride `ldc` hold `$vectors·16`
+            /// values each.
+            #[target_feature(enable = "avx512f,avx512bf16")]
+            pub unsafe fn $name(kp: usize, a: *const u32, b: *const u32, c: *mut f32, ldc: usize) {
+                let mut acc = [[_mm512_setzero_ps(); $vectors]; 12];
+                for q in 0..kp {
+                    let mut bv = [bf16_pairs(_mm512_setzero_si512()); $vectors];
+                    for (v, slot) in bv.iter_mut().enumerate() {
+                        // SAFETY: q < kp, within B's stated length.
+                        *slot = bf16_pairs(unsafe { _mm512_loadu_si512(b.add((q * $vectors + v) * 16).cast()) });
+                    }
+                    for (r, row) in acc.iter_mut().enumerate() {
+                        // SAFETY: q < kp and r < 12, within A's stated extent.
+                        let pair = unsafe { *a.add(q * 12 + r) };
+                        let av = bf16_pairs(_mm512_set1_epi32(pair as i32));
+                        for (x, &bx) in row.iter_mut().zip(&bv) {
+                            *x = _mm512_dpbf16_ps(*x, av, bx);
+                        }
+                    }
+                }
+                for (r, row) in acc.iter().enumerate() {
+                    for (v, &x) in row.iter().enumerate() {
+                        // SAFETY: row r < 12 of the tile, within its values.
+                        unsafe {
+                            let out = c.add(r * ldc + v * 16);
+                            _mm512_storeu_ps(out, _mm512_add_ps(_mm512_loadu_ps(out), x));
+                        }
+                    }
+                }
+            }
+        };
+    }
+
+    /// The 32 bf16 in a register's bits, as `vdpbf16ps` takes them.
+    #[inline(always)]
+    fn bf16_pairs(bits: __m512i) -> __m512bh {
+        // SAFETY: both are 512 bits of plain data; the bf16 vector type has no invalid values.
+        unsafe { std::mem::transmute::<__m512i, __m512bh>(bits) }
+    }
+
+    pair_kernel!(
+        /// AVX-512 BF16: 12 rows × 2 zmm of C.
+        pairs_12x32, 2
+    );
+    pair_kernel!(
+        /// AVX-512 BF16: 12 rows × 1 zmm of C, for narrow products.
+        pairs_12x16, 1
+    );
 
     micro_kernel!(
         /// AVX2/FMA: 6 rows × 2 ymm of C.

@@ -225,7 +225,9 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f64) -
     let (k, _) = widened(k)?;
     let (v, _) = widened(v)?;
     let (qs, ks, vs) = (q.storage_and_layout().0, k.storage_and_layout().0, v.storage_and_layout().0);
-    let out = attention::attention(as_f32(&qs, &q)?, as_f32(&ks, &k)?, as_f32(&vs, &v)?, h, scale as f32);
+    let bf16 = dtype == DType::BF16;
+    let out =
+        attention::attention(as_f32(&qs, &q)?, as_f32(&ks, &k)?, as_f32(&vs, &v)?, h, scale as f32, bf16);
     Ok(Some(finish(out, vec![batch, queries, dim], dtype)?))
 }
 
