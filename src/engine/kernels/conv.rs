@@ -6,6 +6,7 @@
 
 use super::gemm::{gemm, Element, PackB, Strided};
 use super::norm::ChannelAffine;
+use super::pairs::pair_rows;
 
 /// The shape of one convolution (square kernel, symmetric zero padding).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,6 +119,46 @@ impl<X: Element> PackB for Patches<'_, X> {
     }
 
     fn pack_b(&self, k0: usize, kc: usize, j0: usize, nc: usize, nr: usize, dst: &mut [f32]) {
+        self.gather_lines(k0, kc, j0, nc, nr, |p, line| {
+            for (panel, values) in line.chunks_exact(nr).enumerate() {
+                dst[(panel * kc + p) * nr..(panel * kc + p + 1) * nr].copy_from_slice(values);
+            }
+        });
+    }
+
+    fn pack_b_pairs(&self, k0: usize, kc: usize, j0: usize, nc: usize, nr: usize, dst: &mut [u32]) {
+        let kp = kc.div_ceil(2);
+        let mut even = vec![0f32; nc.div_ceil(nr) * nr];
+        let mut write = |q: usize, even: &[f32], odd: Option<&[f32]>| {
+            for (panel, values) in even.chunks_exact(nr).enumerate() {
+                let odd = odd.map(|odd| &odd[panel * nr..(panel + 1) * nr]);
+                pair_rows(values, odd, &mut dst[(panel * kp + q) * nr..(panel * kp + q + 1) * nr]);
+            }
+        };
+        self.gather_lines(k0, kc, j0, nc, nr, |p, line| {
+            if p % 2 == 1 {
+                write(p / 2, &even, Some(line));
+            } else if p + 1 == kc {
+                write(p / 2, line, None);
+            } else {
+                even.copy_from_slice(line);
+            }
+        });
+    }
+}
+
+impl<X: Element> Patches<'_, X> {
+    /// Gathers, for each depth `p < kc` in turn, the values of depth `k0 + p` at the block's
+    /// pixels `j0..j0+nc` (zero up to a whole number of `nr` panels) and hands them to `emit`.
+    fn gather_lines(
+        &self,
+        k0: usize,
+        kc: usize,
+        j0: usize,
+        nc: usize,
+        nr: usize,
+        mut emit: impl FnMut(usize, &[f32]),
+    ) {
         let s = self.shape;
         let (kk, ow) = (s.kernel * s.kernel, s.out_width());
         let panels = nc.div_ceil(nr);
@@ -176,9 +217,7 @@ impl<X: Element> PackB for Patches<'_, X> {
                 ox = 0;
                 oy += 1;
             }
-            for (panel, values) in line.chunks_exact(nr).enumerate() {
-                dst[(panel * kc + p) * nr..(panel * kc + p + 1) * nr].copy_from_slice(values);
-            }
+            emit(p, &line);
         }
     }
 }
@@ -490,6 +529,72 @@ mod tests {
                     "{shape:?} f16 silu {silu}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn patches_pack_pairs_as_their_f32_panels_rewritten() {
+        use super::super::norm::GroupShape;
+        use super::super::pairs::pack_b_via_f32;
+        // Stride 2 with padding, and a wide picture whose rows span panels.
+        for (ci, h, w, stride) in [(3, 7, 9, 2), (2, 3, 70, 1)] {
+            let shape = ConvShape {
+                in_channels: ci,
+                out_channels: 1,
+                height: h,
+                width: w,
+                kernel: 3,
+                stride,
+                padding: 1,
+            };
+            let x = values(ci * h * w, 0.3);
+            let resize = Resize::new((h.div_ceil(2), w.div_ceil(2)), (h, w));
+            let small = values(ci * h.div_ceil(2) * w.div_ceil(2), 0.5);
+            let groups = GroupShape { batch: 1, channels: ci, spatial: h * w, groups: 1 };
+            let map = ChannelAffine::of(&x, groups, &values(ci, 1.0), &values(ci, 2.0), 1e-6, true);
+            let reads = [(Read::Plain, &x), (Read::Enlarged(&resize), &small), (Read::Normalised(&map), &x)];
+            let (depth, pixels) = (shape.depth(), shape.out_height() * shape.out_width());
+            for (read, x) in reads {
+                // Whole, odd depth counts from an odd start, a ragged last panel.
+                for (k0, kc, j0, nc, nr) in
+                    [(0, depth, 0, pixels, 32), (1, depth - 2, 3, pixels - 5, 16), (5, 1, 1, 13, 12)]
+                {
+                    let patches = read.patches(x, shape, 0, 0);
+                    let len = nc.div_ceil(nr) * kc.div_ceil(2) * nr;
+                    let (mut direct, mut via) = (vec![7u32; len], vec![9u32; len]);
+                    patches.pack_b_pairs(k0, kc, j0, nc, nr, &mut direct);
+                    pack_b_via_f32(&patches, k0, kc, j0, nc, nr, &mut via);
+                    assert_eq!(
+                        direct, via,
+                        "{shape:?} {read:?} depths {k0}+{kc} pixels {j0}+{nc} width {nr}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bf16_weights_give_the_product_of_bf16_values() {
+        // The pair kernels round the f32 picture to bf16; without them it is used as it is.
+        let pairs = !super::super::simd::Kernel::available_pairs().is_empty();
+        let shape = ConvShape {
+            in_channels: 5,
+            out_channels: 13,
+            height: 11,
+            width: 6,
+            kernel: 3,
+            stride: 2,
+            padding: 1,
+        };
+        let x = values(2 * 5 * 11 * 6, 0.7);
+        let wt: Vec<half::bf16> = values(13 * 5 * 9, 1.9).iter().map(|&v| half::bf16::from_f32(v)).collect();
+        let bias = values(13, 0.2);
+        let x_seen: Vec<f32> =
+            if pairs { x.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect() } else { x.clone() };
+        let wt_f32: Vec<f32> = wt.iter().map(|v| v.to_f32()).collect();
+        let want = plain(&x_seen, 2, shape, &wt_f32, &bias);
+        for (i, (g, w)) in conv2d(&x, 2, shape, &wt, Some(&bias), Read::Plain).iter().zip(&want).enumerate() {
+            assert!((*g as f64 - w).abs() < 1e-4, "element {i}: {g} vs {w}");
         }
     }
 }

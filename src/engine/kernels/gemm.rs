@@ -139,60 +139,26 @@ impl<'a, T> Strided<'a, T> {
     pub fn transposed(data: &'a [T], cols: usize) -> Self {
         Self { data, row_stride: 1, col_stride: cols }
     }
+
+    /// This view's transpose.
+    fn t(&self) -> Strided<'a, T> {
+        Strided { data: self.data, row_stride: self.col_stride, col_stride: self.row_stride }
+    }
 }
 
+/// A's panels are B's panels of the transpose (rows of A are columns of Aᵀ), so one packer
+/// serves both sides.
 impl<T: Element> PackA for Strided<'_, T> {
     fn stores_bf16(&self) -> bool {
         T::IS_BF16
     }
 
-    fn pack_a_pairs(&self, i0: usize, mc: usize, k0: usize, kc: usize, mr: usize, dst: &mut [u32]) {
-        if self.col_stride != 1 && self.row_stride != 1 {
-            return super::pairs::pack_a_via_f32(self, i0, mc, k0, kc, mr, dst);
-        }
-        let kp = kc.div_ceil(2);
-        for (panel, out) in dst.chunks_exact_mut(kp * mr).take(mc.div_ceil(mr)).enumerate() {
-            let first = i0 + panel * mr;
-            let rows = mr.min(i0 + mc - first);
-            if rows < mr {
-                out.fill(0);
-            }
-            if self.col_stride == 1 {
-                let mut starts = [0usize; MAX_LANES];
-                for (r, s) in starts[..rows].iter_mut().enumerate() {
-                    *s = (first + r) * self.row_stride + k0;
-                }
-                super::pairs::interleave_pairs(self.data, &starts[..rows], kc, mr, out);
-            } else {
-                // Aᵀ is row-major (attention's probabilities): two of its rows make a row of pairs.
-                let line = |p: usize| &self.data[p * self.col_stride + first..][..rows];
-                super::pairs::two_lines(line, k0, kc, out.chunks_exact_mut(mr));
-            }
-        }
+    fn pack_a(&self, i0: usize, mc: usize, k0: usize, kc: usize, mr: usize, dst: &mut [f32]) {
+        self.t().pack_b(k0, kc, i0, mc, mr, dst);
     }
 
-    fn pack_a(&self, i0: usize, mc: usize, k0: usize, kc: usize, mr: usize, dst: &mut [f32]) {
-        for (panel, out) in dst.chunks_exact_mut(kc * mr).take(mc.div_ceil(mr)).enumerate() {
-            let first = i0 + panel * mr;
-            let rows = mr.min(i0 + mc - first);
-            if rows < mr {
-                out.fill(0.0);
-            }
-            if self.col_stride == 1 {
-                let mut starts = [0usize; MAX_LANES];
-                for (r, s) in starts[..rows].iter_mut().enumerate() {
-                    *s = (first + r) * self.row_stride + k0;
-                }
-                interleave(self.data, &starts[..rows], kc, mr, out);
-            } else {
-                for r in 0..rows {
-                    let base = (first + r) * self.row_stride + k0 * self.col_stride;
-                    for p in 0..kc {
-                        out[p * mr + r] = self.data[base + p * self.col_stride].to_f32();
-                    }
-                }
-            }
-        }
+    fn pack_a_pairs(&self, i0: usize, mc: usize, k0: usize, kc: usize, mr: usize, dst: &mut [u32]) {
+        self.t().pack_b_pairs(k0, kc, i0, mc, mr, dst);
     }
 }
 
@@ -210,7 +176,8 @@ impl<T: Element> PackB for Strided<'_, T> {
                 out.fill(0);
             }
             if self.col_stride == 1 {
-                // Two rows of B side by side make one row of pairs.
+                // Two rows of B side by side make one row of pairs (also Aᵀ row-major: attention's
+                // probabilities read in place).
                 let line = |p: usize| &self.data[p * self.row_stride + first..][..cols];
                 super::pairs::two_lines(line, k0, kc, out.chunks_exact_mut(nr));
             } else if self.row_stride == 1 {
@@ -240,7 +207,8 @@ impl<T: Element> PackB for Strided<'_, T> {
                     }
                 }
             } else if self.row_stride == 1 {
-                // Bᵀ is row-major (a linear layer's weights): its rows are read in lockstep.
+                // Bᵀ is row-major (a linear layer's weights, or A row-major): its rows are read in
+                // lockstep.
                 let mut starts = [0usize; MAX_LANES];
                 for (c, s) in starts[..cols].iter_mut().enumerate() {
                     *s = (first + c) * self.col_stride + k0;

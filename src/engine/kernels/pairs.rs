@@ -3,9 +3,9 @@
 //! last depth. Operands stored in bf16 are copied into pairs bit for bit; f32 values are rounded
 //! to nearest even on the way, as PyTorch's bf16 autocast rounds them.
 //!
-//! Packers that can read their storage as pairs directly do (the strided matrices: weights and
-//! plain activations); the others (a convolution's gathered patches) pack f32 panels a few at a
-//! time into a scratch buffer that stays in L2, then rewrite them as pairs.
+//! Packers write pairs directly where they can (strided matrices from their storage, a
+//! convolution's patches from its gathered lines); any other packer's f32 panels are rewritten
+//! as pairs a few at a time, in a scratch buffer that stays in L2.
 
 use std::cell::RefCell;
 
@@ -38,6 +38,14 @@ fn pair<T: Element>(even: T, odd: T) -> u32 {
     u32::from(even.to_bf16_bits()) | u32::from(odd.to_bf16_bits()) << 16
 }
 
+/// `out[i] = pair(even[i], odd[i])`, the high halves zero where there is no odd line.
+pub fn pair_rows<T: Element>(even: &[T], odd: Option<&[T]>, out: &mut [u32]) {
+    match odd {
+        Some(odd) => out.iter_mut().zip(even).zip(odd).for_each(|((o, &e), &d)| *o = pair(e, d)),
+        None => out.iter_mut().zip(even).for_each(|(o, &e)| *o = pair(e, T::from_f32(0.0))),
+    }
+}
+
 /// Pairs from whole lines: `rows[q][i] = pair(line(k0 + 2q)[i], line(k0 + 2q + 1)[i])` for the
 /// `⌈kc/2⌉` rows (zero past an odd `kc`) — how a matrix whose depth runs down its rows packs.
 pub fn two_lines<'a, T: Element>(
@@ -47,13 +55,7 @@ pub fn two_lines<'a, T: Element>(
     rows: impl Iterator<Item = &'a mut [u32]>,
 ) {
     for (q, row) in rows.take(kc.div_ceil(2)).enumerate() {
-        let even = line(k0 + 2 * q);
-        if 2 * q + 1 < kc {
-            let odd = line(k0 + 2 * q + 1);
-            row.iter_mut().zip(even).zip(odd).for_each(|((o, &e), &d)| *o = pair(e, d));
-        } else {
-            row.iter_mut().zip(even).for_each(|(o, &e)| *o = pair(e, T::from_f32(0.0)));
-        }
+        pair_rows(line(k0 + 2 * q), (2 * q + 1 < kc).then(|| line(k0 + 2 * q + 1)), row);
     }
 }
 
@@ -63,11 +65,11 @@ pub fn to_pairs(src: &[f32], kc: usize, width: usize, panels: usize, dst: &mut [
     let kp = kc.div_ceil(2);
     for (s, d) in src.chunks_exact(kc * width).zip(dst.chunks_exact_mut(kp * width)).take(panels) {
         for (q, out) in d.chunks_exact_mut(width).enumerate() {
-            let even = &s[2 * q * width..(2 * q + 1) * width];
-            match s.get((2 * q + 1) * width..(2 * q + 2) * width) {
-                Some(odd) => out.iter_mut().zip(even).zip(odd).for_each(|((o, &e), &d)| *o = pair(e, d)),
-                None => out.iter_mut().zip(even).for_each(|(o, &e)| *o = pair(e, 0.0)),
-            }
+            pair_rows(
+                &s[2 * q * width..(2 * q + 1) * width],
+                s.get((2 * q + 1) * width..(2 * q + 2) * width),
+                out,
+            );
         }
     }
 }
