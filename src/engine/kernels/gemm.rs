@@ -340,30 +340,15 @@ pub fn gemm_with(
                     let cols = |t: usize| (nc - t * per_task * nr).min(per_task * nr);
                     let block = if pairs {
                         let b_block = &mut b_pairs[..panels * kp * nr];
-                        let pack = |t: usize, dst: &mut [u32]| {
+                        in_tasks(b_block, per_task * kp * nr, threads, |t, dst| {
                             b.pack_b_pairs(pc, kc, first_col(t), cols(t), nr, dst)
-                        };
-                        if threads > 1 {
-                            b_block
-                                .par_chunks_mut(per_task * kp * nr)
-                                .enumerate()
-                                .for_each(|(t, d)| pack(t, d));
-                        } else {
-                            pack(0, b_block);
-                        }
+                        });
                         BBlock::Pairs(&*b_block)
                     } else {
                         let b_block = &mut b_pack[..panels * kc * nr];
-                        let pack =
-                            |t: usize, dst: &mut [f32]| b.pack_b(pc, kc, first_col(t), cols(t), nr, dst);
-                        if threads > 1 {
-                            b_block
-                                .par_chunks_mut(per_task * kc * nr)
-                                .enumerate()
-                                .for_each(|(t, d)| pack(t, d));
-                        } else {
-                            pack(0, b_block);
-                        }
+                        in_tasks(b_block, per_task * kc * nr, threads, |t, dst| {
+                            b.pack_b(pc, kc, first_col(t), cols(t), nr, dst)
+                        });
                         BBlock::F32(&*b_block)
                     };
                     let multiply = |task: usize, c: &mut [f32]| {
@@ -398,6 +383,21 @@ pub fn gemm_with(
             }
         })
     });
+}
+
+/// Runs `task(t, chunk)` on each `chunk_len` chunk of `block`, on the rayon threads when
+/// `threads > 1`.
+fn in_tasks<T: Send>(
+    block: &mut [T],
+    chunk_len: usize,
+    threads: usize,
+    task: impl Fn(usize, &mut [T]) + Sync,
+) {
+    if threads > 1 {
+        block.par_chunks_mut(chunk_len).enumerate().for_each(|(t, chunk)| task(t, chunk));
+    } else {
+        task(0, block);
+    }
 }
 
 /// One packed block of B.
