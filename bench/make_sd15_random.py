@@ -4,7 +4,7 @@ variant (as most downloads are), for measuring what loading and generating costs
 with real files — random weights cost exactly what trained ones do.
 
 Run: python bench/make_sd15_random.py OUT   (needs: pip install torch diffusers transformers)
-Then e.g.: /usr/bin/time -v easel generate --model OUT --dtype f16 --steps 2 -W 512 -H 512 ...
+Then e.g.: /usr/bin/time -v easel generate --model OUT --dtype f16 --steps 2 --width 512 --height 512 ...
 Writes about 2.1 GB.
 """
 import sys

@@ -91,9 +91,7 @@ impl Kernel {
         })
     }
 
-    /// The bf16 pair kernels this CPU can run (none without AVX-512 BF16), wide first. They are
-    /// offered only while the f32 kernel in use is AVX-512's, so `EASEL_CPU_KERNEL=avx2` or
-    /// `portable` turns them off too.
+    /// The bf16 pair kernels this CPU can run (none without AVX-512 BF16), wide first.
     pub fn available_pairs() -> Vec<Kernel> {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bf16")
@@ -113,19 +111,24 @@ impl Kernel {
         best
     }
 
+    /// Whether products with a bf16 operand run on the pair kernels: the CPU has them and the
+    /// f32 kernel in use is AVX-512's (so `EASEL_CPU_KERNEL=avx2` or `portable` turns them off).
+    pub fn uses_pairs() -> bool {
+        static PAIRS: OnceLock<bool> = OnceLock::new();
+        *PAIRS.get_or_init(|| !Self::available_pairs().is_empty() && Self::best().isa == Isa::Avx512)
+    }
+
     /// The best kernel for a product `n` columns wide with an operand stored in bf16: a pair
-    /// kernel where the CPU has one (the other operand is rounded to bf16 as it is packed, as
-    /// PyTorch's bf16 autocast does), else [`Kernel::for_width`]'s.
+    /// kernel where [`Kernel::uses_pairs`] (the other operand is rounded to bf16 as it is packed,
+    /// as PyTorch's bf16 autocast does), else [`Kernel::for_width`]'s.
     pub fn for_bf16_width(n: usize) -> Kernel {
-        static PAIRS: OnceLock<Option<Kernel>> = OnceLock::new();
-        let wide = *PAIRS.get_or_init(|| {
-            let pairs = Self::available_pairs();
-            pairs.first().copied().filter(|_| Self::best().isa == Isa::Avx512)
-        });
-        match wide {
-            Some(_) if n.div_ceil(16) * 16 < n.div_ceil(32) * 32 => Self::of(Isa::Avx512Bf16Narrow),
-            Some(kernel) => kernel,
-            None => Self::for_width(n),
+        if !Self::uses_pairs() {
+            return Self::for_width(n);
+        }
+        if n.div_ceil(16) * 16 < n.div_ceil(32) * 32 {
+            Self::of(Isa::Avx512Bf16Narrow)
+        } else {
+            Self::of(Isa::Avx512Bf16)
         }
     }
 
