@@ -329,7 +329,7 @@ pub fn gemm_with(
     let (mr, nr, pairs) = (kernel.mr, kernel.nr, kernel.takes_pairs());
     let threads = if parallel && m * n * k >= PARALLEL_WORK { rayon::current_num_threads() } else { 1 };
     let rows_per_task = m.div_ceil(threads).div_ceil(mr) * mr;
-    // In pair mode the f32 buffer only holds a few panels on their way to the pairs block.
+    // In pair mode both operands are packed as pairs; the f32 buffers stay empty.
     let depth_block = if pairs { KC_PAIRS } else { KC };
     let (b_len, b_pairs_len) = if pairs { (0, KC_PAIRS / 2 * NC) } else { (KC * NC, 0) };
     with_buffer(&B_BUFFER, b_len, |b_pack| {
