@@ -155,7 +155,7 @@ impl GroupNorm {
 
 /// `GroupNorm` as `torch.nn.functional.group_norm` computes it (biased variance).
 pub fn group_norm(x: &Tensor, groups: usize, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
-    if let Some(y) = super::kernels::tensors::group_norm(x, groups, weight, bias, eps, false)? {
+    if let Some(y) = super::kernels::tensors::group_norm(x, groups, weight, bias, eps)? {
         return Ok(y);
     }
     let dtype = x.dtype();

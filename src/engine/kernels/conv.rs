@@ -367,6 +367,11 @@ pub fn conv2d_narrow<X: Element, W: Element>(
 mod tests {
     use super::*;
 
+    /// A test convolution: `ci`→`co` channels, `h`×`w` input, `k`×`k` kernel.
+    fn shape(ci: usize, co: usize, h: usize, w: usize, k: usize, stride: usize, padding: usize) -> ConvShape {
+        ConvShape { in_channels: ci, out_channels: co, height: h, width: w, kernel: k, stride, padding }
+    }
+
     fn values(n: usize, salt: f32) -> Vec<f32> {
         super::super::wave(n, 0.377, salt, 1.0)
     }
@@ -418,15 +423,7 @@ mod tests {
             (3, 4, 70, 65, 3, 1, 1, 2),
         ];
         for (ci, co, h, w, k, stride, padding, batch) in cases {
-            let shape = ConvShape {
-                in_channels: ci,
-                out_channels: co,
-                height: h,
-                width: w,
-                kernel: k,
-                stride,
-                padding,
-            };
+            let shape = shape(ci, co, h, w, k, stride, padding);
             let x = values(batch * ci * h * w, 0.2);
             let wt = values(co * ci * k * k, 1.3);
             let bias = values(co, 2.9);
@@ -457,15 +454,7 @@ mod tests {
         // Doubling, and an uneven enlargement (as the UNet uses to meet odd skip sizes).
         for (stored, size) in [((4, 5), (8, 10)), ((3, 3), (7, 5))] {
             let (ci, co) = (3, 4);
-            let shape = ConvShape {
-                in_channels: ci,
-                out_channels: co,
-                height: size.0,
-                width: size.1,
-                kernel: 3,
-                stride: 1,
-                padding: 1,
-            };
+            let shape = shape(ci, co, size.0, size.1, 3, 1, 1);
             let x = values(ci * stored.0 * stored.1, 0.4);
             let resize = Resize::new(stored, size);
             let mut big = Vec::new();
@@ -498,15 +487,7 @@ mod tests {
             (4, 7, 5, 5, 1, 1, 0, 1),
             (2, 3, 1, 1, 3, 1, 1, 1),
         ] {
-            let shape = ConvShape {
-                in_channels: ci,
-                out_channels: co,
-                height: h,
-                width: w,
-                kernel: k,
-                stride,
-                padding,
-            };
+            let shape = shape(ci, co, h, w, k, stride, padding);
             let groups = GroupShape { batch, channels: ci, spatial: h * w, groups: 2 };
             let x = values(batch * ci * h * w, 0.6);
             let (gamma, beta) = (values(ci, 1.1), values(ci, 2.3));
@@ -538,15 +519,7 @@ mod tests {
         use super::super::pairs::pack_b_via_f32;
         // Stride 2 with padding, and a wide picture whose rows span panels.
         for (ci, h, w, stride) in [(3, 7, 9, 2), (2, 3, 70, 1)] {
-            let shape = ConvShape {
-                in_channels: ci,
-                out_channels: 1,
-                height: h,
-                width: w,
-                kernel: 3,
-                stride,
-                padding: 1,
-            };
+            let shape = shape(ci, 1, h, w, 3, stride, 1);
             let x = values(ci * h * w, 0.3);
             let resize = Resize::new((h.div_ceil(2), w.div_ceil(2)), (h, w));
             let small = values(ci * h.div_ceil(2) * w.div_ceil(2), 0.5);
@@ -577,15 +550,7 @@ mod tests {
     fn bf16_weights_give_the_product_of_bf16_values() {
         // The pair kernels round the f32 picture to bf16; without them it is used as it is.
         let pairs = super::super::simd::Kernel::uses_pairs();
-        let shape = ConvShape {
-            in_channels: 5,
-            out_channels: 13,
-            height: 11,
-            width: 6,
-            kernel: 3,
-            stride: 2,
-            padding: 1,
-        };
+        let shape = shape(5, 13, 11, 6, 3, 2, 1);
         let x = values(2 * 5 * 11 * 6, 0.7);
         let wt: Vec<half::bf16> = values(13 * 5 * 9, 1.9).iter().map(|&v| half::bf16::from_f32(v)).collect();
         let bias = values(13, 0.2);

@@ -101,11 +101,16 @@ impl Kernel {
         Vec::new()
     }
 
+    /// Whether a 16-wide tile pads fewer of `n` columns than a 32-wide one.
+    fn narrow_pads_less(n: usize) -> bool {
+        n.div_ceil(16) * 16 < n.div_ceil(32) * 32
+    }
+
     /// The best kernel for a product `n` columns wide: the narrow AVX-512 tile when it pads fewer
     /// columns than the wide one.
     pub fn for_width(n: usize) -> Kernel {
         let best = Self::best();
-        if best.isa == Isa::Avx512 && n.div_ceil(16) * 16 < n.div_ceil(32) * 32 {
+        if best.isa == Isa::Avx512 && Self::narrow_pads_less(n) {
             return Self::of(Isa::Avx512Narrow);
         }
         best
@@ -125,7 +130,7 @@ impl Kernel {
         if !Self::uses_pairs() {
             return Self::for_width(n);
         }
-        if n.div_ceil(16) * 16 < n.div_ceil(32) * 32 {
+        if Self::narrow_pads_less(n) {
             Self::of(Isa::Avx512Bf16Narrow)
         } else {
             Self::of(Isa::Avx512Bf16)

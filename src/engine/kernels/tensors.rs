@@ -231,15 +231,15 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f64) -
     Ok(Some(finish(out, vec![batch, queries, dim], dtype)?))
 }
 
-/// Group normalisation of `[batch, channels, …]` in `x`'s own dtype, then SiLU when `silu`, or
-/// `None` when the kernels do not take these tensors.
+/// Group normalisation of `[batch, channels, …]` in `x`'s own dtype, or `None` when the kernels
+/// do not take these tensors. (Where SiLU follows, the convolution after it reads through both:
+/// [`ConvInput::NormalisedSilu`].)
 pub fn group_norm(
     x: &Tensor,
     groups: usize,
     weight: &Tensor,
     bias: &Tensor,
     eps: f64,
-    silu: bool,
 ) -> Result<Option<Tensor>> {
     if !supported(x) || x.rank() < 2 || groups == 0 {
         return Ok(None);
@@ -254,7 +254,7 @@ pub fn group_norm(
     let dims = x.dims().to_vec();
     let out = with_values(&x, |values| -> Result<Tensor> {
         with_element_type!(values, |v| Ok(Tensor::from_vec(
-            norm::group_norm(v, shape, &weight, &bias, eps, silu),
+            norm::group_norm(v, shape, &weight, &bias, eps, false),
             dims,
             &Device::Cpu
         )?))
