@@ -75,13 +75,8 @@ pub type PullReporter<'a> = &'a mut (dyn FnMut(&str, u64, u64) + Send);
 
 /// [`pull`], telling `report` (when given) how each file's download goes instead of drawing
 /// progress bars on the terminal; used by the studio's model picker.
-pub fn pull_reporting(repo_id: &str, fp16: bool, mut report: Option<PullReporter>) -> Result<PathBuf> {
-    let offline = |e: &dyn std::fmt::Display| {
-        Error::Hub(format!(
-            "cannot reach the Hugging Face hub for {repo_id} ({e}). You may be offline: models already \
-             on disk work without a network — pass --model with their folder or file"
-        ))
-    };
+pub fn pull_reporting(repo_id: &str, fp16: bool, report: Option<PullReporter>) -> Result<PathBuf> {
+    let offline = |e: &dyn std::fmt::Display| offline_error(repo_id, e);
     let api = ApiBuilder::from_env().with_progress(report.is_none()).build().map_err(|e| offline(&e))?;
     let repo = api.model(repo_id.to_string());
     let info = repo.info().map_err(|e| offline(&e))?;
@@ -93,21 +88,72 @@ pub fn pull_reporting(repo_id: &str, fp16: bool, mut report: Option<PullReporter
         )));
     }
     let wanted = choose_files(&files, fp16).map_err(Error::Hub)?;
-    let mut index = None;
+    download(&repo, repo_id, &wanted, "model_index.json", report)
+}
+
+/// Fetches `wanted` files of `repo` not already complete in the cache; returns the snapshot folder
+/// that holds `marker` (one of them).
+fn download(
+    repo: &hf_hub::api::sync::ApiRepo,
+    repo_id: &str,
+    wanted: &[String],
+    marker: &str,
+    mut report: Option<PullReporter>,
+) -> Result<PathBuf> {
+    let mut folder = None;
     let cache = hf_hub::Cache::from_env().model(repo_id.to_string());
-    for name in &wanted {
+    for name in wanted {
         let path = match (cache.get(name), report.as_deref_mut()) {
             (Some(done), _) => done,
             (None, Some(report)) => repo
                 .download_with_progress(name, Reporter { report, file: name.clone(), total: 0, done: 0 })
-                .map_err(|e| offline(&e))?,
-            (None, None) => repo.get(name).map_err(|e| offline(&e))?,
+                .map_err(|e| offline_error(repo_id, &e))?,
+            (None, None) => repo.get(name).map_err(|e| offline_error(repo_id, &e))?,
         };
-        if name == "model_index.json" {
-            index = path.parent().map(Path::to_path_buf);
+        if name == marker {
+            folder = path.parent().map(Path::to_path_buf);
         }
     }
-    index.ok_or_else(|| Error::Hub(format!("{repo_id}: the download finished without model_index.json")))
+    folder.ok_or_else(|| Error::Hub(format!("{repo_id}: the download finished without {marker}")))
+}
+
+fn offline_error(repo_id: &str, e: &dyn std::fmt::Display) -> Error {
+    Error::Hub(format!(
+        "cannot reach the Hugging Face hub for {repo_id} ({e}). You may be offline: models already \
+         on disk work without a network — pass --model with their folder or file"
+    ))
+}
+
+/// The hub repository of TAESD, the tiny decoder for SD 1.x/2.x live previews (diffusers layout).
+pub const PREVIEW_DECODER_REPO: &str = "madebyollin/taesd";
+
+/// The files of the preview decoder's repository Easel reads.
+const PREVIEW_DECODER_FILES: [&str; 2] = ["config.json", "diffusion_pytorch_model.safetensors"];
+
+/// The tiny preview decoder on this computer, if any: `models/taesd` (a diffusers folder),
+/// `models/taesd_decoder.safetensors` (the original single file), or a copy pulled into the hub
+/// cache.
+pub fn find_preview_decoder() -> Option<PathBuf> {
+    let local = [Path::new("models/taesd"), Path::new("models/taesd_decoder.safetensors")];
+    if let Some(p) = local.iter().find(|p| p.join("config.json").exists() || p.is_file()) {
+        return Some(p.to_path_buf());
+    }
+    let cache = Cache::from_env().model(PREVIEW_DECODER_REPO.to_string());
+    let weights = cache.get(PREVIEW_DECODER_FILES[1])?;
+    cache.get(PREVIEW_DECODER_FILES[0])?;
+    weights.parent().map(Path::to_path_buf)
+}
+
+/// Downloads the tiny preview decoder (about 10 MB) into the hub cache and returns its folder.
+pub fn pull_preview_decoder(report: Option<PullReporter>) -> Result<PathBuf> {
+    let repo_id = PREVIEW_DECODER_REPO;
+    let api = ApiBuilder::from_env()
+        .with_progress(report.is_none())
+        .build()
+        .map_err(|e| offline_error(repo_id, &e))?;
+    let repo = api.model(repo_id.to_string());
+    let wanted: Vec<String> = PREVIEW_DECODER_FILES.iter().map(|f| f.to_string()).collect();
+    download(&repo, repo_id, &wanted, PREVIEW_DECODER_FILES[0], report)
 }
 
 /// Adapts hf-hub's progress trait to a plain callback.

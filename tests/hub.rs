@@ -92,3 +92,37 @@ fn pull_offline_fails_with_a_clear_message() {
     assert!(err.contains("cannot reach the Hugging Face hub") && err.contains("offline"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
+
+#[test]
+fn the_preview_decoder_is_pulled_by_its_short_name_and_then_found_offline() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let work = tempfile::tempdir().expect("temp dir");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_easel"))
+            .args(args)
+            .current_dir(work.path())
+            .env("HF_HOME", home.path())
+            .env("HF_ENDPOINT", "http://127.0.0.1:9")
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .expect("runs")
+    };
+    let list = run(&["models", "list"]);
+    assert!(String::from_utf8_lossy(&list.stdout).contains("approximate colours"), "{}", stderr(&list));
+
+    let res = run(&["models", "pull", "taesd"]);
+    assert!(!res.status.success());
+    let err = stderr(&res);
+    assert!(err.contains("madebyollin/taesd") && err.contains("offline"), "{err}");
+
+    // As a finished pull leaves it in the cache.
+    let repo = home.path().join("hub/models--madebyollin--taesd");
+    let commit = "89abcdef0123456789abcdef0123456789abcdef";
+    copy_tree(&fixtures().join("tiny-taesd"), &repo.join("snapshots").join(commit));
+    std::fs::create_dir_all(repo.join("refs")).expect("refs");
+    std::fs::write(repo.join("refs/main"), commit).expect("ref");
+    let list = run(&["models", "list"]);
+    let out = String::from_utf8_lossy(&list.stdout).to_string();
+    assert!(out.contains("live previews: tiny decoder") && out.contains(commit), "{out}");
+    assert!(!out.contains("taesd_decoder.safetensors\n"), "the decoder is not listed as a model: {out}");
+}

@@ -11,10 +11,11 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 use clap::Args;
-use easel::engine::config::{read_json, UNetConfig, VaeConfig};
+use easel::engine::config::{read_json, TinyVaeConfig, UNetConfig, VaeConfig};
 use easel::engine::device::{parse_dtype, DeviceChoice};
 use easel::engine::lora::delta::Delta;
 use easel::engine::lora::{self, Adapter, AdapterModule, BaseWeights, ModuleName, StackEntry, Target};
+use easel::engine::tiny_vae::TinyDecoder;
 use easel::engine::unet::UNet;
 use easel::engine::vae::Vae;
 use easel::engine::weights::TensorMap;
@@ -35,6 +36,9 @@ pub struct BenchArgs {
     /// Also time a VAE decode at the largest size.
     #[arg(long)]
     vae: bool,
+    /// Also time the tiny preview decoder (TAESD) at the largest size.
+    #[arg(long)]
+    preview: bool,
     /// A UNet config.json to bench instead of SD 1.5's.
     #[arg(long)]
     unet_config: Option<PathBuf>,
@@ -171,7 +175,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             Some(p) => read_json(p)?,
             None => serde_json::from_str(SD15_VAE)?,
         };
-        let vae = Vae::new(vb, &vae_cfg)?;
+        let vae = Vae::new(vb.clone(), &vae_cfg)?;
         let size = *args.sizes.iter().max().unwrap_or(&512);
         let z = Tensor::randn(0f32, 1.0, (1, vae_cfg.latent_channels, size / 8, size / 8), &device)?
             .to_dtype(dtype)?;
@@ -185,6 +189,23 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         vae_row = json!({ "size": size, "secs": secs });
     }
 
+    let mut preview_row = serde_json::Value::Null;
+    if args.preview {
+        let cfg = TinyVaeConfig::default();
+        let decoder = TinyDecoder::new(vb.clone(), &cfg, PathBuf::from("random"))?;
+        let size = *args.sizes.iter().max().unwrap_or(&512);
+        let z = Tensor::randn(0f32, 1.0, (1, cfg.latent_channels, size / 8, size / 8), &device)?
+            .to_dtype(dtype)?;
+        let secs = time_median(args.runs, &device, || {
+            decoder.decode(&z)?;
+            Ok(())
+        })?;
+        if !args.json {
+            println!("preview decode (TAESD) {size}x{size}: {secs:.3} s");
+        }
+        preview_row = json!({ "size": size, "secs": secs });
+    }
+
     let peak = easel::memory::peak_rss_bytes();
     let report = json!({
         "device": format!("{device:?}"),
@@ -192,6 +213,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "threads": candle_core::utils::get_num_threads(),
         "unet": unet_rows,
         "vae_decode": vae_row,
+        "preview_decode": preview_row,
         "lora": lora_row,
         "metrics": metrics_row,
         "peak_rss_bytes": peak,

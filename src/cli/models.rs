@@ -12,8 +12,9 @@ pub struct ModelsArgs {
 
 #[derive(Subcommand)]
 enum Action {
-    /// Download a diffusers model (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5), or `inception`
-    /// for the FID Inception weights `easel eval` uses.
+    /// Download a diffusers model (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5), `inception`
+    /// for the FID Inception weights `easel eval` uses, or `taesd` for the tiny decoder the studio
+    /// draws detailed live previews with.
     Pull {
         /// The hub id, owner/name.
         repo_id: String,
@@ -30,6 +31,10 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
         Action::Pull { repo_id, .. } if repo_id == "inception" => {
             let path = easel::hub::pull_inception(std::path::Path::new("models"))?;
             println!("the FID Inception weights are ready: {}", path.display());
+        }
+        Action::Pull { repo_id, .. } if repo_id == "taesd" || repo_id == easel::hub::PREVIEW_DECODER_REPO => {
+            let path = easel::hub::pull_preview_decoder(None)?;
+            println!("the tiny preview decoder is ready: {}", path.display());
         }
         Action::Pull { repo_id, fp16 } => {
             let dir = easel::hub::pull(&repo_id, fp16)?;
@@ -48,6 +53,12 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
             for path in local {
                 println!("{}", path.display());
             }
+            match easel::hub::find_preview_decoder() {
+                Some(path) => println!("live previews: tiny decoder {}", path.display()),
+                None => println!(
+                    "live previews: approximate colours (`easel models pull taesd` for detailed ones)"
+                ),
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -61,6 +72,8 @@ fn local_models() -> Vec<std::path::PathBuf> {
     let mut found: Vec<_> = entries
         .flatten()
         .map(|e| e.path())
+        // The tiny preview decoder is no model to draw with.
+        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("taesd")))
         .filter(|p| {
             p.join("model_index.json").exists()
                 || matches!(p.extension().and_then(|e| e.to_str()), Some("safetensors" | "ckpt"))

@@ -142,6 +142,65 @@ pub struct VaeConfig {
     pub mid_block_add_attention: bool,
 }
 
+/// `config.json` of diffusers' `AutoencoderTiny` (TAESD); only the decoder's fields. The defaults
+/// are TAESD's, so the original single-file decoders need no config.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[allow(missing_docs)]
+pub struct TinyVaeConfig {
+    #[serde(default = "four")]
+    pub latent_channels: usize,
+    #[serde(default = "three")]
+    pub out_channels: usize,
+    #[serde(default = "taesd_channels")]
+    pub decoder_block_out_channels: Vec<usize>,
+    #[serde(default = "taesd_blocks")]
+    pub num_decoder_blocks: Vec<usize>,
+    #[serde(default = "two")]
+    pub upsampling_scaling_factor: usize,
+    #[serde(default = "relu")]
+    pub act_fn: String,
+    #[serde(default = "nearest")]
+    pub upsample_fn: String,
+}
+
+impl Default for TinyVaeConfig {
+    fn default() -> Self {
+        Self {
+            latent_channels: 4,
+            out_channels: 3,
+            decoder_block_out_channels: taesd_channels(),
+            num_decoder_blocks: taesd_blocks(),
+            upsampling_scaling_factor: 2,
+            act_fn: relu(),
+            upsample_fn: nearest(),
+        }
+    }
+}
+
+impl TinyVaeConfig {
+    /// Refuses what Easel's decoder does not build (other activations or upsampling modes).
+    pub fn check_supported(&self, path: &Path) -> Result<()> {
+        let refuse = |what: String| {
+            Err(Error::bad_file(
+                format!("this tiny autoencoder uses {what}, which Easel does not support"),
+                path,
+            ))
+        };
+        if self.act_fn != "relu" {
+            return refuse(format!("the activation {:?}", self.act_fn));
+        }
+        if self.upsample_fn != "nearest" {
+            return refuse(format!("{:?} upsampling", self.upsample_fn));
+        }
+        if self.num_decoder_blocks.len() != self.decoder_block_out_channels.len()
+            || self.num_decoder_blocks.is_empty()
+        {
+            return refuse("decoder block lists of different lengths".into());
+        }
+        Ok(())
+    }
+}
+
 /// `text_encoder/config.json` of transformers' `CLIPTextModel`.
 #[derive(Clone, Debug, Deserialize)]
 #[allow(missing_docs)]
@@ -174,6 +233,18 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
         .map_err(|e| Error::bad_file(format!("the config is not valid JSON for this part ({e})"), path))
 }
 
+fn taesd_channels() -> Vec<usize> {
+    vec![64; 4]
+}
+fn taesd_blocks() -> Vec<usize> {
+    vec![3, 3, 3, 1]
+}
+fn relu() -> String {
+    "relu".into()
+}
+fn nearest() -> String {
+    "nearest".into()
+}
 fn two() -> usize {
     2
 }

@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod request;
 pub mod rng;
 pub mod samplers;
+pub mod tiny_vae;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;

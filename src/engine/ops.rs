@@ -35,6 +35,12 @@ impl Conv2d {
         Ok(Self { weight, bias, stride, padding })
     }
 
+    /// Loads a `kernel`×`kernel` convolution with no bias, stride 1 and "same" padding.
+    pub fn no_bias(vb: VarBuilder, in_ch: usize, out_ch: usize, kernel: usize) -> Result<Self> {
+        let weight = vb.get((out_ch, in_ch, kernel, kernel), "weight")?;
+        Ok(Self { weight, bias: None, stride: 1, padding: kernel / 2 })
+    }
+
     /// Loads a convolution stored as a linear layer's `[out, in]` matrix or a 1×1 kernel, as VAE
     /// attention projections are in some files.
     pub fn pointwise_from(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {

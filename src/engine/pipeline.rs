@@ -33,8 +33,10 @@ pub struct Progress<'a> {
     pub step: usize,
     /// Steps this picture takes.
     pub total: usize,
-    /// The latents after this step (for previews).
+    /// The latents after this step.
     pub latents: &'a Tensor,
+    /// The clean latents this step predicted, what previews show (when the sampler says).
+    pub denoised: Option<&'a Tensor>,
 }
 
 /// Seconds spent in each stage of one picture.
@@ -288,7 +290,8 @@ fn denoise(
             let keep = (m.ones_like()? - m)?;
             latents = (known.broadcast_mul(&keep)? + latents.broadcast_mul(m)?)?;
         }
-        on_progress(Progress { image: index, step: k + 1, total: steps, latents: &latents });
+        let denoised = sampler.denoised();
+        on_progress(Progress { image: index, step: k + 1, total: steps, latents: &latents, denoised });
     }
     Ok(latents)
 }
@@ -296,7 +299,12 @@ fn denoise(
 /// Decodes latents to 8-bit RGB exactly as diffusers post-processes: (x/2 + ½) clamped to [0, 1],
 /// times 255, rounded.
 pub fn decode_to_image(model: &StableDiffusion, latents: &Tensor) -> Result<RgbImage> {
-    let pixels = model.vae.decode(latents)?.to_dtype(DType::F32)?;
+    pixels_to_image(&model.vae.decode(latents)?)
+}
+
+/// The first picture of decoded pixels `[b, 3, h, w]` in [-1, 1], post-processed as diffusers does.
+pub fn pixels_to_image(pixels: &Tensor) -> Result<RgbImage> {
+    let pixels = pixels.narrow(0, 0, 1)?.to_dtype(DType::F32)?;
     let pixels = ((pixels / 2.0)? + 0.5)?.clamp(0f32, 1f32)?;
     let (_, _, h, w) = pixels.dims4()?;
     let data: Vec<u8> = pixels

@@ -7,7 +7,7 @@ use super::app::EaselApp;
 use super::state::{CanvasUse, JobStatus, ModelStatus};
 use crate::engine::SamplerKind;
 use crate::presets::Preset;
-use crate::worker::Command;
+use crate::worker::{Command, PreviewKind};
 
 /// Size presets offered in the size menu (width, height).
 const SIZES: [(usize, usize); 7] =
@@ -75,6 +75,38 @@ fn model_ui(app: &mut EaselApp, ui: &mut Ui) {
     });
     hub_pull_ui(app, ui);
     precision_ui(app, ui);
+    live_preview_ui(app, ui);
+}
+
+/// How the loaded model's live previews are drawn, with the tiny decoder's download when it is
+/// missing (previews are then approximate colours at an eighth of the size).
+fn live_preview_ui(app: &mut EaselApp, ui: &mut Ui) {
+    let ModelStatus::Ready(m) = &app.state.model else {
+        return;
+    };
+    let broken = match &m.preview {
+        PreviewKind::TinyDecoder(path) => {
+            ui.label("Live preview: tiny decoder").on_hover_text(format!("TAESD from {}", path.display()));
+            return;
+        }
+        PreviewKind::Broken(why) => Some(why.clone()),
+        PreviewKind::Approximate => None,
+    };
+    ui.horizontal(|ui| {
+        ui.label("Live preview: approximate colours");
+        let idle = app.state.pull.is_none();
+        if ui
+            .add_enabled(idle, egui::Button::new("Get detailed previews"))
+            .on_hover_text("Downloads TAESD, a tiny decoder (about 10 MB), from the Hugging Face hub")
+            .clicked()
+        {
+            app.state.pull = Some((crate::hub::PREVIEW_DECODER_REPO.into(), "listing files".into(), 0, 0));
+            app.send(Command::PullPreviewDecoder);
+        }
+    });
+    if let Some(why) = broken {
+        ui.colored_label(ui.visuals().error_fg_color, format!("The tiny decoder could not be used: {why}"));
+    }
 }
 
 /// f32, f16 or bf16 weights; changing it reloads the current model.

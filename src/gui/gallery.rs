@@ -5,8 +5,9 @@ use egui::Ui;
 
 use super::app::EaselApp;
 use super::image_view::image_view_ui;
-use super::state::Tab;
+use super::state::{ModelStatus, Tab};
 use crate::history::HistoryItem;
+use crate::worker::PreviewKind;
 
 /// The Image tab.
 pub fn image_tab_ui(app: &mut EaselApp, ui: &mut Ui) {
@@ -14,7 +15,9 @@ pub fn image_tab_ui(app: &mut EaselApp, ui: &mut Ui) {
     let running = app.state.running().is_some();
     if let (true, Some(preview)) = (running, &app.state.preview) {
         let tex = app.textures.preview(&ctx, preview, app.state.preview_version);
-        ui.weak("Live preview (approximate colours; the finished picture replaces it)");
+        let tiny = matches!(&app.state.model, ModelStatus::Ready(m) if matches!(m.preview, PreviewKind::TinyDecoder(_)));
+        let kind = if tiny { "tiny decoder" } else { "approximate colours" };
+        ui.weak(format!("Live preview ({kind}; the finished picture replaces it)"));
         image_view_ui(ui, &tex, &mut app.view, "Live preview");
         return;
     }

@@ -514,6 +514,12 @@ impl AppState {
             Event::PullProgress { repo_id, file, done_bytes, total_bytes } => {
                 self.pull = Some((repo_id, file, done_bytes, total_bytes));
             }
+            Event::PreviewDecoderReady(kind) => {
+                self.pull = None;
+                if let ModelStatus::Ready(info) = &mut self.model {
+                    info.preview = kind;
+                }
+            }
             Event::PullFailed { repo_id, message } => {
                 self.pull = None;
                 self.error(format!("Could not download {repo_id}: {message}"));

@@ -34,30 +34,34 @@ fn generate(state: &mut State, outbox: &Outbox, job: &GenerateJob) -> Result<()>
     if let Some(reports) = state.merge_stack(&job.request.loras)? {
         outbox.send(Event::LoraReports { id: job.id, reports });
     }
-    let loaded = state.loaded.as_ref().ok_or_else(|| Error::BadRequest("no model is loaded".into()))?;
+    let lora_hashes = job
+        .request
+        .loras
+        .iter()
+        .filter_map(|s| state.cached_adapter(&s.path).map(|a| (s.name.clone(), a.hash.clone())))
+        .collect();
+    let loaded = state.loaded.as_mut().ok_or_else(|| Error::BadRequest("no model is loaded".into()))?;
     std::fs::create_dir_all(&job.output_dir)
         .map_err(|e| Error::io("cannot create the gallery folder", e, &job.output_dir))?;
     let provenance = Provenance {
         model: loaded.model.name.clone(),
         model_hash: loaded.model_hash.clone(),
         version: format!("Easel {}", crate::version()),
-        lora_hashes: job
-            .request
-            .loras
-            .iter()
-            .filter_map(|s| state.cached_adapter(&s.path).map(|a| (s.name.clone(), a.hash.clone())))
-            .collect(),
+        lora_hashes,
     };
     let inputs = GenerationInputs { init_image: job.init_image.clone(), mask: job.mask.clone(), noise: None };
     let started = Instant::now();
+    let preview = &mut loaded.preview;
+    preview.start_job();
     let mut on_progress = |p: Progress| {
+        let picture = preview.picture(p.denoised.unwrap_or(p.latents), started.elapsed());
         outbox.offer(Event::Progress {
             id: job.id,
             image: p.image,
             step: p.step,
             total: p.total,
             elapsed_secs: started.elapsed().as_secs_f64(),
-            preview: super::preview::latents_to_rgb(p.latents).ok(),
+            preview: picture,
         });
     };
     let mut index = 0u64;

@@ -7,6 +7,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::preview::{PreviewKind, Previewer};
 use super::{Command, Event, LoraInfo, ModelInfo, Outbox};
 use crate::engine::device::{parse_dtype, DeviceChoice};
 use crate::engine::lora::{self, Adapter, StackEntry};
@@ -21,6 +22,8 @@ pub(crate) struct Loaded {
     pub model_hash: Option<String>,
     /// The stack merged now (enabled entries, in order); `None` after a merge failed half-way.
     pub merged: Option<Vec<LoraSpec>>,
+    /// Draws the live previews.
+    pub preview: Previewer,
 }
 
 /// Everything the worker keeps between commands.
@@ -37,6 +40,7 @@ pub(crate) fn run(commands: Receiver<Command>, outbox: Outbox) {
         match command {
             Command::LoadModel { source, device, dtype } => load(&mut state, &outbox, source, device, &dtype),
             Command::PullModel { repo_id, dtype } => pull(&mut state, &outbox, repo_id, &dtype),
+            Command::PullPreviewDecoder => pull_preview_decoder(&mut state, &outbox),
             Command::InspectLora { path } => {
                 let info = inspect(&mut state, &path).map_err(|e| (path, e.to_string()));
                 outbox.send(Event::LoraInspected(info));
@@ -71,6 +75,7 @@ fn load_model(source: &str, device: DeviceChoice, dtype: &str) -> Result<Loaded>
     let dtype = parse_dtype(dtype, &device)?;
     let model = StableDiffusion::load(&path, &device, dtype)?;
     let model_hash = if path.is_file() { Some(crate::export::parameters::model_hash(&path)?) } else { None };
+    let (preview, preview_kind) = Previewer::load(None, &model.device, model.dtype);
     let info = ModelInfo {
         source: source.to_string(),
         name: model.name.clone(),
@@ -79,29 +84,59 @@ fn load_model(source: &str, device: DeviceChoice, dtype: &str) -> Result<Loaded>
         device: format!("{:?}", model.device.location()).to_lowercase(),
         dtype: format!("{:?}", model.dtype).to_lowercase(),
         load_secs: started.elapsed().as_secs_f64(),
+        preview: preview_kind,
     };
-    Ok(Loaded { model, info, model_hash, merged: Some(Vec::new()) })
+    Ok(Loaded { model, info, model_hash, merged: Some(Vec::new()), preview })
 }
 
-fn pull(state: &mut State, outbox: &Outbox, repo_id: String, dtype: &str) {
+/// A download progress callback that sends a few events a second for `repo_id`.
+fn progress_events<'a>(outbox: &'a Outbox, repo_id: &'a str) -> impl FnMut(&str, u64, u64) + Send + 'a {
     let mut last_sent = Instant::now();
-    let id = repo_id.clone();
-    let mut report = |file: &str, done: u64, total: u64| {
+    move |file: &str, done: u64, total: u64| {
         // A progress event per network read would flood the window; five a second is smooth.
         if done == total || last_sent.elapsed().as_millis() >= 200 {
             last_sent = Instant::now();
             outbox.offer(Event::PullProgress {
-                repo_id: id.clone(),
+                repo_id: repo_id.to_string(),
                 file: file.to_string(),
                 done_bytes: done,
                 total_bytes: total,
             });
         }
-    };
+    }
+}
+
+fn pull(state: &mut State, outbox: &Outbox, repo_id: String, dtype: &str) {
+    let id = repo_id.clone();
+    let mut report = progress_events(outbox, &id);
     // With f16 chosen, the fp16 variant files are half the download.
-    match crate::hub::pull_reporting(&repo_id, dtype == "f16", Some(&mut report)) {
+    let pulled = crate::hub::pull_reporting(&repo_id, dtype == "f16", Some(&mut report));
+    drop(report);
+    match pulled {
         Ok(_) => load(state, outbox, repo_id, DeviceChoice::Auto, dtype),
         Err(e) => outbox.send(Event::PullFailed { repo_id, message: e.to_string() }),
+    }
+}
+
+fn pull_preview_decoder(state: &mut State, outbox: &Outbox) {
+    let repo_id = crate::hub::PREVIEW_DECODER_REPO;
+    let mut report = progress_events(outbox, repo_id);
+    match crate::hub::pull_preview_decoder(Some(&mut report)) {
+        Ok(path) => {
+            let kind = match &mut state.loaded {
+                Some(loaded) => {
+                    let (preview, kind) =
+                        Previewer::load(Some(path), &loaded.model.device, loaded.model.dtype);
+                    loaded.preview = preview;
+                    loaded.info.preview = kind.clone();
+                    kind
+                }
+                // The next model load finds it.
+                None => PreviewKind::TinyDecoder(path),
+            };
+            outbox.send(Event::PreviewDecoderReady(kind));
+        }
+        Err(e) => outbox.send(Event::PullFailed { repo_id: repo_id.to_string(), message: e.to_string() }),
     }
 }
 

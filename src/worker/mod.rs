@@ -18,6 +18,8 @@ use image::{GrayImage, RgbImage, RgbaImage};
 
 pub use evaluate::{config_dir, ConfigResult, EvalConfig, EvalJob, EvalResults, PromptSource};
 
+pub use preview::PreviewKind;
+
 use crate::engine::device::DeviceChoice;
 use crate::engine::lora::AdapterReport;
 use crate::engine::GenerationRequest;
@@ -44,6 +46,8 @@ pub enum Command {
         /// f32 or f16, for the load that follows.
         dtype: String,
     },
+    /// Download the tiny preview decoder (TAESD), then use it for the loaded model's previews.
+    PullPreviewDecoder,
     /// Read an adapter's metadata and check it against the loaded model.
     InspectLora {
         /// The file.
@@ -90,6 +94,8 @@ pub struct ModelInfo {
     pub dtype: String,
     /// Seconds the load took.
     pub load_secs: f64,
+    /// How live previews are drawn for it.
+    pub preview: PreviewKind,
 }
 
 /// An adapter's description for the LoRA panel.
@@ -156,6 +162,8 @@ pub enum Event {
         /// Why.
         message: String,
     },
+    /// The tiny preview decoder was downloaded; how the loaded model's previews are drawn now.
+    PreviewDecoderReady(PreviewKind),
     /// An adapter was read.
     LoraInspected(Result<LoraInfo, (PathBuf, String)>),
     /// What each adapter of a job's stack did.

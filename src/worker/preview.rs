@@ -1,11 +1,78 @@
-//! Live previews: a linear projection of the four SD latent channels to RGB (the approximation
-//! ComfyUI and A1111 use for their cheap previews), one output pixel per latent pixel. It costs
-//! microseconds where a VAE decode costs seconds, so the studio can show every step.
+//! Live previews. With the tiny decoder (TAESD) loaded, a preview is a real picture at full size;
+//! without it, a linear projection of the four SD latent channels to RGB (the approximation
+//! ComfyUI and A1111 use for their cheap previews), one output pixel per latent pixel, which costs
+//! microseconds. Previews show the clean latents the sampler predicts, not the noisy ones it holds.
 
-use candle_core::{DType, Tensor};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
+use crate::engine::tiny_vae::TinyDecoder;
 use crate::error::{Error, Result};
+
+/// The share of a job's time previews may take: on a CPU a tiny-decoder preview at 512² costs about
+/// a tenth of a guided step, so most steps get one; on a GPU every step does.
+const PREVIEW_SHARE: f64 = 0.1;
+
+/// Which previews the loaded model gets, as the studio shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PreviewKind {
+    /// The colour projection: no tiny decoder is on this computer.
+    Approximate,
+    /// The tiny decoder from this file or folder.
+    TinyDecoder(PathBuf),
+    /// A tiny decoder was found but could not be used (the message says why); previews fall back
+    /// to the colour projection.
+    Broken(String),
+}
+
+/// Draws previews for one loaded model.
+pub(crate) struct Previewer {
+    tiny: Option<TinyDecoder>,
+    /// Time spent on previews in the current job.
+    spent: Duration,
+}
+
+impl Previewer {
+    /// The tiny decoder at `path` (or the one found on this computer when `None`) on the model's
+    /// device and dtype; the colour projection when there is none or it does not load.
+    pub fn load(path: Option<PathBuf>, device: &Device, dtype: DType) -> (Self, PreviewKind) {
+        let Some(path) = path.or_else(crate::hub::find_preview_decoder) else {
+            return (Self { tiny: None, spent: Duration::ZERO }, PreviewKind::Approximate);
+        };
+        match TinyDecoder::load(&path, device, dtype) {
+            Ok(tiny) => (Self { tiny: Some(tiny), spent: Duration::ZERO }, PreviewKind::TinyDecoder(path)),
+            Err(e) => (Self { tiny: None, spent: Duration::ZERO }, PreviewKind::Broken(e.to_string())),
+        }
+    }
+
+    /// Call when a job starts: its previews get their own time budget.
+    pub fn start_job(&mut self) {
+        self.spent = Duration::ZERO;
+    }
+
+    /// A preview of `latents` `job_elapsed` into the job, or `None` when the tiny decoder's time
+    /// budget is spent (the window keeps showing the last one).
+    pub fn picture(&mut self, latents: &Tensor, job_elapsed: Duration) -> Option<RgbImage> {
+        let Some(tiny) = &self.tiny else {
+            return latents_to_rgb(latents).ok();
+        };
+        if self.spent.as_secs_f64() > PREVIEW_SHARE * job_elapsed.as_secs_f64() {
+            return None;
+        }
+        let started = Instant::now();
+        let picture = latents
+            .narrow(1, 0, 4)
+            .map_err(Error::from)
+            .and_then(|l| tiny.decode(&l))
+            .and_then(|pixels| crate::engine::pipeline::pixels_to_image(&pixels));
+        self.spent += started.elapsed();
+        // A preview that fails is not worth failing the job for; the projection stands in.
+        picture.or_else(|_| latents_to_rgb(latents)).ok()
+    }
+}
 
 /// Rows: latent channels; columns: the R, G, B each contributes (SD 1.x/2.x VAE latent space).
 const LATENT_RGB: [[f32; 3]; 4] = [
@@ -42,6 +109,43 @@ fn project(data: &[f32], w: usize, h: usize) -> RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_a_tiny_decoder_every_step_gets_the_projection() {
+        let mut p = Previewer { tiny: None, spent: Duration::from_secs(100) };
+        let t = Tensor::zeros((1, 4, 2, 2), DType::F32, &Device::Cpu).expect("tensor");
+        assert_eq!(p.picture(&t, Duration::ZERO).expect("preview").dimensions(), (2, 2));
+    }
+
+    #[test]
+    fn the_tiny_decoder_draws_full_size_previews_within_its_time_share() {
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-taesd");
+        let (mut p, kind) = Previewer::load(Some(fixture.clone()), &Device::Cpu, DType::F32);
+        assert_eq!(kind, PreviewKind::TinyDecoder(fixture));
+        let latents = Tensor::ones((1, 4, 3, 5), DType::F32, &Device::Cpu).expect("tensor");
+        let first = p.picture(&latents, Duration::from_millis(1)).expect("the first step gets one");
+        assert_eq!(first.dimensions(), (40, 24), "eight times the latent size");
+        // Spent more than a tenth of the job: the next step goes without.
+        p.spent = Duration::from_secs(2);
+        assert!(p.picture(&latents, Duration::from_secs(10)).is_none());
+        assert!(p.picture(&latents, Duration::from_secs(30)).is_some());
+        p.start_job();
+        assert!(p.picture(&latents, Duration::ZERO).is_some(), "a new job starts with a fresh budget");
+    }
+
+    #[test]
+    fn a_damaged_tiny_decoder_is_reported_and_the_projection_stands_in() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("taesd_decoder.safetensors");
+        std::fs::write(&file, b"not a safetensors file").expect("write");
+        let (mut p, kind) = Previewer::load(Some(file), &Device::Cpu, DType::F32);
+        assert!(
+            matches!(&kind, PreviewKind::Broken(why) if why.contains("taesd_decoder.safetensors")),
+            "{kind:?}"
+        );
+        let latents = Tensor::zeros((1, 4, 3, 5), DType::F32, &Device::Cpu).expect("tensor");
+        assert_eq!(p.picture(&latents, Duration::ZERO).expect("projection").dimensions(), (5, 3));
+    }
 
     #[test]
     fn zero_latents_are_mid_grey_and_keep_their_size() {

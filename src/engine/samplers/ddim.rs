@@ -9,13 +9,14 @@ pub struct Ddim {
     cfg: ScheduleConfig,
     timesteps: Vec<f64>,
     stride: usize,
+    denoised: Option<Tensor>,
 }
 
 impl Ddim {
     pub fn new(cfg: ScheduleConfig, steps: usize) -> Self {
         let timesteps = cfg.discrete_timesteps(steps);
         let stride = cfg.train_steps / steps;
-        Self { cfg, timesteps, stride }
+        Self { cfg, timesteps, stride, denoised: None }
     }
 
     fn alpha_bar(&self, t: f64) -> f64 {
@@ -48,7 +49,13 @@ impl Sampler for Ddim {
             let r = self.cfg.clip_sample_range as f32;
             x0 = x0.clamp(-r, r)?;
         }
-        noise_to(&x0, &eps, a_prev)
+        let next = noise_to(&x0, &eps, a_prev);
+        self.denoised = Some(x0);
+        next
+    }
+
+    fn denoised(&self) -> Option<&Tensor> {
+        self.denoised.as_ref()
     }
 
     fn add_noise(&self, x0: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor> {

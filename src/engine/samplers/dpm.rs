@@ -107,6 +107,10 @@ impl Sampler for DpmPp2m {
         Ok(next)
     }
 
+    fn denoised(&self) -> Option<&Tensor> {
+        self.previous_x0.as_ref()
+    }
+
     fn add_noise(&self, x0: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor> {
         let (alpha, sigma, _) = alpha_sigma_lambda(self.sigmas[i]);
         Ok(((x0 * alpha)? + (noise * sigma)?)?)

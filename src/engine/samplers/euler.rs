@@ -14,6 +14,7 @@ pub struct Euler {
     sigmas: Vec<f64>,
     init_sigma: f64,
     ancestral: bool,
+    denoised: Option<Tensor>,
 }
 
 impl Euler {
@@ -41,7 +42,7 @@ impl Euler {
             Spacing::Linspace | Spacing::Trailing => max,
             Spacing::Leading => (max * max + 1.0).sqrt(),
         };
-        Self { prediction: cfg.prediction, timesteps, sigmas, init_sigma, ancestral }
+        Self { prediction: cfg.prediction, timesteps, sigmas, init_sigma, ancestral, denoised: None }
     }
 }
 
@@ -70,6 +71,7 @@ impl Sampler for Euler {
             }
         };
         let derivative = ((x - &x0)? / sigma)?;
+        self.denoised = Some(x0);
         if !self.ancestral {
             return Ok((x + (derivative * (next - sigma))?)?);
         }
@@ -80,6 +82,10 @@ impl Sampler for Euler {
             return Ok(stepped);
         }
         Ok((stepped + (noise()? * up)?)?)
+    }
+
+    fn denoised(&self) -> Option<&Tensor> {
+        self.denoised.as_ref()
     }
 
     fn add_noise(&self, x0: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor> {

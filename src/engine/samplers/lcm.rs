@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 pub struct Lcm {
     cfg: ScheduleConfig,
     timesteps: Vec<f64>,
+    denoised: Option<Tensor>,
 }
 
 impl Lcm {
@@ -24,7 +25,7 @@ impl Lcm {
         let timesteps = (0..steps)
             .map(|i| origin[(i as f64 * origin.len() as f64 / steps as f64).floor() as usize] as f64)
             .collect();
-        Ok(Self { cfg, timesteps })
+        Ok(Self { cfg, timesteps, denoised: None })
     }
 }
 
@@ -54,10 +55,15 @@ impl Sampler for Lcm {
         let c_skip = sigma_data2 / (scaled * scaled + sigma_data2);
         let c_out = scaled / (scaled * scaled + sigma_data2).sqrt();
         let denoised = ((x0 * c_out)? + (x * c_skip)?)?;
+        self.denoised = Some(denoised.clone());
         match self.timesteps.get(i + 1) {
             Some(&next) => noise_to(&denoised, &noise()?, self.cfg.alphas_cumprod[next as usize]),
             None => Ok(denoised),
         }
+    }
+
+    fn denoised(&self) -> Option<&Tensor> {
+        self.denoised.as_ref()
     }
 
     fn add_noise(&self, x0: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor> {

@@ -146,6 +146,9 @@ pub trait Sampler: Send {
     fn step(&mut self, model_output: &Tensor, i: usize, x: &Tensor, noise: &mut NoiseFn) -> Result<Tensor>;
     /// Noises clean latents to the level of step `i` (img2img's start and inpainting's blend).
     fn add_noise(&self, x0: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor>;
+    /// The clean latents (x̂₀) the last `step` predicted, for previews: a forming picture where
+    /// the latents themselves are still mostly noise. `None` before the first step.
+    fn denoised(&self) -> Option<&Tensor>;
 }
 
 /// x₀ predicted from a discrete-time model output at ᾱ, as DDIM and LCM compute it.
@@ -170,6 +173,28 @@ pub(crate) fn noise_to(x0: &Tensor, noise: &Tensor, alpha_bar: f64) -> Result<Te
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_sampler_exposes_the_clean_latents_a_perfect_prediction_implies() -> Result<()> {
+        use candle_core::{DType, Device};
+        // An empty scheduler config: SD 1.5's defaults (scaled-linear betas, ε-prediction).
+        let config = Map::new();
+        let x0 = Tensor::arange(0f32, 8.0, &Device::Cpu)?.reshape((1, 2, 2, 2))?.affine(0.25, -1.0)?;
+        let eps = Tensor::arange(0f32, 8.0, &Device::Cpu)?.reshape((1, 2, 2, 2))?.affine(-0.5, 1.5)?;
+        for kind in SamplerKind::ALL {
+            let mut sampler = kind.build(&config, 10)?;
+            assert!(sampler.denoised().is_none(), "{kind}: nothing before the first step");
+            let i = 2;
+            let x = sampler.add_noise(&x0, &eps, i)?;
+            let mut noise = || Ok(Tensor::zeros((1, 2, 2, 2), DType::F32, &Device::Cpu)?);
+            sampler.step(&eps, i, &x, &mut noise)?;
+            let got = sampler.denoised().expect("after a step");
+            let err = (got - &x0)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            // LCM blends in a sliver of the input (c_skip ≈ 1e-5 at this timestep).
+            assert!(err < 1e-3, "{kind}: x̂₀ is off by {err}");
+        }
+        Ok(())
+    }
 
     #[test]
     fn unknown_sampler_names_the_choices() {
