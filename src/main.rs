@@ -6,6 +6,7 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    easel::memory::reuse_freed_memory();
     match cli::run() {
         Ok(code) => code,
         Err(err) => {

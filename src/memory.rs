@@ -16,6 +16,22 @@ pub fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+/// Asks glibc to keep freed blocks of up to 512 MiB for reuse instead of mapping every large tensor
+/// afresh (its own limit is 32 MiB). A fresh mapping is zero-filled by the kernel page by page on
+/// first touch, which took about 8 % of a bf16 512² UNet evaluation; reused blocks cost nothing.
+/// Peak memory is unchanged (it is what is live at once); [`release_unused`] hands the held blocks
+/// back after each job and between VAE levels. Call once at start-up; elsewhere this does nothing.
+pub fn reuse_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    // SAFETY: mallopt only changes allocator parameters; it takes no pointers and is called before
+    // any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 512 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 /// Hands memory the allocator holds but no longer uses back to the system. glibc keeps freed
 /// blocks below its (self-raising) mmap threshold in the heap, so a pass that frees tensors of
 /// 16–32 MiB, such as each level of a VAE decode, leaves them resident while the next level

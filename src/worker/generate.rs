@@ -27,6 +27,8 @@ pub(crate) fn run(state: &mut State, outbox: &Outbox, job: GenerateJob) {
         Err(Error::Cancelled) => JobOutcome::Cancelled,
         Err(e) => JobOutcome::Failed(e.to_string()),
     };
+    // The studio may sit idle now: give back what the job's tensors left in the allocator.
+    crate::memory::release_unused();
     outbox.send(Event::JobFinished { id, outcome });
 }
 
