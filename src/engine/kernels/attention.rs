@@ -12,8 +12,9 @@
 //! leaves exponentials unnormalised and the output rows are divided by their sums at the end.
 //!
 //! For bf16 activations on a CPU with AVX-512 BF16 both products run on the pair kernels: Q, K
-//! and V are packed as bf16 pairs, and each chunk of probabilities is rounded into pairs (two rows
-//! of Sᵀ side by side) before it multiplies V — as PyTorch's bf16 attention rounds them. Scores,
+//! and V are packed as bf16 pairs, and the softmax writes the probabilities rounded into pairs (two
+//! rows of Sᵀ side by side) as the second product's packed left operand — as PyTorch's bf16
+//! attention rounds them, without a pass that rereads them. Scores,
 //! softmax and sums stay f32.
 
 use std::cell::RefCell;
@@ -21,7 +22,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::gemm::{macro_kernel, APanels, Operands, PackA, PackB, Strided};
-use super::simd::{softmax_columns, Kernel};
+use super::simd::{softmax_columns, softmax_columns_pairs, Kernel};
 
 /// Queries per block (a multiple of every kernel's `NR`): 4096 keys × 128 scores is 2 MiB.
 const QUERY_BLOCK: usize = 128;
@@ -103,7 +104,19 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], h: Heads, scale: f32, bf16: bo
                         };
                         macro_kernel(qk, scores, 0, h.keys, 0, rows, st, ld);
                         inv_sums.resize(QUERY_BLOCK, 0.0);
-                        softmax_columns(st, ld, h.keys, rows, scale, inv_sums);
+                        // For the pair kernels the softmax writes the probabilities as pairs, every
+                        // chunk's panels at once (see `softmax_columns_pairs`).
+                        let chunk_pairs = rows.div_ceil(pv.mr) * pv.mr * KEY_CHUNK / 2;
+                        match &packed {
+                            PackedHead::F32 { .. } => softmax_columns(st, ld, h.keys, rows, scale, inv_sums),
+                            PackedHead::Pairs { .. } => {
+                                p_pairs.resize(h.keys.div_ceil(KEY_CHUNK) * chunk_pairs, 0);
+                                let (keys, mr) = (h.keys, pv.mr);
+                                softmax_columns_pairs(
+                                    st, ld, keys, rows, scale, inv_sums, KEY_CHUNK, mr, p_pairs,
+                                );
+                            }
+                        }
                         // O += P[:, chunk]·V[chunk, :], a chunk of keys at a time so the slice of
                         // Sᵀ being read stays in L2 while every tile of the block passes over it.
                         for k0 in (0..h.keys).step_by(KEY_CHUNK) {
@@ -117,11 +130,8 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], h: Heads, scale: f32, bf16: bo
                                 }
                                 PackedHead::Pairs { values, .. } => {
                                     let chunk_len = d.div_ceil(pv.nr) * pv.nr * KEY_CHUNK / 2;
-                                    p_pairs.resize(rows.div_ceil(pv.mr) * pv.mr * kc.div_ceil(2), 0);
-                                    Strided::transposed(&st[k0 * ld..], ld)
-                                        .pack_a_pairs(0, rows, 0, kc, pv.mr, p_pairs);
                                     Operands::Pairs {
-                                        a: p_pairs,
+                                        a: &p_pairs[chunk * chunk_pairs..],
                                         b: &values[chunk * chunk_len..],
                                         kp: kc.div_ceil(2),
                                     }

@@ -244,6 +244,13 @@ multiversion! {
 }
 
 multiversion! {
+    /// [`softmax_columns_pairs`](super::softmax::softmax_columns_pairs): the softmax written as
+    /// bf16 pair panels for attention's second product.
+    pub fn softmax_columns_pairs(st: &[f32], ld: usize, rows: usize, cols: usize, scale: f32, inv_sums: &mut [f32],
+        chunk: usize, mr: usize, out: &mut [u32]) => super::softmax::softmax_columns_pairs
+}
+
+multiversion! {
     /// [`geglu_row`](super::activations::geglu_row): `out = value·gelu(gate)`.
     pub fn geglu_row<T: super::gemm::Element>(value: &[T], gate: &[T], out: &mut [T]) => super::activations::geglu_row
 }

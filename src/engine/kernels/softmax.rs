@@ -6,6 +6,8 @@
 //! softmax uses) that the compiler vectorises, and the row sums use independent lanes.
 
 use candle_core::{CpuStorage, InplaceOp1, Layout, Tensor};
+
+use super::pairs::bf16_bits;
 use rayon::prelude::*;
 
 /// `e^x` for `x ≤ 0` (larger inputs are not needed after subtracting the row maximum), flushing
@@ -108,6 +110,73 @@ pub(crate) fn softmax_columns(
     }
 }
 
+/// [`softmax_columns`] for the pair kernels: the same maxima, exponentials and sums, but the
+/// exponentials go straight into bf16 pairs (rows `2q` and `2q + 1` of `st` side by side) laid out
+/// as the left operand of `O = P·V`, instead of back into `st`; attention's second product then
+/// never rereads them to round. One set of panels per chunk of `chunk` rows (even), each panel `mr`
+/// columns: `out[c·panels·(chunk/2)·mr + (panel·kp + q)·mr + lane]`, `kp` being the chunk's rows
+/// halved and rounded up; lanes past `cols` and the missing odd row of an odd chunk are zero.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn softmax_columns_pairs(
+    st: &[f32],
+    ld: usize,
+    rows: usize,
+    cols: usize,
+    scale: f32,
+    inv_sums: &mut [f32],
+    chunk: usize,
+    mr: usize,
+    out: &mut [u32],
+) {
+    let inv_sums = &mut inv_sums[..cols];
+    inv_sums.fill(f32::NEG_INFINITY);
+    for row in st.chunks(ld).take(rows) {
+        for (m, &x) in inv_sums.iter_mut().zip(&row[..cols]) {
+            *m = m.max(x);
+        }
+    }
+    let max: Vec<f32> = inv_sums.to_vec();
+    inv_sums.fill(0.0);
+    // Rows are summed in order, as `softmax_columns` sums them, so the sums agree to the bit.
+    let mut exps = |row: usize, into: &mut [f32]| {
+        for (((e, &x), &m), s) in
+            into.iter_mut().zip(&st[row * ld..row * ld + cols]).zip(&max).zip(inv_sums.iter_mut())
+        {
+            *e = exp_nonpositive((x - m) * scale);
+            *s += *e;
+        }
+    };
+    let (mut even, mut odd) = (vec![0f32; cols], vec![0f32; cols]);
+    let mut two_rows = vec![0u32; cols];
+    let panels = cols.div_ceil(mr);
+    for c0 in (0..rows).step_by(chunk) {
+        let kc = chunk.min(rows - c0);
+        let kp = kc.div_ceil(2);
+        let base = c0 / chunk * panels * (chunk / 2) * mr;
+        for q in 0..kp {
+            exps(c0 + 2 * q, &mut even);
+            if 2 * q + 1 < kc {
+                exps(c0 + 2 * q + 1, &mut odd);
+            } else {
+                odd.fill(0.0);
+            }
+            // Pair across full vectors first; panels are then plain copies of `mr` lanes.
+            for ((p, &e), &o) in two_rows.iter_mut().zip(&even).zip(&odd) {
+                *p = u32::from(bf16_bits(e)) | u32::from(bf16_bits(o)) << 16;
+            }
+            for (panel, lanes) in two_rows.chunks(mr).enumerate() {
+                let dst = &mut out[base + (panel * kp + q) * mr..][..mr];
+                dst[..lanes.len()].copy_from_slice(lanes);
+                dst[lanes.len()..].fill(0);
+            }
+        }
+    }
+    for (s, &m) in inv_sums.iter_mut().zip(&max) {
+        *s = if m == f32::NEG_INFINITY || m.is_nan() { f32::NAN } else { 1.0 / *s };
+    }
+}
+
 struct SoftmaxLastDim;
 
 impl InplaceOp1 for SoftmaxLastDim {
@@ -166,6 +235,38 @@ mod tests {
         let e: Vec<f64> = row.iter().map(|&x| (f64::from(x) - max).exp()).collect();
         let s: f64 = e.iter().sum();
         e.iter().map(|v| v / s).collect()
+    }
+
+    #[test]
+    fn pairs_equal_the_softmax_then_packing_to_the_bit() {
+        use crate::engine::kernels::gemm::{PackA, Strided};
+        // Odd key counts (77 text tokens; a last chunk of 9), columns not a multiple of the panel.
+        for (rows, cols, chunk, mr) in [(77, 37, 256, 12), (41, 128, 16, 12), (32, 5, 8, 16)] {
+            let ld = cols + 3;
+            let st: Vec<f32> = crate::engine::kernels::wave(rows * ld, 0.377, 0.4, 6.0);
+            let mut expected_st = st.clone();
+            let mut expected_sums = vec![0f32; cols];
+            softmax_columns(&mut expected_st, ld, rows, cols, 0.3, &mut expected_sums);
+            let chunk_len = cols.div_ceil(mr) * mr * chunk / 2;
+            let mut pairs = vec![u32::MAX; rows.div_ceil(chunk) * chunk_len];
+            let mut sums = vec![0f32; cols];
+            softmax_columns_pairs(&st, ld, rows, cols, 0.3, &mut sums, chunk, mr, &mut pairs);
+            assert_eq!(sums, expected_sums, "{rows}×{cols}");
+            for c0 in (0..rows).step_by(chunk) {
+                let kc = chunk.min(rows - c0);
+                let mut packed = vec![0u32; cols.div_ceil(mr) * mr * kc.div_ceil(2)];
+                Strided::transposed(&expected_st[c0 * ld..], ld).pack_a_pairs(
+                    0,
+                    cols,
+                    0,
+                    kc,
+                    mr,
+                    &mut packed,
+                );
+                let got = &pairs[c0 / chunk * chunk_len..][..packed.len()];
+                assert_eq!(got, &packed[..], "{rows}×{cols}, chunk at {c0}");
+            }
+        }
     }
 
     #[test]
