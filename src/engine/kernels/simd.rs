@@ -207,14 +207,18 @@ impl Kernel {
 macro_rules! multiversion {
     ($(#[$doc:meta])* pub fn $name:ident $(<$g:ident: $bound:path>)? ($($arg:ident: $ty:ty),* $(,)?) => $body:path) => {
         $(#[$doc])*
+        // The copies forward the body's arguments, however many it takes.
+        #[allow(clippy::too_many_arguments)]
         pub fn $name $(<$g: $bound>)? ($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
+                #[allow(clippy::too_many_arguments)]
                 fn avx512 $(<$g: $bound>)? ($($arg: $ty),*) {
                     $body($($arg),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
                 fn avx2 $(<$g: $bound>)? ($($arg: $ty),*) {
                     $body($($arg),*)
                 }
