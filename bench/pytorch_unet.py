@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The PyTorch baseline `easel bench` is compared with: one evaluation of an SD 1.5-sized UNet (random
-weights, batch 1, f32, and bf16 autocast) at 256² and 512², and a VAE decode at 512², on this machine.
+weights, batch 1, f32, and bf16 autocast) at 256² and 512², and a VAE and a TAESD decode at 512², on this
+machine.
 
 Run: python bench/pytorch_unet.py [--runs 2]   (needs: pip install torch diffusers)
      python bench/pytorch_unet.py --device cuda --dtype f16   (the GPU baseline for
@@ -13,7 +14,7 @@ import json
 import resource
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
 
 from timing import median_secs
 
@@ -49,6 +50,12 @@ def main():
         size = max(int(s) for s in args.sizes.split(","))
         z = torch.randn(1, 4, size // 8, size // 8)
         report["vae_decode"] = {"size": size, "secs": median_secs(lambda: vae.decode(z), args.runs)}
+        # TAESD, the tiny preview decoder (`easel bench --preview`), f32 and bf16 autocast.
+        tiny = AutoencoderTiny().eval()
+        report["preview_decode"] = {"size": size, "secs": median_secs(lambda: tiny.decode(z), args.runs)}
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            secs = median_secs(lambda: tiny.decode(z), args.runs)
+        report["preview_decode_bf16"] = {"size": size, "secs": secs}
     report["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps(report, indent=2))
 

@@ -121,7 +121,7 @@ impl<X: Element> PackB for Patches<'_, X> {
     fn pack_b(&self, k0: usize, kc: usize, j0: usize, nc: usize, nr: usize, dst: &mut [f32]) {
         self.gather_lines(k0, kc, j0, nc, nr, |p, line| {
             for (panel, values) in line.chunks_exact(nr).enumerate() {
-                dst[(panel * kc + p) * nr..(panel * kc + p + 1) * nr].copy_from_slice(values);
+                copy_lanes(values, &mut dst[(panel * kc + p) * nr..(panel * kc + p + 1) * nr]);
             }
         });
     }
@@ -219,6 +219,23 @@ impl<X: Element> Patches<'_, X> {
             }
             emit(p, &line);
         }
+    }
+}
+
+/// `dst = src` for one panel row: at the kernels' widths a fixed-size copy the compiler inlines as a
+/// few vector moves, where `copy_from_slice` of 128 bytes is a library call per row — the packing
+/// of a VAE convolution makes hundreds of millions of them.
+#[inline(always)]
+fn copy_lanes(src: &[f32], dst: &mut [f32]) {
+    fn fixed<const N: usize>(src: &[f32], dst: &mut [f32]) {
+        let src: &[f32; N] = src.try_into().expect("a panel row");
+        let dst: &mut [f32; N] = dst.try_into().expect("a panel row");
+        *dst = *src;
+    }
+    match src.len() {
+        32 => fixed::<32>(src, dst),
+        16 => fixed::<16>(src, dst),
+        _ => dst.copy_from_slice(src),
     }
 }
 
