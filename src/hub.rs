@@ -76,7 +76,12 @@ pub type PullReporter<'a> = &'a mut (dyn FnMut(&str, u64, u64) + Send);
 /// [`pull`], telling `report` (when given) how each file's download goes instead of drawing
 /// progress bars on the terminal; used by the studio's model picker.
 pub fn pull_reporting(repo_id: &str, fp16: bool, report: Option<PullReporter>) -> Result<PathBuf> {
-    let offline = |e: &dyn std::fmt::Display| offline_error(repo_id, e);
+    let offline = |e: &dyn std::fmt::Display| {
+        Error::Hub(format!(
+            "cannot reach the Hugging Face hub for {repo_id} ({e}). You may be offline: models already \
+             on disk work without a network — pass --model with their folder or file"
+        ))
+    };
     let api = ApiBuilder::from_env().with_progress(report.is_none()).build().map_err(|e| offline(&e))?;
     let repo = api.model(repo_id.to_string());
     let info = repo.info().map_err(|e| offline(&e))?;
@@ -88,14 +93,17 @@ pub fn pull_reporting(repo_id: &str, fp16: bool, report: Option<PullReporter>) -
         )));
     }
     let wanted = choose_files(&files, fp16).map_err(Error::Hub)?;
-    download(&repo, repo_id, &wanted, "model_index.json", report)
+    download(&repo, (repo_id, &offline), &wanted, "model_index.json", report)
 }
+
+/// Turns a network failure into the sentence the user sees.
+type OfflineError<'a> = dyn Fn(&dyn std::fmt::Display) -> Error + 'a;
 
 /// Fetches `wanted` files of `repo` not already complete in the cache; returns the snapshot folder
 /// that holds `marker` (one of them).
 fn download(
     repo: &hf_hub::api::sync::ApiRepo,
-    repo_id: &str,
+    (repo_id, offline): (&str, &OfflineError<'_>),
     wanted: &[String],
     marker: &str,
     mut report: Option<PullReporter>,
@@ -107,21 +115,14 @@ fn download(
             (Some(done), _) => done,
             (None, Some(report)) => repo
                 .download_with_progress(name, Reporter { report, file: name.clone(), total: 0, done: 0 })
-                .map_err(|e| offline_error(repo_id, &e))?,
-            (None, None) => repo.get(name).map_err(|e| offline_error(repo_id, &e))?,
+                .map_err(|e| offline(&e))?,
+            (None, None) => repo.get(name).map_err(|e| offline(&e))?,
         };
         if name == marker {
             folder = path.parent().map(Path::to_path_buf);
         }
     }
     folder.ok_or_else(|| Error::Hub(format!("{repo_id}: the download finished without {marker}")))
-}
-
-fn offline_error(repo_id: &str, e: &dyn std::fmt::Display) -> Error {
-    Error::Hub(format!(
-        "cannot reach the Hugging Face hub for {repo_id} ({e}). You may be offline: models already \
-         on disk work without a network — pass --model with their folder or file"
-    ))
 }
 
 /// The hub repository of TAESD, the tiny decoder for SD 1.x/2.x live previews (diffusers layout).
@@ -147,13 +148,17 @@ pub fn find_preview_decoder() -> Option<PathBuf> {
 /// Downloads the tiny preview decoder (about 10 MB) into the hub cache and returns its folder.
 pub fn pull_preview_decoder(report: Option<PullReporter>) -> Result<PathBuf> {
     let repo_id = PREVIEW_DECODER_REPO;
-    let api = ApiBuilder::from_env()
-        .with_progress(report.is_none())
-        .build()
-        .map_err(|e| offline_error(repo_id, &e))?;
+    let offline = |e: &dyn std::fmt::Display| {
+        Error::Hub(format!(
+            "cannot reach the Hugging Face hub for {repo_id} ({e}). You may be offline: previews work \
+             without it (in approximate colours), or copy TAESD's config.json and \
+             diffusion_pytorch_model.safetensors into models/taesd/"
+        ))
+    };
+    let api = ApiBuilder::from_env().with_progress(report.is_none()).build().map_err(|e| offline(&e))?;
     let repo = api.model(repo_id.to_string());
     let wanted: Vec<String> = PREVIEW_DECODER_FILES.iter().map(|f| f.to_string()).collect();
-    download(&repo, repo_id, &wanted, PREVIEW_DECODER_FILES[0], report)
+    download(&repo, (repo_id, &offline), &wanted, PREVIEW_DECODER_FILES[0], report)
 }
 
 /// Adapts hf-hub's progress trait to a plain callback.

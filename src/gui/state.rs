@@ -599,11 +599,36 @@ impl AppState {
 mod tests {
     use super::*;
     use crate::history::HistoryItem;
+    use crate::worker::PreviewKind;
 
     fn state() -> (tempfile::TempDir, AppState) {
         let dir = tempfile::tempdir().expect("temp dir");
         let paths = Paths::under(dir.path().to_path_buf());
         (dir, AppState::new(Settings::default(), paths))
+    }
+
+    #[test]
+    fn a_downloaded_preview_decoder_upgrades_the_loaded_models_previews() {
+        let (_dir, mut s) = state();
+        let info = ModelInfo {
+            source: "tiny".into(),
+            name: "tiny".into(),
+            family: "SD 1.x".into(),
+            inpainting: false,
+            device: "cpu".into(),
+            dtype: "f32".into(),
+            load_secs: 0.1,
+            preview: PreviewKind::Approximate,
+        };
+        s.apply(Event::ModelLoaded(info));
+        s.pull = Some(("madebyollin/taesd".into(), "config.json".into(), 1, 2));
+        s.apply(Event::PreviewDecoderReady(PreviewKind::TinyDecoder("taesd".into())));
+        assert!(s.pull.is_none(), "the download bar goes away");
+        assert!(
+            matches!(&s.model, ModelStatus::Ready(m) if m.preview == PreviewKind::TinyDecoder("taesd".into())),
+            "{:?}",
+            s.model
+        );
     }
 
     #[test]
