@@ -169,6 +169,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let metrics_row =
         if args.metrics { bench_metrics(args.runs, &device, args.json)? } else { serde_json::Value::Null };
 
+    let size = *args.sizes.iter().max().unwrap_or(&512);
+    let decode_bench = DecodeBench { size, runs: args.runs, device: &device, dtype, quiet: args.json };
     let mut vae_row = serde_json::Value::Null;
     if args.vae {
         let vae_cfg: VaeConfig = match &args.vae_config {
@@ -176,34 +178,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             None => serde_json::from_str(SD15_VAE)?,
         };
         let vae = Vae::new(vb.clone(), &vae_cfg)?;
-        let size = *args.sizes.iter().max().unwrap_or(&512);
-        let z = Tensor::randn(0f32, 1.0, (1, vae_cfg.latent_channels, size / 8, size / 8), &device)?
-            .to_dtype(dtype)?;
-        let secs = time_median(args.runs, &device, || {
-            vae.decode(&z)?;
-            Ok(())
-        })?;
-        if !args.json {
-            println!("VAE decode {size}x{size}: {secs:.3} s");
-        }
-        vae_row = json!({ "size": size, "secs": secs });
+        vae_row = decode_bench.time("VAE decode", vae_cfg.latent_channels, |z| vae.decode(z))?;
     }
-
     let mut preview_row = serde_json::Value::Null;
     if args.preview {
         let cfg = TinyVaeConfig::default();
         let decoder = TinyDecoder::new(vb.clone(), &cfg, PathBuf::from("random"))?;
-        let size = *args.sizes.iter().max().unwrap_or(&512);
-        let z = Tensor::randn(0f32, 1.0, (1, cfg.latent_channels, size / 8, size / 8), &device)?
-            .to_dtype(dtype)?;
-        let secs = time_median(args.runs, &device, || {
-            decoder.decode(&z)?;
-            Ok(())
-        })?;
-        if !args.json {
-            println!("preview decode (TAESD) {size}x{size}: {secs:.3} s");
-        }
-        preview_row = json!({ "size": size, "secs": secs });
+        preview_row =
+            decode_bench.time("preview decode (TAESD)", cfg.latent_channels, |z| decoder.decode(z))?;
     }
 
     let peak = easel::memory::peak_rss_bytes();
@@ -228,6 +210,37 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Times decoders of random latents at one picture size.
+struct DecodeBench<'a> {
+    size: usize,
+    runs: usize,
+    device: &'a Device,
+    dtype: DType,
+    quiet: bool,
+}
+
+impl DecodeBench<'_> {
+    /// The median seconds `decode` takes for `channels`-channel latents, printed unless quiet, as
+    /// the report's row.
+    fn time(
+        &self,
+        what: &str,
+        channels: usize,
+        decode: impl Fn(&Tensor) -> easel::Result<Tensor>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let (size, latent) = (self.size, self.size / 8);
+        let z = Tensor::randn(0f32, 1.0, (1, channels, latent, latent), self.device)?.to_dtype(self.dtype)?;
+        let secs = time_median(self.runs, self.device, || {
+            decode(&z)?;
+            Ok(())
+        })?;
+        if !self.quiet {
+            println!("{what} {size}x{size}: {secs:.3} s");
+        }
+        Ok(json!({ "size": size, "secs": secs }))
+    }
 }
 
 /// Feature extraction of a 512×512 picture (resize + Inception) and FID of 2048-d statistics.

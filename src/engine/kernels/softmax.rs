@@ -89,14 +89,7 @@ pub(crate) fn softmax_columns(
     inv_sums: &mut [f32],
 ) {
     let inv_sums = &mut inv_sums[..cols];
-    // The column maxima, kept in `inv_sums` until the sums replace them.
-    inv_sums.fill(f32::NEG_INFINITY);
-    for row in st.chunks_mut(ld).take(rows) {
-        for (m, &x) in inv_sums.iter_mut().zip(&row[..cols]) {
-            *m = m.max(x);
-        }
-    }
-    let max: Vec<f32> = inv_sums.to_vec();
+    let max = column_maxima(st, ld, rows, cols);
     inv_sums.fill(0.0);
     for row in st.chunks_mut(ld).take(rows) {
         for ((x, &m), s) in row[..cols].iter_mut().zip(&max).zip(inv_sums.iter_mut()) {
@@ -108,6 +101,18 @@ pub(crate) fn softmax_columns(
         // A column with every key hidden (or a NaN) gives NaN, as the row softmax does.
         *s = if m == f32::NEG_INFINITY || m.is_nan() { f32::NAN } else { 1.0 / *s };
     }
+}
+
+/// The maximum of each of the first `cols` columns of `st` (`rows` rows, `ld` apart).
+#[inline(always)]
+fn column_maxima(st: &[f32], ld: usize, rows: usize, cols: usize) -> Vec<f32> {
+    let mut max = vec![f32::NEG_INFINITY; cols];
+    for row in st.chunks(ld).take(rows) {
+        for (m, &x) in max.iter_mut().zip(&row[..cols]) {
+            *m = m.max(x);
+        }
+    }
+    max
 }
 
 /// [`softmax_columns`] for the pair kernels: the same maxima, exponentials and sums, but the
@@ -130,13 +135,7 @@ pub(crate) fn softmax_columns_pairs(
     out: &mut [u32],
 ) {
     let inv_sums = &mut inv_sums[..cols];
-    inv_sums.fill(f32::NEG_INFINITY);
-    for row in st.chunks(ld).take(rows) {
-        for (m, &x) in inv_sums.iter_mut().zip(&row[..cols]) {
-            *m = m.max(x);
-        }
-    }
-    let max: Vec<f32> = inv_sums.to_vec();
+    let max = column_maxima(st, ld, rows, cols);
     inv_sums.fill(0.0);
     // Rows are summed in order, as `softmax_columns` sums them, so the sums agree to the bit.
     let mut exps = |row: usize, into: &mut [f32]| {
