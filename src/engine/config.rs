@@ -142,24 +142,18 @@ pub struct VaeConfig {
     pub mid_block_add_attention: bool,
 }
 
-/// `config.json` of diffusers' `AutoencoderTiny` (TAESD); only the decoder's fields. The defaults
-/// are TAESD's, so the original single-file decoders need no config.
+/// `config.json` of diffusers' `AutoencoderTiny` (TAESD); only the decoder's fields. Missing keys
+/// take TAESD's values ([`Default`]), so the original single-file decoders need no config.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default)]
 #[allow(missing_docs)]
 pub struct TinyVaeConfig {
-    #[serde(default = "four")]
     pub latent_channels: usize,
-    #[serde(default = "three")]
     pub out_channels: usize,
-    #[serde(default = "taesd_channels")]
     pub decoder_block_out_channels: Vec<usize>,
-    #[serde(default = "taesd_blocks")]
     pub num_decoder_blocks: Vec<usize>,
-    #[serde(default = "two")]
     pub upsampling_scaling_factor: usize,
-    #[serde(default = "relu")]
     pub act_fn: String,
-    #[serde(default = "nearest")]
     pub upsample_fn: String,
 }
 
@@ -168,11 +162,11 @@ impl Default for TinyVaeConfig {
         Self {
             latent_channels: 4,
             out_channels: 3,
-            decoder_block_out_channels: taesd_channels(),
-            num_decoder_blocks: taesd_blocks(),
+            decoder_block_out_channels: vec![64; 4],
+            num_decoder_blocks: vec![3, 3, 3, 1],
             upsampling_scaling_factor: 2,
-            act_fn: relu(),
-            upsample_fn: nearest(),
+            act_fn: "relu".into(),
+            upsample_fn: "nearest".into(),
         }
     }
 }
@@ -233,18 +227,6 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
         .map_err(|e| Error::bad_file(format!("the config is not valid JSON for this part ({e})"), path))
 }
 
-fn taesd_channels() -> Vec<usize> {
-    vec![64; 4]
-}
-fn taesd_blocks() -> Vec<usize> {
-    vec![3, 3, 3, 1]
-}
-fn relu() -> String {
-    "relu".into()
-}
-fn nearest() -> String {
-    "nearest".into()
-}
 fn two() -> usize {
     2
 }

@@ -13,7 +13,7 @@ use crate::engine::tiny_vae::TinyDecoder;
 use crate::error::{Error, Result};
 
 /// The share of a job's time previews may take: on a CPU a tiny-decoder preview at 512² costs about
-/// a tenth of a guided step, so most steps get one; on a GPU every step does.
+/// a seventh of a guided step, so most steps get one; on a GPU every step does.
 const PREVIEW_SHARE: f64 = 0.1;
 
 /// Which previews the loaded model gets, as the studio shows it.
@@ -39,12 +39,13 @@ impl Previewer {
     /// The tiny decoder at `path` (or the one found on this computer when `None`) on the model's
     /// device and dtype; the colour projection when there is none or it does not load.
     pub fn load(path: Option<PathBuf>, device: &Device, dtype: DType) -> (Self, PreviewKind) {
+        let with = |tiny| Self { tiny, spent: Duration::ZERO };
         let Some(path) = path.or_else(crate::hub::find_preview_decoder) else {
-            return (Self { tiny: None, spent: Duration::ZERO }, PreviewKind::Approximate);
+            return (with(None), PreviewKind::Approximate);
         };
         match TinyDecoder::load(&path, device, dtype) {
-            Ok(tiny) => (Self { tiny: Some(tiny), spent: Duration::ZERO }, PreviewKind::TinyDecoder(path)),
-            Err(e) => (Self { tiny: None, spent: Duration::ZERO }, PreviewKind::Broken(e.to_string())),
+            Ok(tiny) => (with(Some(tiny)), PreviewKind::TinyDecoder(path)),
+            Err(e) => (with(None), PreviewKind::Broken(e.to_string())),
         }
     }
 

@@ -6,9 +6,9 @@
 //! softmax uses) that the compiler vectorises, and the row sums use independent lanes.
 
 use candle_core::{CpuStorage, InplaceOp1, Layout, Tensor};
+use rayon::prelude::*;
 
 use super::pairs::bf16_bits;
-use rayon::prelude::*;
 
 /// `e^x` for `x ≤ 0` (larger inputs are not needed after subtracting the row maximum), flushing
 /// below `-87` to a value that is zero for every practical sum.
@@ -97,8 +97,14 @@ pub(crate) fn softmax_columns(
             *s += *x;
         }
     }
-    for (s, &m) in inv_sums.iter_mut().zip(&max) {
-        // A column with every key hidden (or a NaN) gives NaN, as the row softmax does.
+    invert_sums(inv_sums, &max);
+}
+
+/// Column sums to their reciprocals; a column with every key hidden (or a NaN) gives NaN, as the
+/// row softmax does.
+#[inline(always)]
+fn invert_sums(sums: &mut [f32], max: &[f32]) {
+    for (s, &m) in sums.iter_mut().zip(max) {
         *s = if m == f32::NEG_INFINITY || m.is_nan() { f32::NAN } else { 1.0 / *s };
     }
 }
@@ -171,9 +177,7 @@ pub(crate) fn softmax_columns_pairs(
             }
         }
     }
-    for (s, &m) in inv_sums.iter_mut().zip(&max) {
-        *s = if m == f32::NEG_INFINITY || m.is_nan() { f32::NAN } else { 1.0 / *s };
-    }
+    invert_sums(inv_sums, &max);
 }
 
 struct SoftmaxLastDim;
