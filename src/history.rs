@@ -43,22 +43,38 @@ pub struct History {
     pub items: Vec<HistoryItem>,
 }
 
+/// Moves a damaged index out of the way and says where it went.
+fn set_aside(path: &Path, why: &str) -> Error {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut kept = path.as_os_str().to_owned();
+    kept.push(format!(".damaged-{secs}"));
+    let kept = PathBuf::from(kept);
+    let moved = match std::fs::rename(path, &kept) {
+        Ok(()) => format!("it was kept as {}", kept.display()),
+        Err(e) => format!("it could not be kept aside ({e}), so it is left in place"),
+    };
+    Error::bad_file(
+        format!("the gallery history is damaged ({why}); {moved}, and the pictures are still in its folder"),
+        path,
+    )
+}
+
 impl History {
     /// Reads the index at `path`; a missing file is an empty history, and entries whose picture
-    /// was deleted are dropped. A damaged index is an error naming the file (the caller shows it
-    /// and starts empty, without overwriting it until something new is saved).
+    /// was deleted are dropped. A damaged index is moved aside to `history.json.damaged-<time>`
+    /// before anything else happens, so the next save (which starts a fresh index) cannot destroy
+    /// what might still be repaired by hand; the error names both files.
     pub fn load(path: &Path) -> Result<Self> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(set_aside(path, "it is not text"))
+            }
             Err(e) => return Err(Error::io("cannot read the gallery history", e, path)),
         };
-        let mut history: History = serde_json::from_str(&text).map_err(|e| {
-            Error::bad_file(
-                format!("the gallery history is damaged ({e}); the pictures are still in its folder"),
-                path,
-            )
-        })?;
+        let mut history: History =
+            serde_json::from_str(&text).map_err(|e| set_aside(path, &e.to_string()))?;
         history.items.retain(|i| i.path.is_file());
         Ok(history)
     }
@@ -121,5 +137,14 @@ mod tests {
         std::fs::write(&index, b"{not json").expect("write");
         let msg = History::load(&index).expect_err("refused").to_string();
         assert!(msg.contains("damaged") && msg.contains("history.json"), "{msg}");
+        let kept: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("listed")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        assert!(kept.len() == 1 && kept[0].starts_with("history.json.damaged-"), "{kept:?}");
+        assert!(msg.contains(&kept[0]), "the message says where it went: {msg}");
+        assert_eq!(std::fs::read(dir.path().join(&kept[0])).expect("kept"), b"{not json");
+        History::default().save(&index).expect("a fresh index is written beside it");
     }
 }

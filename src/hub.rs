@@ -13,19 +13,44 @@ use crate::error::{Error, Result};
 const PARTS: [(&str, &str); 3] =
     [("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"), ("text_encoder", "model")];
 
-/// Whether `s` looks like a hub id (`owner/name`) rather than a local path.
+/// Whether `s` looks like a hub id (`owner/name`) rather than a local path. Both parts use the
+/// hub's characters only, so an id can never name a folder outside the cache.
 pub fn looks_like_repo_id(s: &str) -> bool {
+    let part = |p: &str| {
+        p.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !p.contains("..")
+    };
     let mut parts = s.split('/');
-    matches!((parts.next(), parts.next(), parts.next()), (Some(a), Some(b), None) if !a.is_empty() && !b.is_empty() && !a.starts_with('.'))
+    matches!((parts.next(), parts.next(), parts.next()), (Some(a), Some(b), None) if part(a) && part(b))
         && !Path::new(s).exists()
+}
+
+/// Whether a file name from a repository listing is a plain relative path (`unet/config.json`):
+/// a hostile listing could otherwise name `../../somewhere` and have it written there.
+fn is_safe_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.contains(['\\', '\0', ':'])
+        && name.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// A file of `repo_id` in the local cache, if it is there and really inside that repository's
+/// cache folder: the cache's `refs/main` is a file anyone can edit, and hf-hub joins whatever it
+/// holds (an absolute path included) onto the snapshot folder.
+fn cached_file(repo_id: &str, name: &str) -> Option<PathBuf> {
+    if !is_safe_file_name(name) {
+        return None;
+    }
+    let cache = Cache::from_env();
+    let path = cache.clone().model(repo_id.to_string()).get(name)?;
+    let repo_dir = cache.path().join(format!("models--{}", repo_id.replace('/', "--")));
+    let (real, root) = (path.canonicalize().ok()?, repo_dir.canonicalize().ok()?);
+    real.starts_with(&root).then_some(path)
 }
 
 /// The local snapshot folder of a diffusers model pulled earlier, if the cache has one.
 pub fn cached_model(repo_id: &str) -> Option<PathBuf> {
-    Cache::from_env()
-        .model(repo_id.to_string())
-        .get("model_index.json")
-        .and_then(|p| p.parent().map(Path::to_path_buf))
+    cached_file(repo_id, "model_index.json").and_then(|p| p.parent().map(Path::to_path_buf))
 }
 
 /// Every diffusers model in the local hub cache: (hub id, snapshot folder).
@@ -109,9 +134,13 @@ fn download(
     mut report: Option<PullReporter>,
 ) -> Result<PathBuf> {
     let mut folder = None;
-    let cache = hf_hub::Cache::from_env().model(repo_id.to_string());
     for name in wanted {
-        let path = match (cache.get(name), report.as_deref_mut()) {
+        if !is_safe_file_name(name) {
+            return Err(Error::Hub(format!(
+                "{repo_id} lists a file named {name:?}, which is not a plain file name"
+            )));
+        }
+        let path = match (cached_file(repo_id, name), report.as_deref_mut()) {
             (Some(done), _) => done,
             (None, Some(report)) => repo
                 .download_with_progress(name, Reporter { report, file: name.clone(), total: 0, done: 0 })
@@ -139,9 +168,8 @@ pub fn find_preview_decoder() -> Option<PathBuf> {
     if let Some(p) = local.iter().find(|p| p.join("config.json").exists() || p.is_file()) {
         return Some(p.to_path_buf());
     }
-    let cache = Cache::from_env().model(PREVIEW_DECODER_REPO.to_string());
-    let weights = cache.get(PREVIEW_DECODER_FILES[1])?;
-    cache.get(PREVIEW_DECODER_FILES[0])?;
+    let weights = cached_file(PREVIEW_DECODER_REPO, PREVIEW_DECODER_FILES[1])?;
+    cached_file(PREVIEW_DECODER_REPO, PREVIEW_DECODER_FILES[0])?;
     weights.parent().map(Path::to_path_buf)
 }
 
@@ -195,6 +223,7 @@ fn choose_files(files: &[String], fp16: bool) -> std::result::Result<Vec<String>
                 || (f.starts_with("tokenizer/") && (f.ends_with(".json") || f.ends_with(".txt")))
         })
         .filter(|f| !f.starts_with("safety_checker/") && !f.starts_with("feature_extractor/"))
+        .filter(|f| is_safe_file_name(f))
         .cloned()
         .collect();
     for (part, stem) in PARTS {
@@ -318,6 +347,13 @@ mod tests {
     fn repo_ids_are_told_from_paths() {
         assert!(looks_like_repo_id("stable-diffusion-v1-5/stable-diffusion-v1-5"));
         assert!(!looks_like_repo_id("models/sd15.safetensors/x"));
+        assert!(
+            !looks_like_repo_id("../x") && !looks_like_repo_id("a/..") && !looks_like_repo_id("a/.hidden")
+        );
+        assert!(is_safe_file_name("unet/config.json"));
+        for name in ["../x/config.json", "/etc/config.json", "a//config.json", "a\\..\\config.json", "./x"] {
+            assert!(!is_safe_file_name(name), "{name}");
+        }
         assert!(!looks_like_repo_id("./model"));
     }
 }

@@ -255,6 +255,54 @@ fn bad_models_and_pictures_show_messages_instead_of_crashing() {
 }
 
 #[test]
+fn a_failing_job_is_reported_and_the_next_one_runs() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut h = studio(root.path(), Some(tiny_model()), Arc::new(ScriptedDialogs::default()));
+    wait_until(&mut h, "the model to load", ready);
+
+    // A config with zero heads used to panic the worker, leaving "Loading…" for ever.
+    let zero_heads = root.path().join("zero-heads");
+    copy_tree(&fixtures().join("tiny-sd"), &zero_heads);
+    let config = zero_heads.join("unet/config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).expect("read")).expect("json");
+    json["attention_head_dim"] = serde_json::json!(0);
+    std::fs::write(&config, json.to_string()).expect("write");
+    h.state_mut().load_model(zero_heads.display().to_string());
+    wait_until(&mut h, "the load to fail", |a| !a.state.notices.is_empty());
+    wait_until(&mut h, "the previous model to be reported", ready);
+    let notice = h.state().state.notices[0].text.clone();
+    assert!(notice.contains("attention_head_dim is 0"), "{notice}");
+    assert!(h.query_by_label_contains("attention_head_dim is 0").is_some(), "the window shows it");
+
+    // A render whose numbers overflow fails with a sentence; nothing black lands in the gallery.
+    let module = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q";
+    let loud = root.path().join("loud.safetensors");
+    let big: Vec<u8> = [3e38f32; 32].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let views = [("lora_up.weight", vec![32, 1]), ("lora_down.weight", vec![1, 32])].map(|(param, shape)| {
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &big).expect("view");
+        (format!("{module}.{param}"), view)
+    });
+    safetensors::serialize_to_file(views, None, &loud).expect("written");
+    h.state_mut().state.settings.loras.push(easel::gui::state::LoraSlot::from_spec(
+        &easel::engine::LoraSpec { name: "loud".into(), path: loud, unet_weight: 1.0, text_weight: 1.0 },
+    ));
+    quick_settings(&mut h, 2);
+    h.get_by_role_and_label(Role::Button, "Generate").click();
+    h.step();
+    wait_until(&mut h, "the render to fail", |a| idle(a) && a.state.notices.len() == 2);
+    let notice = h.state().state.notices[1].text.clone();
+    assert!(notice.contains("NaN") && notice.contains("nothing was saved"), "{notice}");
+    assert!(h.state().state.history.items.is_empty());
+
+    // The next job runs as if nothing happened.
+    h.state_mut().state.settings.loras.clear();
+    h.get_by_role_and_label(Role::Button, "Generate").click();
+    h.step();
+    wait_until(&mut h, "the picture", |a| idle(a) && a.state.history.items.len() == 1);
+}
+
+#[test]
 fn the_gallery_survives_a_restart() {
     let root = tempfile::tempdir().expect("temp dir");
     let mut h = studio(root.path(), Some(tiny_model()), Arc::new(ScriptedDialogs::default()));

@@ -53,7 +53,7 @@ fn batch_pictures_carry_their_own_seeds() {
             height: 72,
             ..Default::default()
         };
-        assert_eq!(parsed.to_request(), expected);
+        assert_eq!(parsed.to_request().expect("usable settings"), expected);
         assert_eq!(parsed.get("Model"), Some("tiny-sd"));
         assert_eq!(parsed.get("Model hash").map(str::len), Some(10));
         assert!(parsed.get("Version").is_some_and(|v| v.starts_with("Easel ")));
@@ -175,7 +175,7 @@ fn presets_set_defaults_and_flags_override_them() {
         let res = easel(&args);
         assert!(res.status.success(), "{}", stderr(&res));
         let texts = read_png_text(&out).expect("metadata");
-        parse_a1111(&texts["parameters"]).to_request()
+        parse_a1111(&texts["parameters"]).to_request().expect("usable settings")
     };
     let from_preset = run(&[], "a.png");
     assert_eq!(

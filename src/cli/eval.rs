@@ -64,6 +64,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             return Err(easel::Error::not_found("picture folder", dir).into());
         }
     }
+    // Statistics first: a damaged file should not cost loading the network and reading folders.
+    let stats = match &args.reference_stats {
+        Some(p) => Some(Statistics::load_npz(p)?),
+        None => None,
+    };
     let device = args.device.parse::<DeviceChoice>()?.open()?;
     let cache_dir = if args.no_cache { None } else { FeatureCache::default_dir() };
     let extractor = Extractor::new(&args.inception, &device, mode, cache_dir)?;
@@ -88,10 +93,6 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let reference_set = match &args.reference {
         Some(dir) => Some(extract_folder(&extractor, dir, &mut tick)?),
         None => None,
-    };
-    let stats = match (&args.reference_stats, &reference_set) {
-        (Some(p), _) => Some(Statistics::load_npz(p)?),
-        _ => None,
     };
     if let (Some(path), Some(set)) = (&args.save_reference_stats, &reference_set) {
         Statistics::from_features(&set.pool)?.save_npz(path)?;
@@ -156,6 +157,9 @@ fn print_table(reports: &[SetReport]) {
         }
         for u in &r.unreadable {
             eprintln!("skipped unreadable {u}");
+        }
+        for p in &r.skipped_pairs {
+            eprintln!("skipped pair for PSNR/SSIM ({}) {p}", r.name);
         }
         if !r.unpaired.is_empty() {
             eprintln!(

@@ -133,6 +133,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         loras,
     };
     request.validate()?;
+    check_output(&args.output)?;
     let outputs = output_paths(&args.output, request.batch);
     for path in &outputs {
         if path.exists() && !args.overwrite {
@@ -224,6 +225,28 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Refuses an output that cannot be written before minutes go into generating it.
+fn check_output(out: &Path) -> Result<(), Error> {
+    if out.is_dir() {
+        return Err(Error::BadRequest(format!(
+            "-o {} is a folder; give a file name inside it, such as {}",
+            out.display(),
+            out.join("picture.png").display()
+        )));
+    }
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::bad_file(
+            "the output folder does not exist; create it first or choose another -o",
+            dir,
+        ));
+    }
+    Ok(())
 }
 
 /// OUT for one picture; OUT-1 … OUT-N for a batch.

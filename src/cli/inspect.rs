@@ -55,11 +55,17 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn describe_png(path: &Path) -> anyhow::Result<Value> {
-    let texts = easel::export::png::read_png_text(path)?;
+    let easel::export::png::PngText { texts, skipped } = easel::export::png::read_png_text_notes(path)?;
     let mut report = json!({ "kind": "picture", "text_chunks": texts });
+    if !skipped.is_empty() {
+        report["skipped_chunks"] = json!(skipped);
+    }
     if let Some(params) = texts.get("parameters") {
         let parsed = easel::export::parameters::parse_a1111(params);
-        report["request"] = serde_json::to_value(parsed.to_request())?;
+        match parsed.to_request() {
+            Ok(request) => report["request"] = serde_json::to_value(request)?,
+            Err(e) => report["unusable_settings"] = json!(e.to_string()),
+        }
     }
     Ok(report)
 }

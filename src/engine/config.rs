@@ -103,6 +103,7 @@ impl UNetConfig {
                 path,
             ));
         }
+        self.check_sizes(path)?;
         for t in self.down_block_types.iter().chain(&self.up_block_types) {
             if !matches!(
                 t.as_str(),
@@ -115,6 +116,81 @@ impl UNetConfig {
             None | Some("UNetMidBlock2DCrossAttn") => Ok(()),
             Some(other) => refuse(&format!("the middle block type {other}")),
         }
+    }
+}
+
+impl UNetConfig {
+    /// Sizes the model is built from: a zero or a list of the wrong length would otherwise
+    /// divide by zero or index past the end while the UNet is put together.
+    fn check_sizes(&self, path: &Path) -> Result<()> {
+        let bad = |what: String| Err(Error::bad_file(format!("the UNet config is not usable: {what}"), path));
+        let n = self.block_out_channels.len();
+        positive(&[
+            ("in_channels", self.in_channels),
+            ("out_channels", self.out_channels),
+            ("layers_per_block", self.layers_per_block),
+            ("cross_attention_dim", self.cross_attention_dim),
+            ("norm_num_groups", self.norm_num_groups),
+        ])
+        .or_else(bad)?;
+        check_eps(self.norm_eps).or_else(bad)?;
+        for (key, list) in [
+            ("attention_head_dim", Some(&self.attention_head_dim)),
+            ("num_attention_heads", self.num_attention_heads.as_ref()),
+            ("transformer_layers_per_block", Some(&self.transformer_layers_per_block)),
+        ] {
+            match list {
+                Some(PerBlock::Each(v)) if v.len() != n => {
+                    return bad(format!("{key} lists {} values for {n} blocks", v.len()));
+                }
+                Some(PerBlock::Each(v)) if v.contains(&0) => return bad(format!("{key} holds a 0")),
+                Some(PerBlock::One(0)) => return bad(format!("{key} is 0")),
+                _ => {}
+            }
+        }
+        for (i, &channels) in self.block_out_channels.iter().enumerate() {
+            if channels == 0 || !channels.is_multiple_of(self.norm_num_groups) {
+                return bad(format!(
+                    "block {i} has {channels} channels, not a positive multiple of norm_num_groups ({})",
+                    self.norm_num_groups
+                ));
+            }
+            if !channels.is_multiple_of(self.heads(i)) {
+                return bad(format!(
+                    "block {i}'s {channels} channels do not split into {} heads",
+                    self.heads(i)
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `Err` naming the first key whose value is 0.
+fn positive(values: &[(&str, usize)]) -> std::result::Result<(), String> {
+    match values.iter().find(|(_, v)| *v == 0) {
+        Some((key, _)) => Err(format!("{key} is 0")),
+        None => Ok(()),
+    }
+}
+
+/// A normalisation epsilon must be a small positive number.
+fn check_eps(eps: f64) -> std::result::Result<(), String> {
+    if eps.is_finite() && eps > 0.0 && eps < 1.0 {
+        Ok(())
+    } else {
+        Err(format!("the normalisation epsilon {eps} is not a small positive number"))
+    }
+}
+
+/// Channel counts listed per block: present, and each a positive multiple of `groups`.
+fn check_channels(key: &str, channels: &[usize], groups: usize) -> std::result::Result<(), String> {
+    if channels.is_empty() {
+        return Err(format!("{key} is empty"));
+    }
+    match channels.iter().find(|&&c| c == 0 || !c.is_multiple_of(groups.max(1))) {
+        Some(c) => Err(format!("{key} holds {c}, not a positive multiple of {groups}")),
+        None => Ok(()),
     }
 }
 
@@ -140,6 +216,29 @@ pub struct VaeConfig {
     pub shift_factor: Option<f64>,
     #[serde(default = "yes")]
     pub mid_block_add_attention: bool,
+}
+
+impl VaeConfig {
+    /// Refuses sizes the autoencoder cannot be built from, with a sentence naming the key.
+    pub fn check_sizes(&self, path: &Path) -> Result<()> {
+        let checked = positive(&[
+            ("in_channels", self.in_channels),
+            ("out_channels", self.out_channels),
+            ("layers_per_block", self.layers_per_block),
+            ("latent_channels", self.latent_channels),
+            ("norm_num_groups", self.norm_num_groups),
+        ])
+        .and_then(|()| check_channels("block_out_channels", &self.block_out_channels, self.norm_num_groups))
+        .and_then(|()| match self.scaling_factor {
+            f if f.is_finite() && f != 0.0 => Ok(()),
+            f => Err(format!("scaling_factor {f} is not a non-zero number")),
+        })
+        .and_then(|()| match self.shift_factor {
+            Some(f) if !f.is_finite() => Err(format!("shift_factor {f} is not a number")),
+            _ => Ok(()),
+        });
+        checked.map_err(|what| Error::bad_file(format!("the VAE config is not usable: {what}"), path))
+    }
 }
 
 /// `config.json` of diffusers' `AutoencoderTiny` (TAESD); only the decoder's fields. Missing keys
@@ -191,7 +290,13 @@ impl TinyVaeConfig {
         {
             return refuse("decoder block lists of different lengths".into());
         }
-        Ok(())
+        positive(&[
+            ("latent_channels", self.latent_channels),
+            ("out_channels", self.out_channels),
+            ("upsampling_scaling_factor", self.upsampling_scaling_factor),
+        ])
+        .and_then(|()| check_channels("decoder_block_out_channels", &self.decoder_block_out_channels, 1))
+        .map_err(|what| Error::bad_file(format!("the tiny autoencoder's config is not usable: {what}"), path))
     }
 }
 
@@ -215,6 +320,29 @@ pub struct ClipConfig {
     pub hidden_act: String,
     #[serde(default = "default_ln_eps")]
     pub layer_norm_eps: f64,
+}
+
+impl ClipConfig {
+    /// Refuses sizes the text encoder cannot be built from, with a sentence naming the key.
+    pub fn check_sizes(&self, path: &Path) -> Result<()> {
+        positive(&[
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ])
+        .and_then(|()| check_eps(self.layer_norm_eps))
+        .and_then(|()| match self.hidden_size.is_multiple_of(self.num_attention_heads) {
+            true => Ok(()),
+            false => Err(format!(
+                "hidden_size {} does not split into {} heads",
+                self.hidden_size, self.num_attention_heads
+            )),
+        })
+        .map_err(|what| Error::bad_file(format!("the text encoder config is not usable: {what}"), path))
+    }
 }
 
 /// Reads and parses a JSON config, naming the file in any error.
@@ -319,5 +447,38 @@ mod tests {
         let cfg: UNetConfig = serde_json::from_str(r#"{"addition_embed_type": "text_time"}"#).expect("valid");
         let err = cfg.check_supported(Path::new("unet/config.json")).expect_err("refused");
         assert!(err.to_string().contains("SDXL"));
+    }
+
+    #[test]
+    fn zero_sizes_and_short_lists_are_refused_by_key() {
+        let unet = |json: &str| {
+            let cfg: UNetConfig = serde_json::from_str(json).expect("valid JSON");
+            cfg.check_supported(Path::new("unet/config.json")).expect_err(json).to_string()
+        };
+        assert!(unet(r#"{"attention_head_dim": 0}"#).contains("attention_head_dim is 0"));
+        assert!(unet(r#"{"num_attention_heads": 0}"#).contains("num_attention_heads is 0"));
+        assert!(unet(r#"{"block_out_channels": []}"#).contains("numbers of blocks"));
+        assert!(unet(r#"{"attention_head_dim": [8, 8]}"#).contains("2 values for 4 blocks"));
+        assert!(unet(r#"{"norm_num_groups": 0}"#).contains("norm_num_groups is 0"));
+        assert!(unet(r#"{"norm_eps": -1}"#).contains("epsilon"));
+        let vae: VaeConfig = serde_json::from_str(r#"{"block_out_channels": []}"#).expect("valid");
+        let err = vae.check_sizes(Path::new("vae/config.json")).expect_err("empty").to_string();
+        assert!(err.contains("block_out_channels is empty") && err.contains("vae/config.json"), "{err}");
+        let clip: ClipConfig = serde_json::from_str(r#"{"num_attention_heads": 0}"#).expect("valid");
+        assert!(clip.check_sizes(Path::new("c.json")).is_err());
+        let clip: ClipConfig =
+            serde_json::from_str(r#"{"hidden_size": 100, "num_attention_heads": 3}"#).expect("ok");
+        assert!(clip.check_sizes(Path::new("c.json")).expect_err("100/3").to_string().contains("3 heads"));
+    }
+
+    #[test]
+    fn the_shipped_defaults_pass() {
+        let unet: UNetConfig = serde_json::from_str("{}").expect("valid");
+        unet.check_supported(Path::new("u")).expect("SD 1.5 defaults");
+        let vae: VaeConfig = serde_json::from_str("{}").expect("valid");
+        vae.check_sizes(Path::new("v")).expect("defaults");
+        let clip: ClipConfig = serde_json::from_str("{}").expect("valid");
+        clip.check_sizes(Path::new("c")).expect("defaults");
+        TinyVaeConfig::default().check_supported(Path::new("t")).expect("TAESD");
     }
 }

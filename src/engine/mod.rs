@@ -11,6 +11,7 @@ pub mod kernels;
 pub mod lora;
 pub mod model;
 pub mod ops;
+pub mod pickle;
 pub mod pipeline;
 pub mod request;
 pub mod rng;

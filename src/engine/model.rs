@@ -101,7 +101,9 @@ impl StableDiffusion {
         let unet_cfg: UNetConfig = read_json(&dir.join("unet/config.json"))?;
         unet_cfg.check_supported(&dir.join("unet/config.json"))?;
         let vae_cfg: VaeConfig = read_json(&dir.join("vae/config.json"))?;
+        vae_cfg.check_sizes(&dir.join("vae/config.json"))?;
         let clip_cfg: ClipConfig = read_json(&dir.join("text_encoder/config.json"))?;
+        clip_cfg.check_sizes(&dir.join("text_encoder/config.json"))?;
         let scheduler_path = dir.join("scheduler/scheduler_config.json");
         let scheduler_config: Map<String, Value> = read_json(&scheduler_path)?;
         let tokenizer = Tokenizer::from_folder(&dir.join("tokenizer"))?;
@@ -186,6 +188,7 @@ fn build_unet(w: &TensorMap, cfg: &UNetConfig, device: &Device, dtype: DType, fi
 }
 
 fn build_vae(w: TensorMap, cfg: &VaeConfig, device: &Device, dtype: DType, file: &Path) -> Result<Vae> {
+    cfg.check_sizes(file)?;
     let vb = weights::var_builder(&weights::to_compute(w, dtype, device)?, dtype, device);
     Vae::new(vb, cfg).map_err(|e| explain_load_error("VAE", file, e))
 }
@@ -197,6 +200,7 @@ fn build_text(
     dtype: DType,
     file: &Path,
 ) -> Result<ClipTextEncoder> {
+    cfg.check_sizes(file)?;
     let vb = weights::var_builder(w, dtype, device);
     ClipTextEncoder::new(vb, cfg).map_err(|e| explain_load_error("text encoder", file, e))
 }

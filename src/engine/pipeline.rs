@@ -237,6 +237,11 @@ fn denoise(
                     [shape.0, shape.1, shape.2, shape.3]
                 )));
             }
+            if !all_finite(n)? {
+                return Err(Error::BadRequest(
+                    "the --noise tensor holds NaN or infinite values; starting noise must be finite".into(),
+                ));
+            }
             n.to_device(&model.device)?.to_dtype(model.dtype)?
         }
         _ => randn(&mut rng, shape, model)?,
@@ -290,6 +295,14 @@ fn denoise(
             let keep = (m.ones_like()? - m)?;
             latents = (known.broadcast_mul(&keep)? + latents.broadcast_mul(m)?)?;
         }
+        if !all_finite(&latents)? {
+            return Err(Error::BadRequest(format!(
+                "the picture became NaN at step {} of {steps}: the model, an adapter or the settings \
+                 produce numbers out of range (try f32 precision, lower LoRA weights or a lower CFG); \
+                 nothing was saved",
+                k + 1
+            )));
+        }
         let denoised = sampler.denoised();
         on_progress(Progress { image: index, step: k + 1, total: steps, latents: &latents, denoised });
     }
@@ -299,7 +312,22 @@ fn denoise(
 /// Decodes latents to 8-bit RGB exactly as diffusers post-processes: (x/2 + ½) clamped to [0, 1],
 /// times 255, rounded.
 pub fn decode_to_image(model: &StableDiffusion, latents: &Tensor) -> Result<RgbImage> {
-    pixels_to_image(&model.vae.decode(latents)?)
+    let pixels = model.vae.decode(latents)?;
+    if !all_finite(&pixels)? {
+        // A clamp would turn NaN into black and save it as if it were a picture.
+        return Err(Error::BadRequest(
+            "the VAE produced NaN while decoding (it overflows in half precision on some models); \
+             try f32 precision; nothing was saved"
+                .into(),
+        ));
+    }
+    pixels_to_image(&pixels)
+}
+
+/// Whether every value of `t` is finite: `0·x` is 0 for those and NaN otherwise, so one sum
+/// answers it (a few microseconds on latents, small beside a step).
+pub fn all_finite(t: &Tensor) -> Result<bool> {
+    Ok(t.to_dtype(DType::F32)?.affine(0.0, 0.0)?.sum_all()?.to_scalar::<f32>()? == 0.0)
 }
 
 /// The first picture of decoded pixels `[b, 3, h, w]` in [-1, 1], post-processed as diffusers does.

@@ -66,6 +66,10 @@ pub fn random_seed() -> u64 {
     (z ^ (z >> 31)) % (1 << 32)
 }
 
+/// The most pictures one request makes: more is a typing mistake (a batch of 10⁷ once built
+/// 0.63 GB of file names before the first step).
+pub const MAX_BATCH: usize = 10_000;
+
 /// Adapter weights beyond this are refused as typing mistakes; slider LoRAs use up to ±15.
 pub const MAX_LORA_WEIGHT: f64 = 100.0;
 
@@ -107,8 +111,11 @@ impl GenerationRequest {
         if self.steps == 0 || self.steps > 1000 {
             return Err(Error::BadRequest(format!("--steps {} must be between 1 and 1000", self.steps)));
         }
-        if self.batch == 0 {
-            return Err(Error::BadRequest("--batch must be at least 1".into()));
+        if self.batch == 0 || self.batch > MAX_BATCH {
+            return Err(Error::BadRequest(format!(
+                "--batch {} must be between 1 and {MAX_BATCH}; for more pictures, run again with another seed",
+                self.batch
+            )));
         }
         if !self.cfg_scale.is_finite() || self.cfg_scale < 0.0 || self.cfg_scale > 100.0 {
             return Err(Error::BadRequest(format!("--cfg {} must be between 0 and 100", self.cfg_scale)));

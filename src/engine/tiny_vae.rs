@@ -75,6 +75,7 @@ impl TinyDecoder {
     /// Builds the decoder `cfg` describes from weights named as diffusers names them, without the
     /// `decoder.layers` prefix (`0.weight`, `2.conv.0.weight`, …).
     pub fn new(vb: VarBuilder, cfg: &TinyVaeConfig, source: PathBuf) -> Result<Self> {
+        cfg.check_supported(&source)?;
         let ch = &cfg.decoder_block_out_channels;
         // Layer numbers follow diffusers' Sequential: the input conv, its ReLU, then per level the
         // blocks, the upsampling (not the last level) and a conv (bias only on the last).

@@ -27,22 +27,33 @@ pub fn read_safetensors_selected(
     float: Option<DType>,
     keep: &dyn Fn(&str) -> bool,
 ) -> Result<TensorMap> {
+    let file = open(path)?;
+    let file_len = file.metadata().map_err(|e| Error::io("cannot read the file", e, path))?.len();
+    read_safetensors_from(&mut std::io::BufReader::new(file), file_len, path, float, keep)
+}
+
+/// [`read_safetensors_selected`] over any reader of `file_len` bytes (`path` names it in
+/// messages); the fuzzing targets feed it bytes from memory.
+pub fn read_safetensors_from(
+    file: &mut (impl std::io::Read + std::io::Seek),
+    file_len: u64,
+    path: &Path,
+    float: Option<DType>,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<TensorMap> {
     use candle_core::safetensors::Load;
-    use std::io::{Read, Seek};
     let truncated = || {
         Error::bad_file(
             "this safetensors file is shorter than its header says; it may be truncated — download it again",
             path,
         )
     };
-    let mut file = open(path)?;
-    let file_len = file.metadata().map_err(|e| Error::io("cannot read the file", e, path))?.len();
-    let header = read_header_bytes(&mut file, path)?;
+    let header = read_header_bytes(file, file_len, path)?;
     let layout: safetensors::tensor::Metadata = serde_json::from_slice(&header).map_err(|e| {
         Error::bad_file(format!("this is not a complete safetensors file ({e}); download it again"), path)
     })?;
-    let expected = 8 + header.len() as u64 + layout.data_len() as u64;
-    if expected > file_len {
+    let data_available = file_len.saturating_sub(8 + header.len() as u64);
+    if check_layout(&layout, path)? > data_available {
         return Err(truncated());
     }
     let mut tensors = TensorMap::new();
@@ -75,6 +86,36 @@ pub fn read_safetensors_selected(
     Ok(tensors)
 }
 
+/// Checks what a header claims before anything is allocated from it: the tensors must tile the
+/// data area in order, and each must hold exactly its shape's bytes, with every product checked
+/// (a hostile header can make `offsets` or `shape` overflow, and an unchecked sum then asks the
+/// allocator for exabytes, which aborts the process). Returns the data area's length.
+fn check_layout(layout: &safetensors::tensor::Metadata, path: &Path) -> Result<u64> {
+    let mut expected_start = 0usize;
+    for name in layout.offset_keys() {
+        let Some(info) = layout.info(&name) else { continue };
+        let (start, end) = info.data_offsets;
+        let bytes = info
+            .shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .and_then(|n| n.checked_mul(info.dtype.bitsize()))
+            .map(|bits| bits.div_ceil(8));
+        let fits = start == expected_start && end >= start && bytes == Some(end - start);
+        if !fits {
+            return Err(Error::bad_file(
+                format!(
+                    "tensor `{name}` does not fit where this safetensors header says it lies (its shape or offsets \
+                     are inconsistent); the file is damaged or not a safetensors file — download it again"
+                ),
+                path,
+            ));
+        }
+        expected_start = end;
+    }
+    Ok(expected_start as u64)
+}
+
 fn open(path: &Path) -> Result<std::fs::File> {
     std::fs::File::open(path).map_err(|e| file_error(e, "cannot open the file", path))
 }
@@ -89,12 +130,14 @@ fn file_error(e: std::io::Error, doing: &str, path: &Path) -> Error {
 
 /// The JSON header of an open safetensors file (after its 8-byte length), leaving the file at the
 /// first tensor's bytes.
-fn read_header_bytes(file: &mut std::fs::File, path: &Path) -> Result<Vec<u8>> {
-    use std::io::Read;
+fn read_header_bytes(file: &mut impl std::io::Read, file_len: u64, path: &Path) -> Result<Vec<u8>> {
     let mut len = [0u8; 8];
     file.read_exact(&mut len)
         .map_err(|_| Error::bad_file("this file is too short to be a safetensors file", path))?;
     let len = u64::from_le_bytes(len);
+    if len > file_len.saturating_sub(8) {
+        return Err(Error::bad_file("the safetensors header is cut short; the file is truncated", path));
+    }
     if len > 100_000_000 {
         return Err(Error::bad_file(
             "this is not a safetensors file (its header length is implausible)",
@@ -137,7 +180,9 @@ pub struct SafetensorsHeader {
 
 /// Reads only the header of a safetensors file.
 pub fn read_safetensors_header(path: &Path) -> Result<SafetensorsHeader> {
-    let header = read_header_bytes(&mut open(path)?, path)?;
+    let file = open(path)?;
+    let file_len = file.metadata().map_err(|e| Error::io("cannot read the file", e, path))?.len();
+    let header = read_header_bytes(&mut std::io::BufReader::new(file), file_len, path)?;
     parse_header(&header, path)
 }
 
@@ -185,15 +230,15 @@ pub fn read_pickle_checkpoint(path: &Path) -> Result<TensorMap> {
             path,
         )
     };
-    let attempt = |key: Option<&str>| candle_core::pickle::read_all_with_key(path, key);
-    let entries = match attempt(Some("state_dict")) {
-        Ok(v) if !v.is_empty() => v,
-        _ => attempt(None).map_err(|e| refuse(e.to_string()))?,
-    };
+    // Easel's own reader: candle's trusted declared sizes, so a tiny hostile file could abort us.
+    let entries = super::pickle::read_torch_checkpoint(path).map_err(|e| match e {
+        Error::BadFile { message, .. } => refuse(message),
+        other => other,
+    })?;
     if entries.is_empty() {
         return Err(refuse("no tensors were found in it".into()));
     }
-    Ok(entries.into_iter().collect())
+    Ok(entries)
 }
 
 /// Moves tensors to `device` in `dtype` (float tensors only; integer ids keep their type).

@@ -7,7 +7,8 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::parameters::parse_a1111;
-use super::png::read_png_text;
+use super::png::{read_png_text_notes, PngText};
+use crate::engine::lora::tags;
 use crate::engine::{GenerationRequest, SamplerKind};
 use crate::error::{Error, Result};
 
@@ -22,7 +23,12 @@ pub struct Imported {
 
 /// The settings stored in the PNG at `path`.
 pub fn import_png(path: &Path) -> Result<Imported> {
-    let texts = read_png_text(path)?;
+    import_texts(read_png_text_notes(path)?, path)
+}
+
+/// The settings in a PNG's text chunks (read from `path`, which messages name).
+pub fn import_texts(png: PngText, path: &Path) -> Result<Imported> {
+    let PngText { texts, skipped } = png;
     if let Some(json) = texts.get("easel") {
         let value: Value = serde_json::from_str(json)
             .map_err(|e| Error::bad_file(format!("its Easel metadata is damaged ({e})"), path))?;
@@ -30,26 +36,41 @@ pub fn import_png(path: &Path) -> Result<Imported> {
             .map_err(|e| Error::bad_file(format!("its Easel metadata is damaged ({e})"), path))?;
         // The A1111 text holds the prompt with the LoRA tags the JSON keeps separately.
         let mut request: GenerationRequest = request;
-        if let Some(text) = texts.get("parameters") {
-            request.prompt = parse_a1111(text).prompt;
-            request.loras.clear();
-        }
-        return Ok(Imported { request, source: "Easel" });
+        request.prompt = match texts.get("parameters") {
+            Some(text) => parse_a1111(text).prompt,
+            None => tags::prompt_with_tags(&tags::strip_tags(&request.prompt), &request.loras),
+        };
+        // A picture from someone else names its adapters, never where they lie: they are found
+        // by name in the user's LoRA folder, like A1111's tags.
+        request.loras.clear();
+        return checked(Imported { request, source: "Easel" }, path);
     }
     if let Some(text) = texts.get("parameters") {
-        return Ok(Imported { request: parse_a1111(text).to_request(), source: "A1111" });
+        let request = parse_a1111(text).to_request().map_err(|e| Error::bad_file(e.to_string(), path))?;
+        return checked(Imported { request, source: "A1111" }, path);
     }
     if let Some(graph) = texts.get("prompt") {
         let value: Value = serde_json::from_str(graph)
             .map_err(|e| Error::bad_file(format!("its ComfyUI graph is damaged ({e})"), path))?;
-        return comfy_request(&value)
-            .map(|request| Imported { request, source: "ComfyUI" })
-            .ok_or_else(|| Error::bad_file("its ComfyUI graph has no KSampler node Easel can read", path));
+        let request = comfy_request(&value)
+            .ok_or_else(|| Error::bad_file("its ComfyUI graph has no KSampler node Easel can read", path))?;
+        return checked(Imported { request, source: "ComfyUI" }, path);
     }
-    Err(Error::bad_file(
-        "this PNG carries no generation settings (no Easel, A1111 or ComfyUI metadata)",
-        path,
-    ))
+    let mut message =
+        "this PNG carries no generation settings (no Easel, A1111 or ComfyUI metadata)".to_string();
+    for note in skipped {
+        message.push_str(&format!("; {note}"));
+    }
+    Err(Error::bad_file(message, path))
+}
+
+/// Refuses imported settings whose adapter tags name paths (the tag parser says which), and the
+/// inputs a request may carry: they are files on the machine that wrote the picture.
+fn checked(mut imported: Imported, path: &Path) -> Result<Imported> {
+    tags::parse_tags(&imported.request.prompt).map_err(|e| Error::bad_file(e, path))?;
+    let request = &mut imported.request;
+    (request.init_image, request.mask, request.noise) = (None, None, None);
+    Ok(imported)
 }
 
 /// A request from a ComfyUI API graph: node id → {class_type, inputs}; links are `[node_id, slot]`.
@@ -156,5 +177,43 @@ mod tests {
         let (_dir, path) = png_with(&[]);
         let msg = import_png(&path).expect_err("refused").to_string();
         assert!(msg.contains("no generation settings") && msg.contains("p.png"), "{msg}");
+    }
+
+    #[test]
+    fn an_easel_chunk_names_adapters_but_never_where_they_lie() {
+        let request = GenerationRequest {
+            prompt: "a cat".into(),
+            init_image: Some("/etc/passwd".into()),
+            loras: vec![crate::engine::LoraSpec {
+                name: "ink".into(),
+                path: "/somewhere/else/ink.safetensors".into(),
+                unet_weight: 0.5,
+                text_weight: 0.5,
+            }],
+            ..Default::default()
+        };
+        let json = serde_json::json!({ "request": request }).to_string();
+        let (_dir, path) = png_with(&[("easel", &json)]);
+        let got = import_png(&path).expect("imports").request;
+        assert!(got.loras.is_empty(), "paths are dropped: {:?}", got.loras);
+        assert_eq!(got.prompt, "a cat <lora:ink:0.5>", "the adapter is found by name instead");
+        assert_eq!(got.init_image, None);
+
+        let hostile = GenerationRequest {
+            loras: vec![crate::engine::LoraSpec { name: "../../x".into(), ..request.loras[0].clone() }],
+            ..request
+        };
+        let json = serde_json::json!({ "request": hostile }).to_string();
+        let (_dir, path) = png_with(&[("easel", &json)]);
+        let msg = import_png(&path).expect_err("a path as a name").to_string();
+        assert!(msg.contains("names a path") && msg.contains("p.png"), "{msg}");
+    }
+
+    #[test]
+    fn a1111_tags_naming_paths_are_refused() {
+        let (_dir, path) =
+            png_with(&[("parameters", "a cat <lora:/abs/path:1>\nSteps: 12, Seed: 9, Size: 64x64")]);
+        let msg = import_png(&path).expect_err("refused").to_string();
+        assert!(msg.contains("names a path"), "{msg}");
     }
 }

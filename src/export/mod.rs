@@ -49,9 +49,14 @@ pub fn write_atomically(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()
     if !dir.is_dir() {
         return Err(Error::not_found("output folder", dir));
     }
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".easel-")
-        .suffix(".tmp")
+    clean_stale_temps_once(dir);
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(TEMP_PREFIX).suffix(TEMP_SUFFIX);
+    // A temporary file is private (0600); the finished one should have the mode any other
+    // program's output gets, i.e. 0666 less the umask, which the kernel applies at creation.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder
         .tempfile_in(dir)
         .map_err(|e| Error::io("cannot create a temporary file beside the output", e, dir))?;
     tmp.write_all(bytes)
@@ -63,6 +68,43 @@ pub fn write_atomically(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()
         _ => Error::io("cannot move the finished file into place", e.error, path),
     })?;
     Ok(())
+}
+
+const TEMP_PREFIX: &str = ".easel-";
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// Removes temporary files a killed run left in `dir` (at most once per folder and process).
+/// Only files older than a few minutes go: a write in progress takes milliseconds, so a
+/// younger one may belong to another Easel running now.
+fn clean_stale_temps_once(dir: &Path) {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static CLEANED: OnceLock<Mutex<HashSet<std::path::PathBuf>>> = OnceLock::new();
+    let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let first =
+        CLEANED.get_or_init(Default::default).lock().map(|mut seen| seen.insert(key)).unwrap_or(false);
+    if first {
+        remove_stale_temps(dir, std::time::Duration::from_secs(600));
+    }
+}
+
+/// Removes Easel's temporary files in `dir` last modified more than `age` ago; returns how many.
+pub fn remove_stale_temps(dir: &Path, age: std::time::Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX)) {
+            continue;
+        }
+        let old = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+        // Nothing is lost if a removal fails: the file was never a finished output.
+        if old.is_some_and(|elapsed| elapsed > age) && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 #[cfg(test)]
@@ -81,5 +123,44 @@ mod tests {
         assert_eq!(std::fs::read(&path).expect("read"), b"third");
         let leftovers = std::fs::read_dir(dir.path()).expect("list").count();
         assert_eq!(leftovers, 1, "no temporary files remain");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn outputs_get_the_umask_mode_not_the_temporary_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("out.png");
+        write_atomically(&path, b"x", false).expect("written");
+        let mode = std::fs::metadata(&path).expect("exists").permissions().mode() & 0o777;
+        // Linux reports the process's umask; elsewhere only the upper bound can be checked.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let umask =
+            status.lines().find_map(|l| l.strip_prefix("Umask:")).map(|m| u32::from_str_radix(m.trim(), 8));
+        match umask {
+            Some(Ok(umask)) => assert_eq!(mode, 0o666 & !umask, "mode {mode:o} with umask {umask:o}"),
+            _ => assert_eq!(mode & !0o666, 0, "{mode:o}"),
+        }
+    }
+
+    #[test]
+    fn stale_temporary_files_are_removed_and_fresh_ones_kept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stale = dir.path().join(".easel-abc.tmp");
+        let fresh = dir.path().join(".easel-def.tmp");
+        let other = dir.path().join("keep.tmp");
+        for p in [&stale, &fresh, &other] {
+            std::fs::write(p, b"").expect("write");
+        }
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for p in [&stale, &other] {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .and_then(|f| f.set_modified(hour_ago))
+                .expect("dated");
+        }
+        assert_eq!(remove_stale_temps(dir.path(), std::time::Duration::from_secs(600)), 1);
+        assert!(!stale.exists() && fresh.exists() && other.exists());
     }
 }

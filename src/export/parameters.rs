@@ -8,6 +8,7 @@
 //! Values holding `,`, `:` or a newline are JSON-quoted.
 
 use crate::engine::{GenerationRequest, SamplerKind};
+use crate::error::{Error, Result};
 
 /// A1111's model hash of a single-file checkpoint: the first 10 hex digits of its sha256.
 pub fn model_hash(path: &std::path::Path) -> crate::Result<String> {
@@ -83,13 +84,15 @@ impl ParsedParameters {
     }
 
     /// The generation request these parameters describe (fields Easel does not know are ignored).
-    pub fn to_request(&self) -> GenerationRequest {
+    /// A known field whose value cannot be used (a seed past 2⁶⁴, a CFG of `nan`) is refused with a
+    /// sentence naming it, rather than silently replaced by a default.
+    pub fn to_request(&self) -> Result<GenerationRequest> {
         let mut req = GenerationRequest {
             prompt: self.prompt.clone(),
             negative_prompt: self.negative_prompt.clone(),
             ..Default::default()
         };
-        if let Some(v) = self.get("Steps").and_then(|v| v.parse().ok()) {
+        if let Some(v) = self.field("Steps", "a whole number of steps")? {
             req.steps = v;
         }
         if let Some(kind) =
@@ -97,23 +100,45 @@ impl ParsedParameters {
         {
             req.sampler = kind;
         }
-        if let Some(v) = self.get("CFG scale").and_then(|v| v.parse().ok()) {
+        if let Some(v) = self.finite_field("CFG scale")? {
             req.cfg_scale = v;
         }
-        if let Some(v) = self.get("Seed").and_then(|v| v.parse().ok()) {
+        if let Some(v) = self.field("Seed", "a whole number from 0 to 18446744073709551615")? {
             req.seed = v;
         }
-        if let Some((w, h)) = self.get("Size").and_then(|s| s.split_once('x')) {
-            if let (Ok(w), Ok(h)) = (w.parse(), h.parse()) {
-                req.width = w;
-                req.height = h;
-            }
+        if let Some(size) = self.get("Size") {
+            let parsed = size
+                .split_once('x')
+                .and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)));
+            let (w, h) = parsed.ok_or_else(|| unusable("Size", size, "width x height in pixels"))?;
+            req.width = w;
+            req.height = h;
         }
-        if let Some(v) = self.get("Denoising strength").and_then(|v| v.parse().ok()) {
+        if let Some(v) = self.finite_field("Denoising strength")? {
             req.strength = v;
         }
-        req
+        Ok(req)
     }
+
+    /// A field parsed as `T`, or a sentence saying it is not `expected`.
+    fn field<T: std::str::FromStr>(&self, key: &str, expected: &str) -> Result<Option<T>> {
+        self.get(key).map(|v| v.trim().parse().map_err(|_| unusable(key, v, expected))).transpose()
+    }
+
+    /// A number field that must be finite.
+    fn finite_field(&self, key: &str) -> Result<Option<f64>> {
+        match self.field::<f64>(key, "a number")? {
+            Some(v) if !v.is_finite() => Err(unusable(key, &v.to_string(), "a finite number")),
+            other => Ok(other),
+        }
+    }
+}
+
+fn unusable(key: &str, value: &str, expected: &str) -> Error {
+    let shown: String = value.chars().take(40).collect();
+    Error::BadRequest(format!(
+        "the picture's {key} field \"{shown}\" is not usable: Easel expects {expected}"
+    ))
 }
 
 /// Parses A1111's `parameters` text.
@@ -144,8 +169,10 @@ pub fn parse_a1111(text: &str) -> ParsedParameters {
 }
 
 fn parse_fields(line: &str) -> Vec<(String, String)> {
-    let re = regex::Regex::new(r#"\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)"#)
-        .expect("a valid pattern");
+    static FIELD: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = FIELD.get_or_init(|| {
+        regex::Regex::new(r#"\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)"#).expect("a valid pattern")
+    });
     re.captures_iter(line)
         .map(|c| {
             let raw = c[2].trim().to_string();
@@ -221,7 +248,7 @@ mod tests {
         };
         let prov = Provenance { model: "my, model: v2".into(), ..provenance() };
         let parsed = parse_a1111(&to_a1111(&req, req.seed, &prov));
-        assert_eq!(parsed.to_request(), req);
+        assert_eq!(parsed.to_request().expect("usable"), req);
         assert_eq!(parsed.get("Model"), Some("my, model: v2"));
     }
 
@@ -249,6 +276,19 @@ mod tests {
     #[test]
     fn reads_old_style_sampler_names() {
         let text = "cat\nSteps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1, Size: 512x512";
-        assert_eq!(parse_a1111(text).to_request().sampler, SamplerKind::DpmPp2mKarras);
+        assert_eq!(parse_a1111(text).to_request().expect("usable").sampler, SamplerKind::DpmPp2mKarras);
+    }
+
+    #[test]
+    fn unusable_numbers_are_refused_by_name() {
+        let text =
+            "a fox\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 99999999999999999999999, Size: 512x512";
+        let err = parse_a1111(text).to_request().expect_err("seed past 2^64").to_string();
+        assert!(err.contains("Seed") && err.contains("99999999999999999999999"), "{err}");
+        let text = "a fox\nSteps: 20, Sampler: Euler, CFG scale: nan, Seed: 1, Size: 512x512";
+        let err = parse_a1111(text).to_request().expect_err("nan CFG").to_string();
+        assert!(err.contains("CFG scale") && err.contains("finite"), "{err}");
+        let text = "a fox\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 1, Size: big";
+        assert!(parse_a1111(text).to_request().is_err());
     }
 }

@@ -74,8 +74,7 @@ impl EaselApp {
         } else {
             Settings::default()
         };
-        let ctx = cc.egui_ctx.clone();
-        let worker = Worker::spawn(Box::new(move || ctx.request_repaint())).unwrap_or_else(|e| {
+        let worker = spawn_worker(&cc.egui_ctx).unwrap_or_else(|e| {
             // Without a thread nothing can render; this is the one failure the window cannot show.
             panic!("cannot start the background worker thread: {e}")
         });
@@ -122,6 +121,21 @@ impl EaselApp {
     pub(crate) fn send(&mut self, command: Command) {
         if let Err(e) = self.worker.send(command) {
             self.state.error(e);
+        }
+    }
+
+    /// Replaces a worker thread that ended: its jobs are reported as lost, and the model it held
+    /// is loaded again on the new one, so the window never waits on "Loading…" forever.
+    fn restart_worker(&mut self, ctx: &egui::Context) {
+        match spawn_worker(ctx) {
+            Ok(worker) => self.worker = worker,
+            Err(e) => {
+                self.state.error(format!("The background worker stopped and cannot be restarted ({e}); save your canvas and restart Easel"));
+                return;
+            }
+        }
+        if let Some(source) = self.state.worker_restarted() {
+            self.load_model(source);
         }
     }
 
@@ -186,6 +200,9 @@ impl EaselApp {
     fn drain_events(&mut self, ctx: &egui::Context) {
         while let Some(event) = self.worker.try_recv() {
             self.state.apply(event);
+        }
+        if self.worker.has_stopped() {
+            self.restart_worker(ctx);
         }
         if std::mem::take(&mut self.state.recheck_loras) {
             let paths: Vec<PathBuf> = self.state.settings.loras.iter().map(|s| s.path.clone()).collect();
@@ -396,4 +413,10 @@ fn job_label(prompt: &str, batch: usize, seed: u64) -> String {
     } else {
         format!("{text} (seed {seed})")
     }
+}
+
+/// The worker thread, waking this window after each event.
+fn spawn_worker(ctx: &egui::Context) -> std::io::Result<Worker> {
+    let ctx = ctx.clone();
+    Worker::spawn(Box::new(move || ctx.request_repaint()))
 }

@@ -220,6 +220,10 @@ fn results_ui(app: &mut EaselApp, ui: &mut Ui, results: &EvalResults) {
         for w in &row.report.warnings {
             ui.weak(format!("{}: {w}", row.config.label));
         }
+        // Pictures left out are named with the reason, so a number is never silently over fewer.
+        for skipped in row.report.unreadable.iter().chain(&row.report.skipped_pairs) {
+            ui.weak(format!("{}: skipped {skipped}", row.config.label));
+        }
     }
     ui.horizontal(|ui| {
         if ui.button("Export CSV…").clicked() {

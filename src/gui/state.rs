@@ -496,6 +496,32 @@ impl AppState {
         }
     }
 
+    /// After the worker thread was replaced: its queue and any comparison are gone, which the
+    /// artist is told; returns the model to load again, if one was loaded or loading.
+    pub fn worker_restarted(&mut self) -> Option<String> {
+        let lost = self.jobs.len();
+        for job in self.jobs.drain(..) {
+            job.cancel.store(true, Ordering::SeqCst);
+        }
+        self.preview = None;
+        self.pull = None;
+        if matches!(self.eval, EvalStatus::Running { .. }) {
+            self.eval = EvalStatus::Idle;
+        }
+        let reload = match std::mem::take(&mut self.model) {
+            ModelStatus::Ready(info) => Some(info.source),
+            ModelStatus::Loading(source) => Some(source),
+            ModelStatus::None => None,
+        };
+        let jobs = match lost {
+            0 => String::new(),
+            1 => "; 1 queued job was lost".to_string(),
+            n => format!("; {n} queued jobs were lost"),
+        };
+        self.error(format!("The background worker stopped unexpectedly and was restarted{jobs}. Your canvas and gallery are kept."));
+        reload
+    }
+
     /// Takes in one event from the worker.
     pub fn apply(&mut self, event: Event) {
         match event {
@@ -605,6 +631,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let paths = Paths::under(dir.path().to_path_buf());
         (dir, AppState::new(Settings::default(), paths))
+    }
+
+    #[test]
+    fn a_restarted_worker_drops_its_queue_and_reloads_the_model() {
+        let (_dir, mut s) = state();
+        s.apply(Event::ModelLoading { source: "models/sd15".into() });
+        let (_, first) = s.enqueue("a".into(), 1, JobKind::Render);
+        let (_, second) = s.enqueue("b".into(), 1, JobKind::Render);
+        assert_eq!(s.worker_restarted().as_deref(), Some("models/sd15"), "the model is loaded again");
+        assert!(s.jobs.is_empty() && first.load(Ordering::SeqCst) && second.load(Ordering::SeqCst));
+        assert_eq!(s.model, ModelStatus::None, "no longer \"Loading…\"");
+        let notice = s.notices.last().expect("told");
+        assert!(notice.is_error && notice.text.contains("2 queued jobs were lost"), "{}", notice.text);
+        assert_eq!(s.worker_restarted(), None, "nothing to reload without a model");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Evaluating folders of pictures: Inception features for every readable picture (cached), then
 //! FID, KID and IS against the reference set, and PSNR/SSIM over pictures paired by file name.
-//! Unreadable files are listed and skipped, never fatal.
+//! Unreadable files (including those too large to read, see [`super::images`]) are listed and
+//! skipped, never fatal; so are pairs PSNR/SSIM cannot compare (different sizes, too small), each
+//! with its reason, while the other pairs are still measured.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,7 +11,7 @@ use candle_core::{Device, Tensor};
 
 use super::cache::{file_hash, CachedFeatures, FeatureCache};
 use super::fid::{frechet_distance, Statistics};
-use super::images::{list_pictures, read_rgb};
+use super::images::{decode_rgb, list_pictures, read_picture_bytes, read_rgb};
 use super::inception::FidInception;
 use super::inception_score::{inception_score, InceptionScore};
 use super::kid::{kernel_inception_distance, Kid};
@@ -47,13 +49,14 @@ impl Extractor {
         Ok(Self { net, mode, cache })
     }
 
-    /// Features of one picture file.
+    /// Features of one picture file. Files and pictures over the size limits are refused before
+    /// they are read or decoded.
     pub fn features(&self, path: &Path) -> Result<CachedFeatures> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io("cannot read the picture", e, path))?;
+        let bytes = read_picture_bytes(path)?;
         if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(&bytes, DIMS)) {
             return Ok(hit);
         }
-        let image = read_rgb(path)?;
+        let image = decode_rgb(&bytes, path)?;
         let input = Tensor::from_vec(prepare(&image, self.mode), (1, 3, SIZE, SIZE), self.net.device())?;
         let out = self.net.forward(&input)?;
         let features = CachedFeatures {
@@ -134,7 +137,7 @@ impl Default for EvalOptions {
 }
 
 /// The numbers for one generated set against the reference.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct SetReport {
     /// The generated folder.
     pub name: String,
@@ -152,8 +155,11 @@ pub struct SetReport {
     pub ssim: Option<f64>,
     /// Pictures paired with a reference of the same file name.
     pub pairs: usize,
-    /// Generated pictures with no same-named reference, or of another size.
+    /// Generated pictures with no same-named reference.
     pub unpaired: Vec<String>,
+    /// Pairs left out of PSNR and SSIM, each as `name: reason` (different sizes, too small for
+    /// SSIM's window, a side unreadable); the other pairs are still measured.
+    pub skipped_pairs: Vec<String>,
     /// Files that could not be read.
     pub unreadable: Vec<String>,
     /// What the user should know about these numbers.
@@ -175,15 +181,8 @@ pub fn evaluate(reference: &Reference, generated: &SetFeatures, options: &EvalOp
     let mut report = SetReport {
         name: generated.dir.display().to_string(),
         count: n,
-        fid: None,
-        kid: None,
-        inception_score: None,
-        psnr: None,
-        ssim: None,
-        pairs: 0,
-        unpaired: vec![],
         unreadable: generated.unreadable.iter().map(|(p, why)| format!("{}: {why}", p.display())).collect(),
-        warnings: vec![],
+        ..Default::default()
     };
     if n < 2 {
         warnings.push(format!("only {n} readable picture(s): FID, KID and IS need at least 2"));
@@ -225,47 +224,150 @@ pub fn evaluate(reference: &Reference, generated: &SetFeatures, options: &EvalOp
         }
     }
     if let Reference::Pictures(r) = reference {
-        pair_metrics(r, generated, &mut report)?;
+        pair_metrics(r, generated, &mut report);
     }
     report.warnings = warnings;
     Ok(report)
 }
 
 /// PSNR and SSIM over pictures with the same file name (extension aside: `a.png` pairs with
-/// `a.jpg`) in both folders.
-fn pair_metrics(reference: &SetFeatures, generated: &SetFeatures, report: &mut SetReport) -> Result<()> {
-    let by_name: BTreeMap<String, &PathBuf> = reference
-        .paths
-        .iter()
-        .filter_map(|p| Some((p.file_stem()?.to_string_lossy().to_string(), p)))
-        .collect();
+/// `a.jpg`) in both folders. A pair that cannot be compared is listed in `skipped_pairs` with the
+/// reason and left out of both means.
+fn pair_metrics(reference: &SetFeatures, generated: &SetFeatures, report: &mut SetReport) {
+    let stem = |p: &Path| p.file_stem().map(|n| n.to_string_lossy().to_string());
+    let by_name: BTreeMap<String, &PathBuf> =
+        reference.paths.iter().filter_map(|p| Some((stem(p)?, p))).collect();
+    let unreadable: BTreeMap<String, &PathBuf> =
+        reference.unreadable.iter().filter_map(|(p, _)| Some((stem(p)?, p))).collect();
     let (mut psnr_sum, mut ssim_sum, mut pairs) = (0.0, 0.0, 0usize);
     for path in &generated.paths {
         let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        let stem = path.file_stem().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        let Some(ref_path) = by_name.get(&stem) else {
-            report.unpaired.push(format!("{name}: no reference of that name"));
+        let key = stem(path).unwrap_or_default();
+        let Some(ref_path) = by_name.get(&key) else {
+            match unreadable.get(&key) {
+                Some(r) => report.skipped_pairs.push(format!(
+                    "{name}: its reference {} could not be read (listed with the unreadable reference pictures)",
+                    r.display()
+                )),
+                None => report.unpaired.push(format!("{name}: no reference of that name")),
+            }
             continue;
         };
-        let (a, b) = (read_rgb(ref_path)?, read_rgb(path)?);
-        if a.dimensions() != b.dimensions() {
-            report.unpaired.push(format!(
-                "{name}: {}×{} against a {}×{} reference",
-                b.width(),
-                b.height(),
-                a.width(),
-                a.height()
-            ));
-            continue;
+        match compare_pair(ref_path, path) {
+            Ok((p, s)) => {
+                psnr_sum += p;
+                ssim_sum += s;
+                pairs += 1;
+            }
+            Err(why) => report.skipped_pairs.push(format!("{name}: {why}")),
         }
-        psnr_sum += psnr(&a, &b)?;
-        ssim_sum += ssim(&a, &b)?;
-        pairs += 1;
     }
     if pairs > 0 {
         report.psnr = Some(psnr_sum / pairs as f64);
         report.ssim = Some(ssim_sum / pairs as f64);
     }
     report.pairs = pairs;
-    Ok(())
+}
+
+/// PSNR and SSIM of one pair, or why the pair cannot be compared.
+fn compare_pair(ref_path: &Path, path: &Path) -> std::result::Result<(f64, f64), String> {
+    let a = read_rgb(ref_path).map_err(|e| format!("its reference is unreadable now ({e})"))?;
+    let b = read_rgb(path).map_err(|e| e.to_string())?;
+    if a.dimensions() != b.dimensions() {
+        return Err(format!(
+            "{}×{} against a {}×{} reference; PSNR and SSIM compare pictures of the same size \
+             (generate at the reference's size)",
+            b.width(),
+            b.height(),
+            a.width(),
+            a.height()
+        ));
+    }
+    let psnr = psnr(&a, &b).map_err(|e| e.to_string())?;
+    let ssim = ssim(&a, &b).map_err(|e| e.to_string())?;
+    Ok((psnr, ssim))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::RgbImage;
+
+    fn noise(w: u32, h: u32, seed: u32) -> RgbImage {
+        let mut s = seed;
+        RgbImage::from_fn(w, h, |_, _| {
+            s = s.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            image::Rgb([(s >> 16) as u8, (s >> 8) as u8, (s >> 24) as u8])
+        })
+    }
+
+    fn set(dir: &Path, pictures: &[(&str, RgbImage)], broken: &[&str]) -> SetFeatures {
+        std::fs::create_dir_all(dir).expect("folder");
+        let mut paths = vec![];
+        for (name, img) in pictures {
+            let path = dir.join(name);
+            img.save(&path).expect("saved");
+            paths.push(path);
+        }
+        let unreadable = broken
+            .iter()
+            .map(|name| {
+                let path = dir.join(name);
+                std::fs::write(&path, b"not a picture").expect("written");
+                (path, "cannot read this picture".to_string())
+            })
+            .collect();
+        SetFeatures { dir: dir.to_path_buf(), paths, pool: vec![], logits: vec![], unreadable }
+    }
+
+    #[test]
+    fn a_pair_that_cannot_be_compared_is_listed_and_the_rest_measured() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let good: Vec<(String, RgbImage, RgbImage)> =
+            (0..3).map(|i| (format!("good_{i}.png"), noise(24, 20, i), noise(24, 20, 10 + i))).collect();
+        let mut refs: Vec<(&str, RgbImage)> = good.iter().map(|(n, a, _)| (n.as_str(), a.clone())).collect();
+        let mut gens: Vec<(&str, RgbImage)> = good.iter().map(|(n, _, b)| (n.as_str(), b.clone())).collect();
+        refs.push(("tiny.png", noise(4, 4, 1)));
+        gens.push(("tiny.png", noise(4, 4, 2)));
+        refs.push(("sized.png", noise(24, 20, 3)));
+        gens.push(("sized.png", noise(20, 24, 4)));
+        gens.push(("lost.png", noise(24, 20, 5)));
+        gens.push(("alone.png", noise(24, 20, 6)));
+        let reference = set(&dir.path().join("ref"), &refs, &["lost.png"]);
+        let generated = set(&dir.path().join("gen"), &gens, &[]);
+        let mut report = SetReport::default();
+        pair_metrics(&reference, &generated, &mut report);
+
+        assert_eq!(report.pairs, 3);
+        let expected_ssim: f64 = good.iter().map(|(_, a, b)| ssim(a, b).expect("ssim")).sum::<f64>() / 3.0;
+        assert_eq!(report.ssim, Some(expected_ssim));
+        let expected_psnr: f64 = good.iter().map(|(_, a, b)| psnr(a, b).expect("psnr")).sum::<f64>() / 3.0;
+        assert_eq!(report.psnr, Some(expected_psnr));
+        let skipped = report.skipped_pairs.join("\n");
+        assert_eq!(report.skipped_pairs.len(), 3, "{skipped}");
+        assert!(skipped.contains("tiny.png: SSIM needs pictures of at least 6×6"), "{skipped}");
+        assert!(skipped.contains("sized.png: 20×24 against a 24×20 reference"), "{skipped}");
+        assert!(skipped.contains("lost.png: its reference"), "{skipped}");
+        assert_eq!(report.unpaired, vec!["alone.png: no reference of that name".to_string()]);
+    }
+
+    #[test]
+    fn a_picture_that_became_unreadable_skips_only_its_pair() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let reference =
+            set(&dir.path().join("ref"), &[("a.png", noise(16, 16, 1)), ("b.png", noise(16, 16, 2))], &[]);
+        let generated =
+            set(&dir.path().join("gen"), &[("a.png", noise(16, 16, 3)), ("b.png", noise(16, 16, 4))], &[]);
+        std::fs::write(dir.path().join("gen").join("b.png"), b"truncated").expect("overwritten");
+        let mut report = SetReport::default();
+        pair_metrics(&reference, &generated, &mut report);
+        assert_eq!(report.pairs, 1);
+        assert!(report.ssim.is_some());
+        assert_eq!(report.skipped_pairs.len(), 1);
+        assert!(
+            report.skipped_pairs[0].starts_with("b.png: cannot read this picture"),
+            "{:?}",
+            report.skipped_pairs
+        );
+    }
 }

@@ -2,12 +2,15 @@
 //! FID = |μ₁ − μ₂|² + tr Σ₁ + tr Σ₂ − 2 tr √(Σ₁Σ₂). The trace of the square root comes from two
 //! symmetric eigendecompositions (faer): tr √(Σ₁Σ₂) = Σ √max(λ, 0) over the eigenvalues of
 //! √Σ₁ Σ₂ √Σ₁, which stays real and stable when there are fewer pictures than dimensions.
+//! Statistics files are read with Easel's bounded `.npz` reader ([`super::npz`]) and checked:
+//! shapes (d,) and (d, d), finite values.
 
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use faer::{Mat, Side};
 
+use super::npz::{read_npz, NpzError};
 use crate::error::{Error, Result};
 
 /// Mean and covariance of a set of feature vectors.
@@ -58,29 +61,58 @@ impl Statistics {
         std::fs::rename(&tmp, path).map_err(|e| Error::io("cannot save the statistics", e, path))
     }
 
-    /// Reads statistics saved by pytorch-fid (`mu`, `sigma`) or by Easel.
+    /// Reads statistics saved by pytorch-fid (`mu`, `sigma`; `np.savez` or
+    /// `np.savez_compressed`) or by Easel, with Easel's bounded `.npz` reader: a damaged or hostile
+    /// file is refused with a sentence, never read beyond what it holds.
     pub fn load_npz(path: &Path) -> Result<Self> {
-        let arrays = Tensor::read_npz(path)
-            .map_err(|e| Error::bad_file(format!("cannot read these statistics as .npz ({e})"), path))?;
-        let get = |name: &str| {
-            arrays.iter().find(|(n, _)| n == name).map(|(_, t)| t.clone()).ok_or_else(|| {
-                Error::bad_file(
-                    format!("the statistics file has no `{name}` array (pytorch-fid writes mu and sigma)"),
-                    path,
-                )
-            })
-        };
-        let mu: Vec<f64> = get("mu")?.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1()?;
-        let sigma = get("sigma")?.to_dtype(candle_core::DType::F64)?;
-        let d = mu.len();
-        if sigma.dims() != [d, d] {
-            return Err(Error::bad_file(
-                format!("sigma has shape {:?}; expected [{d}, {d}]", sigma.dims()),
+        let file = std::fs::File::open(path).map_err(|e| Error::io("cannot read the statistics", e, path))?;
+        Self::read_npz(std::io::BufReader::new(file)).map_err(|e| {
+            Error::bad_file(
+                format!(
+                    "cannot use these FID statistics: {e}; write them again with pytorch-fid \
+                     --save-stats or easel eval --save-reference-stats"
+                ),
                 path,
-            ));
+            )
+        })
+    }
+
+    /// Statistics from an `.npz` archive's bytes, as [`Statistics::load_npz`] reads a file; the
+    /// entry point for fuzzing. Any bytes give statistics or a sentence.
+    pub fn parse_npz(bytes: &[u8]) -> std::result::Result<Self, NpzError> {
+        Self::read_npz(std::io::Cursor::new(bytes))
+    }
+
+    fn read_npz<R: std::io::Read + std::io::Seek>(reader: R) -> std::result::Result<Self, NpzError> {
+        let mut arrays = read_npz(reader, &["mu", "sigma"])?.into_iter();
+        let (Some(mu), Some(sigma)) = (arrays.next(), arrays.next()) else {
+            return Err(NpzError("it lacks mu or sigma".into()));
+        };
+        let d = match mu.shape[..] {
+            [d] if d > 0 => d,
+            _ => {
+                return Err(NpzError(format!(
+                    "mu has shape {:?}; FID statistics have a vector (d,)",
+                    mu.shape
+                )))
+            }
+        };
+        if sigma.shape != [d, d] {
+            return Err(NpzError(format!(
+                "sigma has shape {:?}; with {d} values in mu it should be [{d}, {d}]",
+                sigma.shape
+            )));
         }
-        let values: Vec<f64> = sigma.flatten_all()?.to_vec1()?;
-        Ok(Self { mu, sigma: Mat::from_fn(d, d, |i, j| values[i * d + j]), count: 0 })
+        for (name, values) in [("mu", &mu.values), ("sigma", &sigma.values)] {
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                return Err(NpzError(format!(
+                    "{name} holds {} at position {i}; statistics must be finite numbers",
+                    values[i]
+                )));
+            }
+        }
+        let values = sigma.values;
+        Ok(Self { mu: mu.values, sigma: Mat::from_fn(d, d, |i, j| values[i * d + j]), count: 0 })
     }
 }
 
@@ -120,6 +152,7 @@ pub fn trace_sqrt_product(a: &Mat<f64>, b: &Mat<f64>) -> Result<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::npz::tests::{npy, npz};
 
     fn stats(mu: Vec<f64>, diag: &[f64]) -> Statistics {
         let d = diag.len();
@@ -158,5 +191,60 @@ mod tests {
         let back = Statistics::load_npz(&path).expect("loaded");
         assert_eq!(back.mu, s.mu);
         assert_eq!(back.sigma[(1, 1)], 3.0);
+    }
+
+    fn f64s(v: &[f64]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    fn parse(mu: &[f64], sigma_shape: &str, sigma: &[f64]) -> std::result::Result<Statistics, String> {
+        let bytes = npz(
+            &[
+                ("mu", npy("<f8", false, &format!("({},)", mu.len()), &f64s(mu))),
+                ("sigma", npy("<f8", false, sigma_shape, &f64s(sigma))),
+            ],
+            true,
+        );
+        Statistics::parse_npz(&bytes).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn compressed_statistics_are_read() {
+        let s = parse(&[1.0, 2.0], "(2, 2)", &[1.0, 0.25, 0.25, 3.0]).expect("read");
+        assert_eq!(s.mu, vec![1.0, 2.0]);
+        assert_eq!(s.sigma[(0, 1)], 0.25);
+        assert_eq!(s.sigma[(1, 1)], 3.0);
+    }
+
+    #[test]
+    fn non_finite_statistics_are_refused() {
+        let err = parse(&[1.0, f64::NAN], "(2, 2)", &[1.0, 0.0, 0.0, 1.0]).expect_err("refused");
+        assert!(err.contains("mu holds NaN at position 1"), "{err}");
+        let err = parse(&[1.0, 2.0], "(2, 2)", &[1.0, 0.0, f64::INFINITY, 1.0]).expect_err("refused");
+        assert!(err.contains("sigma holds inf at position 2"), "{err}");
+    }
+
+    #[test]
+    fn shapes_must_match() {
+        let err = parse(&[1.0, 2.0], "(4,)", &[1.0; 4]).expect_err("refused");
+        assert!(err.contains("should be [2, 2]"), "{err}");
+        let err = parse(&[], "(0, 0)", &[]).expect_err("refused");
+        assert!(err.contains("mu has shape [0]"), "{err}");
+    }
+
+    #[test]
+    fn a_hostile_file_is_a_sentence_with_its_path() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("hostile.npz");
+        let bytes = npz(
+            &[
+                ("mu", npy("<f8", false, "(1048576,)", &[])),
+                ("sigma", npy("<f8", false, "(1048576, 1048576)", &[])),
+            ],
+            true,
+        );
+        std::fs::write(&path, bytes).expect("written");
+        let err = Statistics::load_npz(&path).expect_err("refused").to_string();
+        assert!(err.contains("cannot use these FID statistics") && err.contains("hostile.npz"), "{err}");
     }
 }

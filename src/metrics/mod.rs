@@ -10,6 +10,7 @@ pub mod images;
 pub mod inception;
 pub mod inception_score;
 pub mod kid;
+pub mod npz;
 pub mod numpy_rng;
 pub mod pixel;
 pub mod resize;

@@ -33,21 +33,93 @@ pub(crate) struct State {
     adapters: HashMap<PathBuf, Arc<Adapter>>,
 }
 
-/// The thread body: runs commands until the window drops its handle.
+/// The thread body: runs commands until the window drops its handle. A command that panics
+/// (a bug, or an input no check foresaw) ends as that command's failure event and the loop goes
+/// on: the window must never wait forever on a dead thread while the artist's work is open.
 pub(crate) fn run(commands: Receiver<Command>, outbox: Outbox) {
     let mut state = State::default();
     while let Ok(command) = commands.recv() {
+        let failed = Failure::of(&command);
+        guarded(&mut state, &outbox, failed, |state, outbox| execute(state, outbox, command));
+    }
+}
+
+/// Runs one command's work; a panic inside becomes `failed`'s event (see [`recover`]).
+pub(crate) fn guarded(
+    state: &mut State,
+    outbox: &Outbox,
+    failed: Failure,
+    work: impl FnOnce(&mut State, &Outbox),
+) {
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut *state, outbox)));
+    if let Err(panic) = ran {
+        recover(state, outbox, failed, panic.as_ref());
+    }
+}
+
+/// Which failure event a command's panic becomes.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Failure {
+    Load(String),
+    Pull(String),
+    Inspect(PathBuf),
+    Job(super::JobId),
+    Evaluate,
+}
+
+impl Failure {
+    fn of(command: &Command) -> Self {
         match command {
-            Command::LoadModel { source, device, dtype } => load(&mut state, &outbox, source, device, &dtype),
-            Command::PullModel { repo_id, dtype } => pull(&mut state, &outbox, repo_id, &dtype),
-            Command::PullPreviewDecoder => pull_preview_decoder(&mut state, &outbox),
-            Command::InspectLora { path } => {
-                let info = inspect(&mut state, &path).map_err(|e| (path, e.to_string()));
-                outbox.send(Event::LoraInspected(info));
-            }
-            Command::Generate(job) => super::generate::run(&mut state, &outbox, *job),
-            Command::Evaluate(job) => super::evaluate::run(&mut state, &outbox, *job),
+            Command::LoadModel { source, .. } => Failure::Load(source.clone()),
+            Command::PullModel { repo_id, .. } => Failure::Pull(repo_id.clone()),
+            Command::PullPreviewDecoder => Failure::Pull(crate::hub::PREVIEW_DECODER_REPO.to_string()),
+            Command::InspectLora { path } => Failure::Inspect(path.clone()),
+            Command::Generate(job) => Failure::Job(job.id),
+            Command::Evaluate(_) => Failure::Evaluate,
         }
+    }
+}
+
+/// Reports a panicked command as its failure and leaves the state safe for the next one: a
+/// merge cut short leaves an unknown mix of weights, so the next job merges again from the
+/// pristine ones.
+fn recover(state: &mut State, outbox: &Outbox, failed: Failure, panic: &(dyn std::any::Any + Send)) {
+    let detail = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no details".into());
+    let message = format!(
+        "Easel hit an internal error and stopped this task ({detail}); the studio goes on — please report it"
+    );
+    if let Some(loaded) = &mut state.loaded {
+        loaded.merged = None;
+    }
+    let was_load = matches!(failed, Failure::Load(_));
+    outbox.send(match failed {
+        Failure::Load(source) => Event::ModelFailed { source, message },
+        Failure::Pull(repo_id) => Event::PullFailed { repo_id, message },
+        Failure::Inspect(path) => Event::LoraInspected(Err((path, message))),
+        Failure::Job(id) => Event::JobFinished { id, outcome: super::JobOutcome::Failed(message) },
+        Failure::Evaluate => Event::EvalFailed { message },
+    });
+    // As after a load that fails normally: the previous model is still loaded and usable.
+    if let (true, Some(previous)) = (was_load, &state.loaded) {
+        outbox.send(Event::ModelLoaded(previous.info.clone()));
+    }
+}
+
+fn execute(state: &mut State, outbox: &Outbox, command: Command) {
+    match command {
+        Command::LoadModel { source, device, dtype } => load(state, outbox, source, device, &dtype),
+        Command::PullModel { repo_id, dtype } => pull(state, outbox, repo_id, &dtype),
+        Command::PullPreviewDecoder => pull_preview_decoder(state, outbox),
+        Command::InspectLora { path } => {
+            let info = inspect(state, &path).map_err(|e| (path, e.to_string()));
+            outbox.send(Event::LoraInspected(info));
+        }
+        Command::Generate(job) => super::generate::run(state, outbox, *job),
+        Command::Evaluate(job) => super::evaluate::run(state, outbox, *job),
     }
 }
 
@@ -207,4 +279,32 @@ fn decode_data_url(url: &str) -> Option<image::RgbaImage> {
     let (_, data) = url.split_once("base64,")?;
     let bytes = base64::engine::general_purpose::STANDARD.decode(data.trim()).ok()?;
     image::load_from_memory(&bytes).ok().map(|i| i.thumbnail(128, 128).to_rgba8())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::sync_channel;
+
+    #[test]
+    fn a_panicking_job_ends_as_its_failure_and_the_next_one_runs() {
+        let (tx, rx) = sync_channel(16);
+        let outbox = Outbox { events: tx, wake: Box::new(|| {}) };
+        let mut state = State::default();
+        guarded(&mut state, &outbox, Failure::Job(7), |_, _| panic!("an invariant broke"));
+        match rx.try_recv() {
+            Ok(Event::JobFinished { id: 7, outcome: super::super::JobOutcome::Failed(message) }) => {
+                assert!(
+                    message.contains("internal error") && message.contains("an invariant broke"),
+                    "{message}"
+                )
+            }
+            _ => panic!("the job's failure is reported"),
+        }
+        let mut ran = false;
+        guarded(&mut state, &outbox, Failure::Evaluate, |_, _| ran = true);
+        assert!(ran && rx.try_recv().is_err(), "the next command runs and reports nothing extra");
+        guarded(&mut state, &outbox, Failure::Load("m".into()), |_, _| panic!("{}", String::from("owned")));
+        assert!(matches!(rx.try_recv(), Ok(Event::ModelFailed { message, .. }) if message.contains("owned")));
+    }
 }

@@ -36,7 +36,7 @@ pub enum Command {
         source: String,
         /// Where to run.
         device: DeviceChoice,
-        /// f32 or f16.
+        /// f32, f16 or bf16.
         dtype: String,
     },
     /// Download a diffusers model from the Hugging Face hub, then load it.
@@ -231,6 +231,7 @@ pub enum Event {
 pub struct Worker {
     commands: SyncSender<Command>,
     events: Receiver<Event>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 /// Sends events to the window and wakes it.
@@ -263,10 +264,16 @@ impl Worker {
         let outbox = Outbox { events: event_tx, wake };
         // Not joined: on exit the window cancels its jobs and leaves; every file write is atomic.
         // Dropping this handle closes the command channel, which ends the thread's loop.
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("easel-worker".into())
             .spawn(move || loading::run(command_rx, outbox))?;
-        Ok(Self { commands: command_tx, events: event_rx })
+        Ok(Self { commands: command_tx, events: event_rx, thread })
+    }
+
+    /// Whether the thread has ended although the window still holds its handle: every command's
+    /// panic is caught, so this means a failure outside any command, and the window restarts it.
+    pub fn has_stopped(&self) -> bool {
+        self.thread.is_finished()
     }
 
     /// Queues a command without blocking; fails only if the queue is full or the worker died.

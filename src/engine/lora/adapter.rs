@@ -76,10 +76,15 @@ impl Adapter {
             return Err(Error::bad_file("Easel reads LoRA adapters from .safetensors files", path));
         }
         // One read serves the tensors, the header and the hash.
-        let bytes = read_file(path)?;
-        let tensors = parse_safetensors(&bytes, path)?;
-        let info = header_of(&bytes, path)?;
-        let hash = a1111_hash(&bytes[info.data_offset..]);
+        Self::from_bytes(&read_file(path)?, path)
+    }
+
+    /// Reads an adapter from the bytes of a `.safetensors` file; `path` names it (and its stem
+    /// the adapter).
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let tensors = parse_safetensors(bytes, path)?;
+        let info = header_of(bytes, path)?;
+        let hash = a1111_hash(bytes.get(info.data_offset..).unwrap_or_default());
         let header = info.metadata;
         let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("lora").to_string();
         let (format, modules, unknown_keys) = parse(tensors, &header, path)?;
@@ -130,7 +135,15 @@ fn parse(tensors: HashMap<String, Tensor>, header: &HashMap<String, String>, pat
             ));
         }
         match to_delta(params, peft_alpha)? {
-            Some(delta) => modules.push(AdapterModule { target, name, delta }),
+            Some(delta) => {
+                delta.check().map_err(|why| {
+                    Error::bad_file(
+                        format!("module {label} cannot be used: {why}; the file is damaged"),
+                        path,
+                    )
+                })?;
+                modules.push(AdapterModule { target, name, delta })
+            }
             None => unknown.push(label),
         }
     }

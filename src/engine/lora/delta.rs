@@ -4,6 +4,7 @@
 
 use candle_core::{DType, Tensor};
 
+use crate::engine::pipeline::all_finite;
 use crate::error::{Error, Result};
 
 /// One module's adapter, in the form its file defines it.
@@ -87,9 +88,81 @@ fn product(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     Ok(a.matmul(&b)?)
 }
 
+/// The element count of `a · b` (each flattened to a matrix after its first axis), or `None`
+/// when the inner sizes differ or the count overflows: known before anything is multiplied.
+fn product_len(a: &Tensor, b: &Tensor) -> Option<usize> {
+    let (rows, inner) = (a.dims().first().copied()?, a.dims().iter().skip(1).product::<usize>());
+    let (depth, cols) = (b.dims().first().copied()?, b.dims().iter().skip(1).product::<usize>());
+    (inner == depth).then(|| rows.checked_mul(cols)).flatten()
+}
+
+impl Factor {
+    /// Elements of the factor once whole.
+    fn len(&self) -> Option<usize> {
+        match self {
+            Factor::Whole(t) => Some(t.elem_count()),
+            Factor::Product(a, b) => product_len(a, b),
+        }
+    }
+
+    fn tensors(&self) -> Vec<&Tensor> {
+        match self {
+            Factor::Whole(t) => vec![t],
+            Factor::Product(a, b) => vec![a, b],
+        }
+    }
+}
+
 impl Delta {
-    /// ΔW reshaped to `shape` (the weight it changes), unweighted, in f32.
+    /// Refuses factors that would poison the model: a rank of 0 (α/r divides by it), an α that
+    /// is not finite, or any value that is NaN or infinite (one such value turns every picture
+    /// black). Checked once at load, so a stranger's file fails there with a sentence.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let (tensors, alpha, rank): (Vec<&Tensor>, Option<f64>, Option<usize>) = match self {
+            Delta::LoRa { down, up, alpha } => (vec![down, up], *alpha, down.dims().first().copied()),
+            Delta::LoHa { w1, w2, alpha } => {
+                (vec![&w1.0, &w1.1, &w2.0, &w2.1], *alpha, w1.1.dims().first().copied())
+            }
+            Delta::LoKr { w1, w2, alpha } => {
+                ([w1.tensors(), w2.tensors()].concat(), *alpha, w1.rank().or(w2.rank()))
+            }
+            Delta::Full { diff, diff_b } => (std::iter::once(diff).chain(diff_b).collect(), None, None),
+        };
+        if rank == Some(0) || tensors.iter().any(|t| t.elem_count() == 0) {
+            return Err("it has a factor of rank 0 (an empty tensor)".into());
+        }
+        if alpha.is_some_and(|a| !a.is_finite()) {
+            return Err("its alpha is not a finite number".into());
+        }
+        for t in tensors {
+            if !all_finite(t).map_err(|e| format!("its values cannot be read ({e})"))? {
+                return Err("its factors hold NaN or infinite values".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// ΔW reshaped to `shape` (the weight it changes), unweighted, in f32. The sizes are checked
+    /// before any product is formed: a 20000×1 by 1×20000 pair aimed at a 32×32 layer would
+    /// otherwise build 1.6 GB before being refused.
     pub fn weight_delta(&self, shape: &[usize]) -> Result<Tensor> {
+        let target: usize = shape.iter().product();
+        let fits = match self {
+            Delta::LoRa { down, up, .. } => product_len(up, down) == Some(target),
+            Delta::LoHa { w1, w2, .. } => {
+                product_len(&w1.0, &w1.1) == Some(target) && product_len(&w2.0, &w2.1) == Some(target)
+            }
+            Delta::LoKr { w1, w2, .. } => {
+                w1.len().zip(w2.len()).and_then(|(a, b)| a.checked_mul(b)) == Some(target)
+            }
+            Delta::Full { diff, .. } => diff.elem_count() == target,
+        };
+        if !fits {
+            return Err(Error::BadRequest(format!(
+                "the adapter's factors {} do not make a change of the shape {shape:?} of the weight they target",
+                self.factor_shapes()
+            )));
+        }
         let delta = match self {
             Delta::LoRa { down, up, alpha } => {
                 let r = down.dim(0)?;
@@ -116,6 +189,17 @@ impl Delta {
             )));
         }
         Ok(delta.reshape(shape)?)
+    }
+
+    /// The factors' shapes, for messages.
+    fn factor_shapes(&self) -> String {
+        let tensors: Vec<&Tensor> = match self {
+            Delta::LoRa { down, up, .. } => vec![up, down],
+            Delta::LoHa { w1, w2, .. } => vec![&w1.0, &w1.1, &w2.0, &w2.1],
+            Delta::LoKr { w1, w2, .. } => [w1.tensors(), w2.tensors()].concat(),
+            Delta::Full { diff, .. } => vec![diff],
+        };
+        tensors.iter().map(|t| format!("{:?}", t.dims())).collect::<Vec<_>>().join(" × ")
     }
 
     /// Δb, for adapters that change biases.
@@ -229,5 +313,31 @@ mod tests {
         let d = Delta::LoRa { down: t(&[1., 1.], &[1, 2]), up: t(&[1.], &[1, 1]), alpha: None };
         let msg = d.weight_delta(&[3, 3]).expect_err("refused").to_string();
         assert!(msg.contains("[1, 2]") && msg.contains("[3, 3]"), "{msg}");
+    }
+
+    #[test]
+    fn oversized_factors_are_refused_before_their_product_is_built() {
+        let long = |shape: &[usize]| Tensor::ones(shape, DType::F32, &Device::Cpu).expect("tensor");
+        let d = Delta::LoRa { down: long(&[1, 20000]), up: long(&[20000, 1]), alpha: None };
+        // The product would be 1.6 GB; refusing it must not build it (this test would crawl).
+        let msg = d.weight_delta(&[32, 32]).expect_err("refused").to_string();
+        assert!(msg.contains("[20000, 1]") && msg.contains("[32, 32]"), "{msg}");
+    }
+
+    #[test]
+    fn poisoned_factors_are_found() {
+        let good = || t(&[1., 2.], &[1, 2]);
+        let nan = Delta::LoRa { down: t(&[1., f32::NAN], &[1, 2]), up: t(&[1.], &[1, 1]), alpha: None };
+        assert!(nan.check().expect_err("NaN").contains("NaN"));
+        let inf_alpha = Delta::LoRa { down: good(), up: t(&[1.], &[1, 1]), alpha: Some(f64::INFINITY) };
+        assert!(inf_alpha.check().expect_err("inf").contains("alpha"));
+        let rank0 = Delta::LoRa {
+            down: Tensor::zeros((0, 2), DType::F32, &Device::Cpu).expect("empty"),
+            up: Tensor::zeros((1, 0), DType::F32, &Device::Cpu).expect("empty"),
+            alpha: Some(1.0),
+        };
+        assert!(rank0.check().expect_err("rank 0").contains("rank 0"));
+        let fine = Delta::LoRa { down: good(), up: t(&[1.], &[1, 1]), alpha: Some(1.0) };
+        assert_eq!(fine.check(), Ok(()));
     }
 }

@@ -14,8 +14,9 @@ pub struct PromptLora {
     pub text_weight: f64,
 }
 
-fn tag_pattern() -> Regex {
-    Regex::new(r"<(?:lora|lyco):([^>]+)>").expect("a valid pattern")
+fn tag_pattern() -> &'static Regex {
+    static PATTERN: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    PATTERN.get_or_init(|| Regex::new(r"<(?:lora|lyco):([^>]+)>").expect("a valid pattern"))
 }
 
 /// The adapters a prompt's tags ask for, in order; a tag with an unreadable weight is an error.
@@ -26,6 +27,13 @@ pub fn parse_tags(prompt: &str) -> std::result::Result<Vec<PromptLora>, String> 
         let name = parts.next().unwrap_or("").trim().to_string();
         if name.is_empty() {
             return Err(format!("the prompt tag {} names no LoRA", &cap[0]));
+        }
+        if !is_plain_name(&name) {
+            return Err(format!(
+                "the prompt tag {} names a path; a tag names an adapter in the LoRA folder by its file name \
+                 (e.g. <lora:inkStyle:0.8>)",
+                &cap[0]
+            ));
         }
         let mut positional = Vec::new();
         let (mut te, mut unet) = (None, None);
@@ -43,6 +51,17 @@ pub fn parse_tags(prompt: &str) -> std::result::Result<Vec<PromptLora>, String> 
         found.push(PromptLora { name, unet_weight, text_weight });
     }
     Ok(found)
+}
+
+/// Whether `name` is a file name and nothing more: a tag (from a prompt, a pasted civitai prompt or
+/// an imported picture) may only pick an adapter inside the LoRA folder, never reach outside it.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0'])
+        && !std::path::Path::new(name).has_root()
+    // A Windows drive prefix (`C:`) cannot appear: `:` separates a tag's fields.
 }
 
 /// The prompt without its adapter tags, as the text encoder should see it.
@@ -72,6 +91,15 @@ pub fn tag(name: &str, unet_weight: f64, text_weight: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_cannot_name_files_outside_the_lora_folder() {
+        for prompt in ["<lora:../outside:1>", "<lora:/abs/path:1>", "<lora:sub\\..\\x:1>", "<lora:..:1>"] {
+            let err = parse_tags(prompt).expect_err(prompt);
+            assert!(err.contains("names a path"), "{err}");
+        }
+        assert_eq!(parse_tags("<lora:ink.v2:1>").expect("a dotted name is a name")[0].name, "ink.v2");
+    }
 
     #[test]
     fn reads_a1111_tags() {
