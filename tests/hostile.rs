@@ -249,6 +249,31 @@ fn configs_with_zero_heads_or_no_blocks_get_a_sentence() {
 }
 
 #[test]
+fn scheduler_configs_that_index_past_their_schedule_get_a_sentence() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out.png");
+    for (i, (key, value, sampler)) in [
+        ("trained_betas", serde_json::json!([0.01]), "ddim"),
+        ("num_train_timesteps", serde_json::json!(1e13), "euler"),
+        ("steps_offset", serde_json::json!(1e30), "dpmpp_2m_karras"),
+        ("original_inference_steps", serde_json::json!(1e30), "lcm"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let model = dir.path().join(format!("model{i}"));
+        copy_tree(&tiny(), &model);
+        let config = model.join("scheduler/scheduler_config.json");
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&config).expect("read")).expect("json");
+        json[key] = value;
+        std::fs::write(&config, json.to_string()).expect("write");
+        let err = refused(&generate_args(text(&model), text(&out), &["--sampler", sampler]));
+        assert!(err.contains("scheduler config") && err.contains(key), "{err}");
+    }
+}
+
+#[test]
 fn an_absurd_batch_is_refused_before_anything_is_built() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out.png");

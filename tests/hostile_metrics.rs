@@ -176,7 +176,7 @@ fn statistics_declaring_terabytes_are_refused_at_once() {
     assert!(!ok);
     assert!(err.contains("cannot use these FID statistics") && err.contains("stats.npz"), "{err}");
     assert!(
-        err.contains("`sigma` array declares shape (1048576, 1048576)") && err.contains("512 MiB"),
+        err.contains("`sigma` array declares shape (1048576, 1048576)") && err.contains("128 MiB"),
         "{err}"
     );
     assert!(!err.contains("panicked") && !err.contains("memory allocation"), "{err}");

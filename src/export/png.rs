@@ -44,6 +44,13 @@ pub fn save_png(path: &Path, image: &RgbImage, texts: &[(String, String)], overw
 /// rarely 100 KB; a chunk that inflates past this is a bomb or junk, skipped with a note.
 pub const MAX_TEXT_BYTES: usize = 1 << 20;
 
+/// The most text kept from one PNG in all: a file of thousands of chunks, each under the
+/// per-chunk limit, asked for 5 GB.
+pub const MAX_TOTAL_TEXT_BYTES: usize = 4 << 20;
+
+/// The most notes about skipped chunks (the rest are counted in the last one).
+const MAX_NOTES: usize = 8;
+
 /// The text chunks of a PNG, and what was left out of them.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PngText {
@@ -79,6 +86,11 @@ pub fn read_png_text_from(mut reader: impl Read + Seek) -> std::result::Result<P
         return Err("it does not start with the PNG signature".into());
     }
     let mut out = PngText::default();
+    let (mut kept_bytes, mut unnoted) = (0usize, 0usize);
+    let mut note = |out: &mut PngText, text: String| match out.skipped.len() < MAX_NOTES {
+        true => out.skipped.push(text),
+        false => unnoted += 1,
+    };
     loop {
         let mut head = [0u8; 8];
         if reader.read_exact(&mut head).is_err() {
@@ -92,36 +104,46 @@ pub fn read_png_text_from(mut reader: impl Read + Seek) -> std::result::Result<P
         let name = String::from_utf8_lossy(&kind).to_string();
         match &kind {
             b"IEND" => break,
-            b"tEXt" | b"zTXt" | b"iTXt" if len as usize <= MAX_TEXT_BYTES => {
+            b"tEXt" | b"zTXt" | b"iTXt"
+                if len as usize <= MAX_TEXT_BYTES && kept_bytes < MAX_TOTAL_TEXT_BYTES =>
+            {
                 let mut data = vec![0u8; len as usize];
                 let mut crc = [0u8; 4];
                 if reader.read_exact(&mut data).and_then(|()| reader.read_exact(&mut crc)).is_err() {
-                    out.skipped.push(format!("a {name} chunk is cut short"));
+                    note(&mut out, format!("a {name} chunk is cut short"));
                     break;
                 }
                 let mut sum = flate2::Crc::new();
                 sum.update(&kind);
                 sum.update(&data);
                 if sum.sum() != u32::from_be_bytes(crc) {
-                    out.skipped.push(format!("a {name} chunk fails its checksum"));
+                    note(&mut out, format!("a {name} chunk fails its checksum"));
                     continue;
                 }
                 match decode_text_chunk(&kind, &data) {
-                    Ok((key, text)) => {
+                    Ok((key, text)) if kept_bytes + text.len() <= MAX_TOTAL_TEXT_BYTES => {
+                        kept_bytes += key.len() + text.len();
                         out.texts.insert(key, text);
                     }
-                    Err(why) => out.skipped.push(format!("a {name} chunk was skipped: {why}")),
+                    Ok((key, _)) => {
+                        kept_bytes = MAX_TOTAL_TEXT_BYTES;
+                        note(&mut out, format!("the {key} chunk and any after it were skipped: more than {} MB of text in all", MAX_TOTAL_TEXT_BYTES >> 20));
+                    }
+                    Err(why) => note(&mut out, format!("a {name} chunk was skipped: {why}")),
                 }
             }
             _ => {
-                if matches!(&kind, b"tEXt" | b"zTXt" | b"iTXt") {
-                    out.skipped.push(format!("a {name} chunk of {len} bytes is too large to be settings"));
+                if matches!(&kind, b"tEXt" | b"zTXt" | b"iTXt") && kept_bytes < MAX_TOTAL_TEXT_BYTES {
+                    note(&mut out, format!("a {name} chunk of {len} bytes is too large to be settings"));
                 }
                 reader
                     .seek(SeekFrom::Current(i64::from(len) + 4))
                     .map_err(|e| format!("cannot skip a {name} chunk: {e}"))?;
             }
         }
+    }
+    if unnoted > 0 {
+        out.skipped.push(format!("and {unnoted} more chunks were skipped"));
     }
     Ok(out)
 }
@@ -255,5 +277,27 @@ mod tests {
         assert!(got.texts.is_empty() && got.skipped[0].contains("checksum"), "{got:?}");
         let err = read_png_text_from(std::io::Cursor::new(b"GIF89a....".to_vec())).expect_err("not a PNG");
         assert!(err.contains("signature"), "{err}");
+    }
+
+    #[test]
+    fn thousands_of_text_chunks_are_kept_to_a_total() {
+        let text = vec![b'A'; 1 << 20];
+        let compressed = zlib(&text);
+        let chunks: Vec<(&[u8; 4], Vec<u8>)> = (0..40)
+            .map(|i| {
+                let mut data = format!("k{i}\0\0").into_bytes();
+                data.extend_from_slice(&compressed);
+                (b"zTXt", data)
+            })
+            .collect();
+        let got = read_png_text_from(std::io::Cursor::new(png_with_chunks(&chunks))).expect("readable");
+        let kept: usize = got.texts.values().map(String::len).sum();
+        assert!(
+            kept <= MAX_TOTAL_TEXT_BYTES && got.texts.len() == 3,
+            "{} chunks, {kept} bytes",
+            got.texts.len()
+        );
+        assert!(got.skipped.len() <= MAX_NOTES + 1, "{:?}", got.skipped);
+        assert!(got.skipped[0].contains("4 MB of text in all"), "{:?}", got.skipped);
     }
 }

@@ -10,9 +10,10 @@
 
 use std::io::{Cursor, Read, Seek};
 
-/// The largest array read (512 MiB: a float64 covariance of 8192 dimensions; Inception's 2048
-/// take 32 MiB).
-pub const MAX_ARRAY_BYTES: u64 = 512 << 20;
+/// The largest array read, counted as the float64 values it becomes in memory (128 MiB: a
+/// covariance of 4096 dimensions; Inception's 2048 take 32 MiB). Counting the file's own
+/// element size instead let a float32 file double past the limit once widened.
+pub const MAX_ARRAY_BYTES: u64 = 128 << 20;
 /// The largest `.npy` header read (NumPy's own headers are under 200 bytes).
 const MAX_HEADER_BYTES: usize = 64 << 10;
 /// The most dimensions an array may declare (NumPy's own limit).
@@ -110,8 +111,8 @@ pub fn read_npy<R: Read>(mut reader: R, len: Option<u64>) -> Result<NpyArray> {
         .shape
         .iter()
         .try_fold(1u64, |n, &d| n.checked_mul(d))
+        .filter(|&n| n.checked_mul(8).is_some_and(|widened| widened <= MAX_ARRAY_BYTES))
         .and_then(|n| n.checked_mul(header.dtype.size))
-        .filter(|&bytes| bytes <= MAX_ARRAY_BYTES)
         .ok_or_else(too_large)?;
     let shape = header
         .shape
@@ -452,7 +453,7 @@ pub(crate) mod tests {
         let bytes = npz(&[("sigma", npy("<f8", false, "(1048576, 1048576)", &[]))], true);
         assert!(bytes.len() < 400, "{} bytes", bytes.len());
         let err = read(&bytes, &["sigma"]).expect_err("refused");
-        assert!(err.contains("(1048576, 1048576)") && err.contains("512 MiB"), "{err}");
+        assert!(err.contains("(1048576, 1048576)") && err.contains("128 MiB"), "{err}");
         // A product that overflows 64 bits is refused the same way.
         let bytes = npz(&[("sigma", npy("<f8", false, "(18446744073709551615, 3)", &[]))], false);
         assert!(read(&bytes, &["sigma"]).expect_err("refused").contains("more than"));

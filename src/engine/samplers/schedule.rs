@@ -94,13 +94,43 @@ impl ScheduleConfig {
         let text = |k: &str, default: &'static str| {
             config.get(k).and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| default.to_string())
         };
-        let train_steps = num("num_train_timesteps", 1000.0) as usize;
-        if train_steps < 2 {
-            return Err(Error::BadRequest("the scheduler config has fewer than 2 training timesteps".into()));
+        let bad = |what: String| Error::BadRequest(format!("the scheduler config is not usable: {what}"));
+        let train_steps = num("num_train_timesteps", 1000.0);
+        if !(2.0..=MAX_TRAIN_STEPS as f64).contains(&train_steps) {
+            return Err(bad(format!(
+                "num_train_timesteps {train_steps} is not between 2 and {MAX_TRAIN_STEPS}"
+            )));
+        }
+        let train_steps = train_steps as usize;
+        // Offsets and the LCM origin schedule index the training timesteps, so they must lie
+        // within them (a hostile 1e30 overflowed; 5000 indexed past the end).
+        let within = |key: &str, default: f64, least: f64| {
+            let v = num(key, default.min(train_steps as f64));
+            match v.is_finite() && v >= least && v <= train_steps as f64 {
+                true => Ok(v as usize),
+                false => Err(bad(format!(
+                    "{key} {v} is not between {least} and num_train_timesteps ({train_steps})"
+                ))),
+            }
+        };
+        let steps_offset = within("steps_offset", 0.0, 0.0)?;
+        let original_inference_steps = within("original_inference_steps", 50.0, 1.0)?;
+        for key in ["beta_start", "beta_end", "clip_sample_range", "timestep_scaling"] {
+            if let Some(v) = config.get(key).and_then(Value::as_f64).filter(|v| !v.is_finite()) {
+                return Err(bad(format!("{key} {v} is not a finite number")));
+            }
         }
         let mut betas = match config.get("trained_betas") {
             Some(Value::Array(values)) if !values.is_empty() => {
-                values.iter().filter_map(Value::as_f64).collect()
+                let betas: Vec<f64> =
+                    values.iter().filter_map(Value::as_f64).filter(|b| b.is_finite()).collect();
+                if betas.len() != train_steps {
+                    return Err(bad(format!(
+                        "trained_betas holds {} finite numbers for {train_steps} training timesteps",
+                        betas.len()
+                    )));
+                }
+                betas
             }
             _ => make_betas(
                 &text("beta_schedule", d.beta_schedule),
@@ -145,11 +175,11 @@ impl ScheduleConfig {
             alphas_cumprod,
             prediction,
             spacing,
-            steps_offset: num("steps_offset", 0.0) as usize,
+            steps_offset,
             clip_sample: flag("clip_sample", d.clip_sample),
             clip_sample_range: num("clip_sample_range", 1.0),
             final_alpha_cumprod,
-            original_inference_steps: num("original_inference_steps", 50.0) as usize,
+            original_inference_steps,
             timestep_scaling: num("timestep_scaling", 10.0),
             zero_snr,
         })
@@ -168,13 +198,19 @@ impl ScheduleConfig {
                 linspace(0.0, (t - 1) as f64, steps).into_iter().rev().map(f64::round).collect()
             }
             Spacing::Leading => {
+                // diffusers indexes past the schedule when the offset pushes the last timestep
+                // beyond it (and fails); the last training timestep is used instead.
                 let ratio = t / steps;
-                (0..steps).rev().map(|i| (i * ratio + self.steps_offset) as f64).collect()
+                (0..steps).rev().map(|i| (i * ratio + self.steps_offset).min(t - 1) as f64).collect()
             }
             Spacing::Trailing => trailing(t, steps),
         }
     }
 }
+
+/// The most training timesteps a scheduler config may declare (models use 1000; a hostile file
+/// asked for 10¹³, which is 80 TB of betas).
+pub const MAX_TRAIN_STEPS: usize = 100_000;
 
 /// `n` evenly spaced values from `a` to `b` inclusive, as `np.linspace`.
 pub fn linspace(a: f64, b: f64, n: usize) -> Vec<f64> {
@@ -264,6 +300,41 @@ mod tests {
         assert_eq!(ts[11], 1.0);
         assert!(!cfg.clip_sample);
         assert_eq!(cfg.final_alpha_cumprod, cfg.alphas_cumprod[0]);
+    }
+
+    #[test]
+    fn hostile_schedules_are_refused_by_key_and_every_sampler_builds_from_the_rest() {
+        let with = |key: &str, value: Value| {
+            let mut json = sd15();
+            json.insert(key.into(), value);
+            json
+        };
+        for (key, value, expected) in [
+            ("trained_betas", serde_json::json!(["x", "y"]), "trained_betas"),
+            ("trained_betas", serde_json::json!([0.01]), "trained_betas"),
+            ("steps_offset", serde_json::json!(1e30), "steps_offset"),
+            ("steps_offset", serde_json::json!(5000), "steps_offset"),
+            ("num_train_timesteps", serde_json::json!(1e13), "num_train_timesteps"),
+            ("num_train_timesteps", serde_json::json!(1), "num_train_timesteps"),
+            ("original_inference_steps", serde_json::json!(1e30), "original_inference_steps"),
+            ("original_inference_steps", serde_json::json!(0), "original_inference_steps"),
+        ] {
+            for kind in [SamplerKind::Ddim, SamplerKind::Euler, SamplerKind::DpmPp2mKarras, SamplerKind::Lcm]
+            {
+                let err =
+                    ScheduleConfig::from_json(&with(key, value.clone()), kind).expect_err(key).to_string();
+                assert!(err.contains(expected) && err.contains("scheduler config"), "{err}");
+            }
+        }
+        // An offset that pushes the last leading timestep past the schedule stays inside it.
+        let cfg = ScheduleConfig::from_json(&with("steps_offset", serde_json::json!(999)), SamplerKind::Ddim)
+            .expect("an offset within the schedule");
+        assert!(cfg.discrete_timesteps(12).iter().all(|&t| t <= 999.0));
+        let short =
+            ScheduleConfig::from_json(&with("num_train_timesteps", serde_json::json!(2)), SamplerKind::Lcm)
+                .expect("two timesteps");
+        assert_eq!(short.original_inference_steps, 2, "LCM's default origin schedule fits inside");
+        assert!(super::super::lcm::Lcm::new(short, 3).is_err(), "and LCM refuses more steps than it");
     }
 
     #[test]
