@@ -8,6 +8,7 @@
 pub mod engine;
 pub mod error;
 pub mod export;
+pub mod files;
 pub mod history;
 pub mod hub;
 pub mod memory;

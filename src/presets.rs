@@ -112,7 +112,7 @@ pub fn load(spec: &str) -> Result<Preset> {
 }
 
 fn parse_file(path: &Path) -> Result<Preset> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io("cannot read the preset", e, path))?;
+    let text = crate::files::read_text(path).map_err(|e| Error::io("cannot read the preset", e, path))?;
     serde_json::from_str(&text)
         .map_err(|e| Error::bad_file(format!("this is not a valid preset ({e})"), path))
 }

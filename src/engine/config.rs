@@ -347,7 +347,7 @@ impl ClipConfig {
 
 /// Reads and parses a JSON config, naming the file in any error.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+    let text = crate::files::read_text(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::not_found("model config", path),
         _ => Error::io("cannot read the config", e, path),
     })?;

@@ -48,7 +48,7 @@ impl Tokenizer {
     pub fn from_folder(dir: &Path) -> Result<Self> {
         let vocab_path = dir.join("vocab.json");
         let merges_path = dir.join("merges.txt");
-        let vocab_text = std::fs::read_to_string(&vocab_path)
+        let vocab_text = crate::files::read_text(&vocab_path)
             .map_err(|e| Error::io("cannot read the tokenizer vocabulary", e, &vocab_path))?;
         let vocab: HashMap<String, u32> = serde_json::from_str(&vocab_text).map_err(|e| {
             Error::bad_file(
@@ -56,7 +56,7 @@ impl Tokenizer {
                 &vocab_path,
             )
         })?;
-        let merges = std::fs::read_to_string(&merges_path)
+        let merges = crate::files::read_text(&merges_path)
             .map_err(|e| Error::io("cannot read the tokenizer merges", e, &merges_path))?;
         let pad_token = read_pad_token(dir).unwrap_or_else(|| "<|endoftext|>".to_string());
         let pad_id = *vocab.get(&pad_token).ok_or_else(|| {
@@ -217,7 +217,7 @@ fn merge_lines(merges: &str) -> impl Iterator<Item = (&str, &str)> {
 
 fn read_pad_token(dir: &Path) -> Option<String> {
     for name in ["special_tokens_map.json", "tokenizer_config.json"] {
-        let Ok(text) = std::fs::read_to_string(dir.join(name)) else {
+        let Ok(text) = crate::files::read_text(&dir.join(name)) else {
             continue;
         };
         let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {

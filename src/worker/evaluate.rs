@@ -190,7 +190,7 @@ fn prompts_and_names(job: &EvalJob, references: &[PathBuf]) -> Result<(Vec<Strin
     match &job.prompts {
         PromptSource::Single(p) => Ok((vec![p.clone()], numbered(job.images_per_config))),
         PromptSource::File(path) => {
-            let text = std::fs::read_to_string(path)
+            let text = crate::files::read_text(path)
                 .map_err(|e| Error::io("cannot read the prompt list", e, path))?;
             let prompts: Vec<String> =
                 text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect();
@@ -204,7 +204,7 @@ fn prompts_and_names(job: &EvalJob, references: &[PathBuf]) -> Result<(Vec<Strin
             let mut names = Vec::new();
             for r in references.iter().take(job.images_per_config) {
                 let caption = r.with_extension("txt");
-                let text = std::fs::read_to_string(&caption).map_err(|_| {
+                let text = crate::files::read_text(&caption).map_err(|_| {
                     Error::bad_file(
                         "has no caption: put the prompt for each reference in a .txt file of the same name",
                         r,
