@@ -19,6 +19,9 @@ use crate::error::{Error, Result};
 pub const BOS: u32 = 49406;
 /// The id of `<|endoftext|>` in the CLIP vocabulary.
 pub const EOS: u32 = 49407;
+
+/// Words whose byte-pair encoding is remembered (a few MB at most).
+const MAX_CACHED_WORDS: usize = 50_000;
 /// Positions the text encoder takes, including the start and end tokens.
 pub const CONTEXT: usize = 77;
 /// Prompt tokens per chunk (the context less the start and end tokens).
@@ -202,6 +205,11 @@ impl Tokenizer {
         // Every byte symbol is in the vocabulary, so a miss can only come from a damaged vocab.
         let ids: Vec<u32> = symbols.iter().map(|s| self.vocab.get(s).copied().unwrap_or(EOS)).collect();
         if let Ok(mut cache) = self.cache.lock() {
+            // Prompts reuse a few thousand words; a pasted wall of random text must not make the
+            // cache grow for as long as the studio runs, so it starts over past a bound.
+            if cache.len() >= MAX_CACHED_WORDS {
+                cache.clear();
+            }
             cache.insert(word.to_string(), ids.clone());
         }
         ids

@@ -116,7 +116,8 @@ pub fn read_png_text_from(mut reader: impl Read + Seek) -> std::result::Result<P
                 let mut sum = flate2::Crc::new();
                 sum.update(&kind);
                 sum.update(&data);
-                if sum.sum() != u32::from_be_bytes(crc) {
+                // Fuzzing builds skip the checksum, or mutated text would never get past it.
+                if sum.sum() != u32::from_be_bytes(crc) && !cfg!(fuzzing) {
                     note(&mut out, format!("a {name} chunk fails its checksum"));
                     continue;
                 }
