@@ -229,7 +229,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
 
 /// Refuses an output that cannot be written before minutes go into generating it.
 fn check_output(out: &Path) -> Result<(), Error> {
-    if out.is_dir() {
+    if out.is_dir() || out.as_os_str().to_string_lossy().ends_with(std::path::MAIN_SEPARATOR) {
         return Err(Error::BadRequest(format!(
             "-o {} is a folder; give a file name inside it, such as {}",
             out.display(),
@@ -246,7 +246,13 @@ fn check_output(out: &Path) -> Result<(), Error> {
             dir,
         ));
     }
-    Ok(())
+    match std::fs::symlink_metadata(out) {
+        Ok(meta) if !(meta.is_file() || meta.file_type().is_symlink()) => Err(Error::bad_file(
+            "this is a device or a pipe, not a file Easel can write a picture to; choose a file name",
+            out,
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// OUT for one picture; OUT-1 … OUT-N for a batch.
@@ -263,6 +269,7 @@ fn read_image(path: &Path, what: &str) -> anyhow::Result<image::DynamicImage> {
     if !path.exists() {
         return Err(Error::not_found(what, path).into());
     }
+    easel::engine::weights::refuse_special(path)?;
     image::open(path).map_err(|e| {
         Error::bad_file(
             format!("cannot read the {what} ({e}); use a PNG, JPEG, WebP, BMP or TIFF picture"),

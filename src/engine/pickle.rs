@@ -23,11 +23,12 @@ use std::rc::{Rc, Weak};
 use crate::error::{Error, Result};
 
 /// The most values one pickle may create (pushes, memo entries and marks together). State dicts
-/// need about fifteen per tensor, so real checkpoints stay far below; a file beyond it is refused.
-pub const MAX_VALUES: usize = 10_000_000;
+/// need about fifteen per tensor (an SDXL checkpoint with EMA weights about 80 000), so real
+/// checkpoints stay far below; a file beyond it is refused (ten million cost 1.4 GB).
+pub const MAX_VALUES: usize = 2_000_000;
 
 /// The longest pickle program read, in bytes (a checkpoint's pickle is a few hundred kilobytes).
-pub const MAX_PICKLE_BYTES: u64 = 1 << 30;
+pub const MAX_PICKLE_BYTES: u64 = 256 << 20;
 
 /// What failed, as the middle of a sentence about the file; callers add the path.
 type Res<T> = std::result::Result<T, String>;

@@ -70,6 +70,10 @@ pub fn random_seed() -> u64 {
 /// 0.63 GB of file names before the first step).
 pub const MAX_BATCH: usize = 10_000;
 
+/// The longest prompt read: each 75-token chunk is one more text-encoder pass per step's
+/// conditioning, and a pasted 1 MB text took minutes before the first step.
+pub const MAX_PROMPT_CHARS: usize = 20_000;
+
 /// Adapter weights beyond this are refused as typing mistakes; slider LoRAs use up to ±15.
 pub const MAX_LORA_WEIGHT: f64 = 100.0;
 
@@ -110,6 +114,14 @@ impl GenerationRequest {
         }
         if self.steps == 0 || self.steps > 1000 {
             return Err(Error::BadRequest(format!("--steps {} must be between 1 and 1000", self.steps)));
+        }
+        for (name, text) in [("--prompt", &self.prompt), ("--negative", &self.negative_prompt)] {
+            let chars = text.chars().count();
+            if chars > MAX_PROMPT_CHARS {
+                return Err(Error::BadRequest(format!(
+                    "{name} is {chars} characters long; Easel reads up to {MAX_PROMPT_CHARS} (about 60 chunks of 75 tokens)"
+                )));
+            }
         }
         if self.batch == 0 || self.batch > MAX_BATCH {
             return Err(Error::BadRequest(format!(
@@ -162,5 +174,14 @@ mod tests {
         let req = GenerationRequest { prompt: "a, b: c\nd".into(), seed: 42, ..Default::default() };
         let json = serde_json::to_string(&req).expect("serialises");
         assert_eq!(serde_json::from_str::<GenerationRequest>(&json).expect("parses"), req);
+    }
+
+    #[test]
+    fn prompts_longer_than_the_bound_are_refused() {
+        let req = GenerationRequest { negative_prompt: "a, ".repeat(40_000), ..Default::default() };
+        let msg = req.validate().expect_err("120 000 characters").to_string();
+        assert!(msg.contains("--negative") && msg.contains("20000"), "{msg}");
+        let req = GenerationRequest { prompt: "a, ".repeat(6_000), ..Default::default() };
+        req.validate().expect("18 000 characters are fine");
     }
 }

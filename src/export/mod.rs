@@ -39,8 +39,17 @@ pub fn generation_texts(
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a crash
 /// never leaves a half-written file. Refuses to replace an existing file unless `overwrite`.
 pub fn write_atomically(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
-    if !overwrite && path.exists() {
-        return Err(Error::WouldOverwrite { path: path.to_path_buf() });
+    // What a rename would replace: the link itself for a symbolic link, never what it points to.
+    match std::fs::symlink_metadata(path) {
+        Ok(_) if !overwrite => return Err(Error::WouldOverwrite { path: path.to_path_buf() }),
+        Ok(meta) if !(meta.is_file() || meta.file_type().is_symlink()) => {
+            // Renaming over a device or a pipe (as root, over /dev/null) would replace it.
+            return Err(Error::bad_file(
+                "this is a folder, a device or a pipe, not a file Easel can replace; choose a file name",
+                path,
+            ));
+        }
+        _ => {}
     }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -162,5 +171,19 @@ mod tests {
         }
         assert_eq!(remove_stale_temps(dir.path(), std::time::Duration::from_secs(600)), 1);
         assert!(!stale.exists() && fresh.exists() && other.exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn devices_and_pipes_are_never_replaced_even_with_overwrite() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pipe = dir.path().join("pipe.png");
+        let made = std::process::Command::new("mkfifo").arg(&pipe).status().map(|s| s.success());
+        if !matches!(made, Ok(true)) {
+            return; // No mkfifo on this machine (devices take the same branch; never test on one).
+        }
+        let err = write_atomically(&pipe, b"x", true).expect_err("a pipe").to_string();
+        assert!(err.contains("not a file Easel can replace"), "{err}");
+        assert!(std::fs::symlink_metadata(&pipe).is_ok_and(|m| !m.is_file()), "the pipe is still there");
     }
 }

@@ -3,6 +3,9 @@
 
 use regex::Regex;
 
+/// The most adapter tags one prompt may hold (each is read and merged; thousands took minutes).
+pub const MAX_TAGS: usize = 64;
+
 /// One adapter a prompt asks for.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PromptLora {
@@ -23,6 +26,11 @@ fn tag_pattern() -> &'static Regex {
 pub fn parse_tags(prompt: &str) -> std::result::Result<Vec<PromptLora>, String> {
     let mut found = Vec::new();
     for cap in tag_pattern().captures_iter(prompt) {
+        if found.len() == MAX_TAGS {
+            return Err(format!(
+                "the prompt names more than {MAX_TAGS} LoRA adapters; stack at most {MAX_TAGS} at once"
+            ));
+        }
         let mut parts = cap[1].split(':');
         let name = parts.next().unwrap_or("").trim().to_string();
         if name.is_empty() {
@@ -91,6 +99,13 @@ pub fn tag(name: &str, unet_weight: f64, text_weight: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prompt_may_stack_at_most_sixty_four_adapters() {
+        assert_eq!(parse_tags(&"<lora:ink:1>".repeat(MAX_TAGS)).expect("64 tags").len(), MAX_TAGS);
+        let err = parse_tags(&"<lora:ink:1>".repeat(4000)).expect_err("4000 tags");
+        assert!(err.contains("more than 64"), "{err}");
+    }
 
     #[test]
     fn tags_cannot_name_files_outside_the_lora_folder() {

@@ -17,6 +17,9 @@ use crate::error::{Error, Result};
 
 /// The number that opens a legacy torch.save file, as LONG1's little-endian bytes.
 const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
+/// The most tensors one checkpoint may name (an SDXL checkpoint with EMA weights has about 5 000);
+/// millions of names for one storage made millions of tensors.
+const MAX_TENSORS: usize = 200_000;
 /// Deflate never expands data more than about 1032 times; a zip directory claiming more lies.
 const DEFLATE_MAX_RATIO: u64 = 1032;
 /// Strided tensors are copied element by element; together the copies may not exceed twice the
@@ -29,6 +32,7 @@ const MIN_COPY_BUDGET: u64 = 64 << 20;
 /// (int8, complex, …) are skipped. A damaged or hostile file is an [`Error::BadFile`] whose message
 /// says what is wrong with it.
 pub fn read_torch_checkpoint(path: &Path) -> Result<TensorMap> {
+    crate::engine::weights::refuse_special(path)?;
     let file = File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::not_found("weights file", path),
         _ => Error::io("cannot open the file", e, path),
@@ -74,13 +78,25 @@ fn read_zip<R: Read + Seek>(file: R, file_len: u64) -> Res<TensorMap> {
     let (storages, wanted) = {
         let entry =
             archive.by_name(&pickle_name).map_err(|e| format!("its data.pkl cannot be read ({e})"))?;
-        if entry.size() > MAX_PICKLE_BYTES {
-            return Err(format!("its pickle is longer than {} MiB", MAX_PICKLE_BYTES >> 20));
+        if entry.size() > MAX_PICKLE_BYTES
+            || entry.size() > entry.compressed_size().saturating_mul(DEFLATE_MAX_RATIO)
+        {
+            return Err(format!(
+                "its pickle is longer than {} MiB or than its compressed bytes can hold",
+                MAX_PICKLE_BYTES >> 20
+            ));
         }
         let pickle = parse(&mut BufReader::new(entry))?;
         (storages(&pickle)?, wanted(pickle.root())?)
     };
     let mut copy_budget = file_len.max(MIN_COPY_BUDGET).saturating_mul(2);
+    // Deflated storages may each expand 1000-fold; together they may not hold more than a few
+    // times the file (torch.save stores them uncompressed), or a 2 MB file fills gigabytes.
+    let mut inflate_budget = file_len.max(MIN_COPY_BUDGET).saturating_mul(4);
+    let tensor_count: usize = wanted.values().map(Vec::len).sum();
+    if tensor_count > MAX_TENSORS {
+        return Err(format!("it names {tensor_count} tensors, more than the {MAX_TENSORS} of any model"));
+    }
     let mut tensors = TensorMap::new();
     for (key, views) in wanted {
         let storage = declared(&storages, &key)?;
@@ -108,6 +124,9 @@ fn read_zip<R: Read + Seek>(file: R, file_len: u64) -> Res<TensorMap> {
                 "its zip directory claims more data for storage `{key}` than the file holds"
             ));
         }
+        inflate_budget = inflate_budget
+            .checked_sub(entry.size())
+            .ok_or("its storages would inflate to far more than the file's size")?;
         let bytes = read_exactly(entry, len).map_err(|e| format!("the data of storage `{key}` {e}"))?;
         build(views, &counts, &bytes, dtype, storage, &mut copy_budget, &mut tensors)?;
     }
@@ -137,6 +156,10 @@ fn read_legacy<R: Read + Seek>(file: R, file_len: u64) -> Res<TensorMap> {
         .items()
         .and_then(|keys| keys.iter().map(|key| key.as_str().map(str::to_owned)).collect());
     let keys = keys.ok_or("its list of storages is malformed")?;
+    let tensor_count: usize = wanted.values().map(Vec::len).sum();
+    if tensor_count > MAX_TENSORS {
+        return Err(format!("it names {tensor_count} tensors, more than the {MAX_TENSORS} of any model"));
+    }
     let mut copy_budget = file_len.max(MIN_COPY_BUDGET).saturating_mul(2);
     let mut tensors = TensorMap::new();
     for key in keys {

@@ -214,3 +214,46 @@ fn a_long_tuple_shared_by_many_tensors_is_read_in_linear_time() -> Result<()> {
     assert!(started.elapsed().as_secs_f32() < 5.0, "took {:?}", started.elapsed());
     Ok(())
 }
+
+#[test]
+fn millions_of_names_for_one_storage_are_refused_before_any_tensor_is_made() {
+    // One memoised tensor fetched under 300 000 names (`q` puts it in memo 0, `h` fetches it).
+    let mut p = b"\x80\x02}(".to_vec();
+    p.extend(unicode("state_dict"));
+    p.extend_from_slice(b"}(");
+    p.extend(unicode("t0"));
+    p.extend(tensor("FloatStorage", "0", 4, 0, &[4], &[1], false));
+    p.extend_from_slice(b"q\x00");
+    for i in 1..300_000 {
+        p.extend(unicode(&format!("t{i}")));
+        p.extend_from_slice(b"h\x00");
+    }
+    p.extend_from_slice(b"uu.");
+    let file = archive(&p, &[("0", f32s(&[1.0, 2.0, 3.0, 4.0]))]);
+    let err = read_torch_checkpoint(file.path()).expect_err("refused").to_string();
+    assert!(err.contains("300000 tensors"), "{err}");
+}
+
+#[test]
+fn storages_that_inflate_far_past_the_file_are_refused() {
+    // 64 MiB of zeros deflate to about 64 KB: each entry is plausible alone, together they are not.
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    let mut zip = zip::ZipWriter::new(file.reopen().expect("reopen"));
+    let deflated =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    let numel = 16 << 20;
+    let entries: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| (format!("w{i}"), tensor("FloatStorage", &i.to_string(), numel, 0, &[numel], &[1], false)))
+        .collect();
+    let named: Vec<(&str, Vec<u8>)> = entries.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+    zip.start_file("any_name/data.pkl", deflated).expect("entry");
+    zip.write_all(&checkpoint(&named)).expect("write");
+    let zeros = vec![0u8; (numel * 4) as usize];
+    for i in 0..6 {
+        zip.start_file(format!("any_name/data/{i}"), deflated).expect("entry");
+        zip.write_all(&zeros).expect("write");
+    }
+    zip.finish().expect("finish");
+    let err = read_torch_checkpoint(file.path()).expect_err("refused").to_string();
+    assert!(err.contains("inflate to far more"), "{err}");
+}
