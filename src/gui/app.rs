@@ -64,7 +64,11 @@ pub struct EaselApp {
     history_saved: Instant,
     history_saver: Option<super::history_saver::HistorySaver>,
     last_frame: Option<Duration>,
+    worker_restarts: u32,
 }
+
+/// How often a worker that stopped unexpectedly is replaced before the window gives up.
+const MAX_WORKER_RESTARTS: u32 = 3;
 
 impl EaselApp {
     /// Builds the app inside eframe (or egui_kittest's harness).
@@ -97,6 +101,7 @@ impl EaselApp {
             history_saved: Instant::now(),
             history_saver: None,
             last_frame: None,
+            worker_restarts: 0,
         };
         app.history_saver = super::history_saver::HistorySaver::spawn(app.state.paths.history_file())
             .map_err(|e| {
@@ -127,6 +132,15 @@ impl EaselApp {
     /// Replaces a worker thread that ended: its jobs are reported as lost, and the model it held
     /// is loaded again on the new one, so the window never waits on "Loading…" forever.
     fn restart_worker(&mut self, ctx: &egui::Context) {
+        // A worker that dies again at once (the same model, say) would otherwise be restarted
+        // every frame; after a few tries the window says so and stops.
+        self.worker_restarts = self.worker_restarts.saturating_add(1);
+        if self.worker_restarts > MAX_WORKER_RESTARTS {
+            if self.worker_restarts == MAX_WORKER_RESTARTS + 1 {
+                self.state.error("The background worker keeps stopping; save your canvas and restart Easel");
+            }
+            return;
+        }
         match spawn_worker(ctx) {
             Ok(worker) => self.worker = worker,
             Err(e) => {
