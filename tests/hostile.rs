@@ -35,6 +35,16 @@ fn tiny() -> PathBuf {
     fixtures().join("tiny-sd")
 }
 
+/// A copy of the tiny model at `model` whose `config` (a JSON file inside it) has `key` = `value`.
+fn tiny_with(model: &Path, config: &str, key: &str, value: serde_json::Value) {
+    copy_tree(&tiny(), model);
+    let config = model.join(config);
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).expect("read")).expect("json");
+    json[key] = value;
+    std::fs::write(&config, json.to_string()).expect("write");
+}
+
 fn text(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
@@ -237,12 +247,7 @@ fn configs_with_zero_heads_or_no_blocks_get_a_sentence() {
     .enumerate()
     {
         let model = dir.path().join(format!("model{i}"));
-        copy_tree(&tiny(), &model);
-        let config = model.join(part).join("config.json");
-        let mut json: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&config).expect("read")).expect("json");
-        json[key] = value;
-        std::fs::write(&config, json.to_string()).expect("write");
+        tiny_with(&model, &format!("{part}/config.json"), key, value);
         let err = refused(&generate_args(text(&model), text(&out), &[]));
         assert!(err.contains("config") && err.contains(&format!("{part}/config.json")), "{err}");
     }
@@ -262,12 +267,7 @@ fn scheduler_configs_that_index_past_their_schedule_get_a_sentence() {
     .enumerate()
     {
         let model = dir.path().join(format!("model{i}"));
-        copy_tree(&tiny(), &model);
-        let config = model.join("scheduler/scheduler_config.json");
-        let mut json: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&config).expect("read")).expect("json");
-        json[key] = value;
-        std::fs::write(&config, json.to_string()).expect("write");
+        tiny_with(&model, "scheduler/scheduler_config.json", key, value);
         let err = refused(&generate_args(text(&model), text(&out), &["--sampler", sampler]));
         assert!(err.contains("scheduler config") && err.contains(key), "{err}");
     }
