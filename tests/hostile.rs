@@ -233,6 +233,26 @@ fn non_finite_starting_noise_is_refused() {
 }
 
 #[test]
+fn noise_of_another_kind_and_tiny_init_pictures_are_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let noise = dir.path().join("ints.safetensors");
+    let ids: Vec<u8> = (0..256i64).flat_map(|v| v.to_le_bytes()).collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![1, 4, 8, 8], &ids).expect("view");
+    safetensors::serialize_to_file([("noise".to_string(), view)], None, &noise).expect("written");
+    let out = dir.path().join("out.png");
+    let err = refused(&generate_args(text(&tiny()), text(&out), &["--noise", text(&noise)]));
+    assert!(err.contains("I64") && err.contains("float tensor"), "{err}");
+    let dot = dir.path().join("dot.png");
+    image::RgbImage::new(1, 1).save(&dot).expect("png");
+    let model = tiny();
+    let args =
+        ["generate", "--model", text(&model), "--prompt", "a", "--init-image", text(&dot), "-o", text(&out)];
+    let err = refused(&args);
+    assert!(err.contains("1×1") && err.contains("dot.png") && !err.contains("--width 0"), "{err}");
+}
+
+#[test]
 fn configs_with_zero_heads_or_no_blocks_get_a_sentence() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out.png");

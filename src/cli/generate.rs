@@ -105,6 +105,19 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     let mut loras = flag_loras.clone();
     loras.extend(super::loras::resolve_tags(&args.prompt, args.lora_dir.as_deref())?);
     // An init image sets the size unless a flag does; a preset's size applies to txt2img.
+    if let (Some(i), Some(p)) = (&init, &args.init_image) {
+        if args.width.is_none() && args.height.is_none() && (i.width() < 64 || i.height() < 64) {
+            return Err(Error::bad_file(
+                format!(
+                    "the init image is {}×{}; pictures start at 64×64 — use a larger one, or give --width and --height to stretch it",
+                    i.width(),
+                    i.height()
+                ),
+                p,
+            )
+            .into());
+        }
+    }
     let (default_w, default_h) =
         init.as_ref().map_or((preset.width.unwrap_or(512), preset.height.unwrap_or(512)), |i| {
             (i.width() as usize / 8 * 8, i.height() as usize / 8 * 8)
@@ -305,7 +318,19 @@ fn read_inputs(
                     p,
                 )
             })?;
-            Some(t.to_dtype(candle_core::DType::F32)?)
+            use candle_core::DType;
+            if !matches!(t.dtype(), DType::F32 | DType::F16 | DType::BF16 | DType::F64) || t.rank() != 4 {
+                return Err(Error::bad_file(
+                    format!(
+                        "its `noise` tensor is {:?} of shape {:?}; starting noise is a float tensor [1, 4, H/8, W/8]",
+                        t.dtype(),
+                        t.dims()
+                    ),
+                    p,
+                )
+                .into());
+            }
+            Some(t.to_dtype(DType::F32)?)
         }
         None => None,
     };
