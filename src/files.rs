@@ -1,9 +1,23 @@
-//! Reading the small text files that come with models and jobs (configs, tokenizer files,
-//! presets, prompt lists) with a size limit: a config is kilobytes, and a file of gigabytes
-//! where one is expected is a mistake or an attack, refused before it is read into memory.
+//! Guards for reading files from outside: the small text files that come with models and jobs
+//! (configs, tokenizer files, presets, prompt lists) are read with a size limit, since a config
+//! is kilobytes and a file of gigabytes where one is expected is a mistake or an attack; and
+//! what is not a regular file (a pipe, a device) is refused before anything reads it.
 
 use std::io::Read;
 use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Refuses what is not a regular file or a folder (after links): reading a pipe blocks until
+/// something writes to it, and a device such as `/dev/zero` never ends.
+pub fn refuse_special(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() && !meta.is_dir() => {
+            Err(Error::bad_file("this is a device or a pipe, not a file; choose the file itself", path))
+        }
+        _ => Ok(()),
+    }
+}
 
 /// The largest text file read as a whole: CLIP's `vocab.json` is about 1 MB and a COCO caption
 /// list a few MB.

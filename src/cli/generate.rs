@@ -149,9 +149,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     check_output(&args.output)?;
     let outputs = output_paths(&args.output, request.batch);
     for path in &outputs {
-        if path.exists() && !args.overwrite {
-            return Err(Error::WouldOverwrite { path: path.clone() }.into());
-        }
+        easel::export::check_destination(path, args.overwrite)?;
     }
     let inputs = read_inputs(&request, init)?;
     let model_path = super::resolve_model(&args.model)?;
@@ -240,7 +238,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Refuses an output that cannot be written before minutes go into generating it.
+/// Refuses an output whose folder cannot take it before minutes go into generating it (what
+/// lies at each output path is checked by `check_destination`).
 fn check_output(out: &Path) -> Result<(), Error> {
     if out.is_dir() || out.as_os_str().to_string_lossy().ends_with(std::path::MAIN_SEPARATOR) {
         return Err(Error::BadRequest(format!(
@@ -259,13 +258,7 @@ fn check_output(out: &Path) -> Result<(), Error> {
             dir,
         ));
     }
-    match std::fs::symlink_metadata(out) {
-        Ok(meta) if !(meta.is_file() || meta.file_type().is_symlink()) => Err(Error::bad_file(
-            "this is a device or a pipe, not a file Easel can write a picture to; choose a file name",
-            out,
-        )),
-        _ => Ok(()),
-    }
+    Ok(())
 }
 
 /// OUT for one picture; OUT-1 … OUT-N for a batch.
@@ -282,7 +275,7 @@ fn read_image(path: &Path, what: &str) -> anyhow::Result<image::DynamicImage> {
     if !path.exists() {
         return Err(Error::not_found(what, path).into());
     }
-    easel::engine::weights::refuse_special(path)?;
+    easel::files::refuse_special(path)?;
     image::open(path).map_err(|e| {
         Error::bad_file(
             format!("cannot read the {what} ({e}); use a PNG, JPEG, WebP, BMP or TIFF picture"),

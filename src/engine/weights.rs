@@ -117,19 +117,8 @@ fn check_layout(layout: &safetensors::tensor::Metadata, path: &Path) -> Result<u
 }
 
 fn open(path: &Path) -> Result<std::fs::File> {
-    refuse_special(path)?;
+    crate::files::refuse_special(path)?;
     std::fs::File::open(path).map_err(|e| file_error(e, "cannot open the file", path))
-}
-
-/// Refuses what is not a regular file (after links): reading a pipe blocks until something
-/// writes to it, and a device such as `/dev/zero` never ends.
-pub fn refuse_special(path: &Path) -> Result<()> {
-    match std::fs::metadata(path) {
-        Ok(meta) if !meta.is_file() && !meta.is_dir() => {
-            Err(Error::bad_file("this is a device or a pipe, not a file; choose the file itself", path))
-        }
-        _ => Ok(()),
-    }
 }
 
 /// A missing weights file, or `doing` failing on it.
@@ -164,7 +153,7 @@ fn read_header_bytes(file: &mut impl std::io::Read, file_len: u64, path: &Path) 
 
 /// The bytes of a weights file, with a sentence for a missing or unreadable one.
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
-    refuse_special(path)?;
+    crate::files::refuse_special(path)?;
     std::fs::read(path).map_err(|e| file_error(e, "cannot read the weights file", path))
 }
 

@@ -39,18 +39,7 @@ pub fn generation_texts(
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a crash
 /// never leaves a half-written file. Refuses to replace an existing file unless `overwrite`.
 pub fn write_atomically(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
-    // What a rename would replace: the link itself for a symbolic link, never what it points to.
-    match std::fs::symlink_metadata(path) {
-        Ok(_) if !overwrite => return Err(Error::WouldOverwrite { path: path.to_path_buf() }),
-        Ok(meta) if !(meta.is_file() || meta.file_type().is_symlink()) => {
-            // Renaming over a device or a pipe (as root, over /dev/null) would replace it.
-            return Err(Error::bad_file(
-                "this is a folder, a device or a pipe, not a file Easel can replace; choose a file name",
-                path,
-            ));
-        }
-        _ => {}
-    }
+    check_destination(path, overwrite)?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -77,6 +66,21 @@ pub fn write_atomically(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()
         _ => Error::io("cannot move the finished file into place", e.error, path),
     })?;
     Ok(())
+}
+
+/// Whether [`write_atomically`] may put a file at `path`: nothing there, or (with `overwrite`) a
+/// file or a link, which the rename replaces itself, never what it points to. A folder, a device
+/// or a pipe is refused even with `overwrite`: as root, a rename over `/dev/null` replaces it.
+/// Callers check their outputs with it before long work, so a refusal comes first.
+pub fn check_destination(path: &Path, overwrite: bool) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) if !overwrite => Err(Error::WouldOverwrite { path: path.to_path_buf() }),
+        Ok(meta) if !(meta.is_file() || meta.file_type().is_symlink()) => Err(Error::bad_file(
+            "this is a folder, a device or a pipe, not a file Easel can replace; choose a file name",
+            path,
+        )),
+        _ => Ok(()),
+    }
 }
 
 const TEMP_PREFIX: &str = ".easel-";

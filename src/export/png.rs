@@ -67,7 +67,7 @@ pub fn read_png_text(path: &Path) -> Result<BTreeMap<String, String>> {
 
 /// The text chunks of the PNG at `path`, with notes on those skipped.
 pub fn read_png_text_notes(path: &Path) -> Result<PngText> {
-    crate::engine::weights::refuse_special(path)?;
+    crate::files::refuse_special(path)?;
     let file = std::fs::File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::not_found("picture", path),
         _ => Error::io("cannot open the picture", e, path),

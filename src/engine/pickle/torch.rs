@@ -32,7 +32,7 @@ const MIN_COPY_BUDGET: u64 = 64 << 20;
 /// (int8, complex, …) are skipped. A damaged or hostile file is an [`Error::BadFile`] whose message
 /// says what is wrong with it.
 pub fn read_torch_checkpoint(path: &Path) -> Result<TensorMap> {
-    crate::engine::weights::refuse_special(path)?;
+    crate::files::refuse_special(path)?;
     let file = File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::not_found("weights file", path),
         _ => Error::io("cannot open the file", e, path),
