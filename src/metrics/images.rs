@@ -51,6 +51,8 @@ pub fn list_pictures(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// The bytes of a picture file, refused unread when it is larger than [`MAX_FILE_BYTES`].
 pub fn read_picture_bytes(path: &Path) -> Result<Vec<u8>> {
+    // A pipe named like a picture would block the evaluation for ever.
+    crate::files::refuse_special(path)?;
     let size = std::fs::metadata(path).map_err(|e| Error::io("cannot read the picture", e, path))?.len();
     if size > MAX_FILE_BYTES {
         return Err(Error::bad_file(
