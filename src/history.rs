@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{GenerationRequest, Timings};
 use crate::error::{Error, Result};
-use crate::export::write_atomically;
+use crate::files::write_atomically;
 
 /// One finished picture.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -84,7 +84,7 @@ impl History {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create the data folder", e, dir))?;
         }
-        let json = serde_json::to_string_pretty(self).map_err(|e| Error::BadRequest(e.to_string()))?;
+        let json = serde_json::to_string_pretty(self).map_err(|e| Error::Internal(e.to_string()))?;
         write_atomically(path, json.as_bytes(), true)
     }
 

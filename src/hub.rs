@@ -104,7 +104,7 @@ pub fn pull_reporting(repo_id: &str, fp16: bool, report: Option<PullReporter>) -
     let offline = |e: &dyn std::fmt::Display| {
         Error::Hub(format!(
             "cannot reach the Hugging Face hub for {repo_id} ({e}). You may be offline: models already \
-             on disk work without a network — pass --model with their folder or file"
+             on disk work without a network — open their folder or file"
         ))
     };
     let api = ApiBuilder::from_env().with_progress(report.is_none()).build().map_err(|e| offline(&e))?;
@@ -114,7 +114,7 @@ pub fn pull_reporting(repo_id: &str, fp16: bool, report: Option<PullReporter>) -
     if !files.iter().any(|f| f == "model_index.json") {
         return Err(Error::Hub(format!(
             "{repo_id} is not a diffusers model (it has no model_index.json); download its .safetensors \
-             checkpoint and pass the file with --model"
+             checkpoint and open that file"
         )));
     }
     let wanted = choose_files(&files, fp16).map_err(Error::Hub)?;
@@ -298,8 +298,8 @@ pub fn pull_inception(dir: &Path) -> Result<PathBuf> {
     }
     bar.finish_and_clear();
     drop(file);
-    let hash = crate::metrics::cache::file_hash(&part)
-        .map_err(|e| Error::io("cannot read the download", e, &part))?;
+    let hash =
+        crate::files::sha256_hex(&part).map_err(|e| Error::io("cannot read the download", e, &part))?;
     if !hash.starts_with("6726825d") {
         let _ = std::fs::remove_file(&part);
         return Err(Error::Hub(format!(

@@ -11,6 +11,7 @@ pub mod export;
 pub mod files;
 pub mod history;
 pub mod hub;
+pub mod job;
 pub mod memory;
 pub mod metrics;
 pub mod paths;

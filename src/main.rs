@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     match cli::run() {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", cli::describe(&err));
             if err.downcast_ref::<easel::Error>().is_some_and(|e| matches!(e, easel::Error::Cancelled)) {
                 ExitCode::from(130)
             } else {

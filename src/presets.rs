@@ -60,8 +60,8 @@ pub fn save(dir: &Path, name: &str, preset: &Preset, overwrite: bool) -> Result<
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create the presets folder", e, dir))?;
     let path = dir.join(format!("{clean}.json"));
-    let json = serde_json::to_string_pretty(preset).map_err(|e| Error::BadRequest(e.to_string()))?;
-    crate::export::write_atomically(&path, json.as_bytes(), overwrite)?;
+    let json = serde_json::to_string_pretty(preset).map_err(|e| Error::Internal(e.to_string()))?;
+    crate::files::write_atomically(&path, json.as_bytes(), overwrite)?;
     Ok(path)
 }
 
@@ -103,7 +103,7 @@ pub fn load(spec: &str) -> Result<Preset> {
     }
     match SHIPPED.iter().find(|(name, _)| *name == spec) {
         Some((name, text)) => serde_json::from_str(text)
-            .map_err(|e| Error::BadRequest(format!("the shipped preset {name} is damaged ({e})"))),
+            .map_err(|e| Error::Internal(format!("the shipped preset {name} is damaged ({e})"))),
         None => Err(Error::BadRequest(format!(
             "no preset {spec:?}: give a JSON file or one of {}",
             list().iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use easel::gui::dialogs::ScriptedDialogs;
 use easel::gui::state::{EvalStatus, ModelStatus, Tab};
-use easel::gui::{EaselApp, LaunchOptions};
+use easel::gui::{EaselApp, LaunchOptions, UiCommand};
 use easel::paths::Paths;
 use egui::accesskit::Role;
 use egui_kittest::kittest::Queryable;
@@ -224,16 +224,16 @@ fn bad_models_and_pictures_show_messages_instead_of_crashing() {
     assert!(h.query_by_label_contains("broken.safetensors").is_some(), "the message is in the window");
 
     // A failed load keeps the model that was working.
-    h.state_mut().load_model(tiny_model());
+    h.state_mut().run_command(UiCommand::LoadModel(tiny_model()));
     wait_until(&mut h, "the tiny model", ready);
-    h.state_mut().load_model(broken.display().to_string());
+    h.state_mut().run_command(UiCommand::LoadModel(broken.display().to_string()));
     wait_until(&mut h, "the second failure", |a| a.state.notices.len() == 2);
     wait_until(&mut h, "the previous model to be reported", ready);
 
     // Importing settings from a picture without any is refused with its name.
     let plain = root.path().join("plain.png");
     image::RgbImage::new(8, 8).save(&plain).expect("png");
-    h.state_mut().import_settings(&plain);
+    h.state_mut().run_command(UiCommand::ImportSettings(plain.clone()));
     assert!(h.state().state.notices.last().is_some_and(|n| n.text.contains("plain.png")));
     // Metrics without Inception weights say where to get them.
     {
@@ -268,7 +268,7 @@ fn a_failing_job_is_reported_and_the_next_one_runs() {
         serde_json::from_str(&std::fs::read_to_string(&config).expect("read")).expect("json");
     json["attention_head_dim"] = serde_json::json!(0);
     std::fs::write(&config, json.to_string()).expect("write");
-    h.state_mut().load_model(zero_heads.display().to_string());
+    h.state_mut().run_command(UiCommand::LoadModel(zero_heads.display().to_string()));
     wait_until(&mut h, "the load to fail", |a| !a.state.notices.is_empty());
     wait_until(&mut h, "the previous model to be reported", ready);
     let notice = h.state().state.notices[0].text.clone();

@@ -12,9 +12,9 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 use clap::Args;
 use easel::engine::config::{read_json, TinyVaeConfig, UNetConfig, VaeConfig};
-use easel::engine::device::{parse_dtype, DeviceChoice};
+use easel::engine::device::{DeviceChoice, Precision};
 use easel::engine::lora::delta::Delta;
-use easel::engine::lora::{self, Adapter, AdapterModule, BaseWeights, ModuleName, StackEntry, Target};
+use easel::engine::lora::{self, Adapter, AdapterModule, MergeBase, ModuleName, StackEntry, Target};
 use easel::engine::tiny_vae::TinyDecoder;
 use easel::engine::unet::UNet;
 use easel::engine::vae::Vae;
@@ -46,11 +46,11 @@ pub struct BenchArgs {
     #[arg(long)]
     vae_config: Option<PathBuf>,
     /// auto, cpu, cuda or metal.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long, default_value_t = DeviceChoice::Cpu, value_parser = super::errors::value::<DeviceChoice>)]
+    device: DeviceChoice,
     /// f32, f16 or bf16.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    #[arg(long, default_value_t = Precision::F32, value_parser = super::errors::value::<Precision>)]
+    dtype: Precision,
     /// Also time re-weighting a random LoRA of this rank (on every attention, feed-forward and
     /// projection layer) and a UNet evaluation with it merged, at the largest size.
     #[arg(long)]
@@ -102,8 +102,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     for &s in &args.sizes {
         anyhow::ensure!(s % 8 == 0 && s >= 64, "--sizes: {s} is not a multiple of 8 of at least 64");
     }
-    let device = args.device.parse::<DeviceChoice>()?.open()?;
-    let dtype = parse_dtype(&args.dtype, &device)?;
+    let device = args.device.open()?;
+    let dtype = args.dtype.dtype_on(&device)?;
     let unet_cfg: UNetConfig = match &args.unet_config {
         Some(p) => read_json(p)?,
         None => serde_json::from_str(SD15_UNET)?,
@@ -134,10 +134,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(rank) = args.lora_rank {
         let size = *args.sizes.iter().max().unwrap_or(&512);
         let (adapter, modules) = random_adapter(&unet_weights, rank, &device)?;
-        let base = BaseWeights {
+        let base = MergeBase {
             unet: &unet_weights,
             text: &TensorMap::new(),
-            family: easel::engine::checkpoint::Family::of_unet(&unet_cfg),
+            family: easel::engine::Family::of_unet(&unet_cfg),
             dtype,
             device: &device,
         };
@@ -191,7 +191,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let peak = easel::memory::peak_rss_bytes();
     let report = json!({
         "device": format!("{device:?}"),
-        "dtype": args.dtype,
+        "dtype": args.dtype.id(),
         "threads": candle_core::utils::get_num_threads(),
         "unet": unet_rows,
         "vae_decode": vae_row,

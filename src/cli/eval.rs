@@ -28,9 +28,9 @@ pub struct EvalArgs {
     /// FID Inception weights (pytorch-fid's .pth, or .safetensors).
     #[arg(long, default_value_os_t = Path::new("models").join(WEIGHTS_FILE))]
     inception: PathBuf,
-    /// pytorch-fid (default) or tf1 (torch-fidelity's preprocessing).
-    #[arg(long, default_value = "pytorch-fid")]
-    resize: String,
+    /// pytorch-fid or tf1 (torch-fidelity's preprocessing).
+    #[arg(long, default_value = "pytorch-fid", value_parser = super::errors::value::<ResizeMode>)]
+    resize: ResizeMode,
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -53,12 +53,12 @@ pub struct EvalArgs {
     #[arg(long)]
     no_cache: bool,
     /// auto, cpu, cuda or metal.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[arg(long, default_value_t = DeviceChoice::Auto, value_parser = super::errors::value::<DeviceChoice>)]
+    device: DeviceChoice,
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
-    let mode: ResizeMode = args.resize.parse()?;
+    let mode = args.resize;
     for dir in args.reference.iter().chain(&args.generated) {
         if !dir.is_dir() {
             return Err(easel::Error::not_found("picture folder", dir).into());
@@ -69,7 +69,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         Some(p) => Some(Statistics::load_npz(p)?),
         None => None,
     };
-    let device = args.device.parse::<DeviceChoice>()?.open()?;
+    let device = args.device.open()?;
     let cache_dir = if args.no_cache { None } else { FeatureCache::default_dir() };
     let extractor = Extractor::new(&args.inception, &device, mode, cache_dir)?;
     let options = EvalOptions {
@@ -124,7 +124,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             "sets": reports,
             "version": easel::version(),
         });
-        easel::export::write_atomically(path, serde_json::to_string_pretty(&report)?.as_bytes(), true)?;
+        easel::files::write_atomically(path, serde_json::to_string_pretty(&report)?.as_bytes(), true)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use easel::engine::device::{parse_dtype, DeviceChoice};
+use easel::engine::device::{DeviceChoice, Precision};
+use easel::engine::samplers::Prediction;
 use easel::engine::{GenerationInputs, GenerationRequest, SamplerKind, StableDiffusion};
-use easel::export::parameters::Provenance;
 use easel::export::png::save_png;
 use easel::Error;
 use image::imageops::FilterType;
@@ -30,22 +30,22 @@ pub struct GenerateArgs {
     /// What to steer away from.
     #[arg(long)]
     negative: Option<String>,
-    /// ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras or lcm [default: dpmpp_2m_karras].
-    #[arg(long)]
-    sampler: Option<String>,
-    /// Denoising steps [default: 25].
+    /// ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras or lcm.
+    #[arg(long, value_parser = super::errors::value::<SamplerKind>)]
+    sampler: Option<SamplerKind>,
+    /// Denoising steps.
     #[arg(long)]
     steps: Option<usize>,
-    /// Classifier-free guidance scale; 1 or less turns guidance off [default: 7].
+    /// Classifier-free guidance scale; 1 or less turns guidance off.
     #[arg(long)]
     cfg: Option<f64>,
     /// Seed of the first picture (picture k of a batch uses seed + k); random when omitted.
     #[arg(long)]
     seed: Option<u64>,
-    /// Width in pixels, a multiple of 8 (default 512, or the init image's width).
+    /// Width in pixels, a multiple of 8; without it an init image gives its own.
     #[arg(long)]
     width: Option<usize>,
-    /// Height in pixels, a multiple of 8 (default 512, or the init image's height).
+    /// Height in pixels, a multiple of 8; without it an init image gives its own.
     #[arg(long)]
     height: Option<usize>,
     /// A safetensors file with an f32 tensor `noise` [1, 4, H/8, W/8] used instead of seeded noise.
@@ -55,14 +55,14 @@ pub struct GenerateArgs {
     #[arg(long)]
     init_image: Option<PathBuf>,
     /// How far to move from the init image, (0, 1].
-    #[arg(long, default_value_t = 0.75)]
-    strength: f64,
+    #[arg(long)]
+    strength: Option<f64>,
     /// Inpainting mask: white is repainted, black kept.
     #[arg(long)]
     mask: Option<PathBuf>,
     /// Pictures to make.
-    #[arg(long, default_value_t = 1)]
-    batch: usize,
+    #[arg(long)]
+    batch: Option<usize>,
     /// A LoRA to merge: FILE[:WEIGHT[:TE_WEIGHT]] (weights default to 1; repeat for a stack).
     #[arg(long = "lora", value_name = "FILE[:W[:TE]]")]
     loras: Vec<String>,
@@ -70,15 +70,15 @@ pub struct GenerateArgs {
     #[arg(long)]
     lora_dir: Option<PathBuf>,
     /// auto, cpu, cuda or metal.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[arg(long, default_value_t = DeviceChoice::Auto, value_parser = super::errors::value::<DeviceChoice>)]
+    device: DeviceChoice,
     /// f32, f16 or bf16.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    #[arg(long, default_value_t = Precision::F32, value_parser = super::errors::value::<Precision>)]
+    dtype: Precision,
     /// What the model predicts, when its files do not say it right: epsilon or v_prediction.
     /// (SD 2.x single files are taken as the 768 v-prediction models; the 512 base ones need epsilon.)
-    #[arg(long)]
-    prediction: Option<String>,
+    #[arg(long, value_parser = super::errors::value::<Prediction>)]
+    prediction: Option<Prediction>,
     /// Replace existing output files.
     #[arg(long)]
     overwrite: bool,
@@ -87,15 +87,34 @@ pub struct GenerateArgs {
     output: PathBuf,
 }
 
+/// The settings whose defaults come from `GenerationRequest::default()`, so `--help` states the
+/// same values the engine uses.
+pub fn with_defaults(command: clap::Command) -> clap::Command {
+    let d = GenerationRequest::default();
+    let defaults = [
+        ("sampler", d.sampler.to_string()),
+        ("steps", d.steps.to_string()),
+        ("cfg", d.cfg_scale.to_string()),
+        ("width", d.width.to_string()),
+        ("height", d.height.to_string()),
+        ("strength", d.strength.to_string()),
+        ("batch", d.batch.to_string()),
+    ];
+    defaults.into_iter().fold(command, |command, (name, value)| {
+        command.mut_arg(name, |arg| {
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            arg.help(format!("{help} [default: {value}]"))
+        })
+    })
+}
+
 pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     let preset = match &args.preset {
         Some(spec) => easel::presets::load(spec)?,
         None => easel::presets::Preset::default(),
     };
-    let sampler: SamplerKind = match &args.sampler {
-        Some(s) => s.parse()?,
-        None => preset.sampler.unwrap_or(SamplerKind::DpmPp2mKarras),
-    };
+    // Engine defaults, then the preset, then the flags given.
+    let base = easel::job::with_preset(GenerationRequest::default(), &preset);
     let init = match &args.init_image {
         Some(p) => Some(read_image(p, "init image")?),
         None => None,
@@ -104,7 +123,6 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         args.loras.iter().map(|s| super::loras::parse_flag(s)).collect::<anyhow::Result<Vec<_>>>()?;
     let mut loras = flag_loras.clone();
     loras.extend(super::loras::resolve_tags(&args.prompt, args.lora_dir.as_deref())?);
-    // An init image sets the size unless a flag does; a preset's size applies to txt2img.
     if let (Some(i), Some(p)) = (&init, &args.init_image) {
         if args.width.is_none() && args.height.is_none() && (i.width() < 64 || i.height() < 64) {
             return Err(Error::bad_file(
@@ -118,28 +136,21 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
             .into());
         }
     }
-    let (default_w, default_h) =
-        init.as_ref().map_or((preset.width.unwrap_or(512), preset.height.unwrap_or(512)), |i| {
-            (i.width() as usize / 8 * 8, i.height() as usize / 8 * 8)
-        });
-    if let Some(p) = &args.prediction {
-        if p != "epsilon" && p != "v_prediction" {
-            return Err(
-                Error::BadRequest(format!("--prediction {p:?}: choose epsilon or v_prediction")).into()
-            );
-        }
-    }
+    // An init image sets the size unless a flag does; a preset's size applies to txt2img.
+    let (default_w, default_h) = init
+        .as_ref()
+        .map_or((base.width, base.height), |i| (i.width() as usize / 8 * 8, i.height() as usize / 8 * 8));
     let request = GenerationRequest {
         prompt: args.prompt.clone(),
-        negative_prompt: args.negative.clone().or(preset.negative_prompt.clone()).unwrap_or_default(),
-        sampler,
-        steps: args.steps.or(preset.steps).unwrap_or(25),
-        cfg_scale: args.cfg.or(preset.cfg_scale).unwrap_or(7.0),
+        negative_prompt: args.negative.clone().unwrap_or(base.negative_prompt),
+        sampler: args.sampler.unwrap_or(base.sampler),
+        steps: args.steps.unwrap_or(base.steps),
+        cfg_scale: args.cfg.unwrap_or(base.cfg_scale),
         seed: args.seed.unwrap_or_else(easel::engine::request::random_seed),
         width: args.width.unwrap_or(default_w),
         height: args.height.unwrap_or(default_h),
-        batch: args.batch,
-        strength: args.strength,
+        batch: args.batch.unwrap_or(base.batch),
+        strength: args.strength.unwrap_or(base.strength),
         init_image: args.init_image.clone(),
         mask: args.mask.clone(),
         noise: args.noise.clone(),
@@ -149,31 +160,22 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     check_output(&args.output)?;
     let outputs = output_paths(&args.output, request.batch);
     for path in &outputs {
-        easel::export::check_destination(path, args.overwrite)?;
+        easel::files::check_destination(path, args.overwrite)?;
     }
     let inputs = read_inputs(&request, init)?;
     let model_path = super::resolve_model(&args.model)?;
-    let device = args.device.parse::<DeviceChoice>()?.open()?;
-    let dtype = parse_dtype(&args.dtype, &device)?;
+    let device = args.device.open()?;
+    let dtype = args.dtype.dtype_on(&device)?;
 
     let spinner = ProgressBar::new_spinner().with_message(format!("loading {}", model_path.display()));
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
     let mut model = StableDiffusion::load(&model_path, &device, dtype)?;
     spinner.finish_and_clear();
-    if let Some(p) = &args.prediction {
-        model.scheduler_config.insert("prediction_type".into(), serde_json::Value::String(p.clone()));
+    if let Some(p) = args.prediction {
+        model.scheduler_config.insert("prediction_type".into(), serde_json::Value::String(p.id().into()));
     }
-    let lora_hashes = super::loras::apply(&mut model, &request.loras)?;
-    let provenance = Provenance {
-        model: model.name.clone(),
-        model_hash: if model_path.is_file() {
-            Some(easel::export::parameters::model_hash(&model_path)?)
-        } else {
-            None
-        },
-        version: format!("Easel {}", easel::version()),
-        lora_hashes,
-    };
+    let stack = super::loras::apply(&mut model, &request.loras)?;
+    let provenance = easel::job::provenance(&model, easel::job::model_hash(&model_path)?, &stack);
     let saved_prompt = easel::engine::lora::tags::prompt_with_tags(&request.prompt, &flag_loras);
 
     let cancel = Arc::new(AtomicBool::new(false));

@@ -79,7 +79,7 @@ fn describe_folder(dir: &Path) -> anyhow::Result<Value> {
     let scheduler: Value = easel::engine::config::read_json(&dir.join("scheduler/scheduler_config.json"))?;
     Ok(json!({
         "kind": "diffusers model",
-        "family": checkpoint::Family::of_unet(&unet).label(),
+        "family": easel::engine::Family::of_unet(&unet).label(),
         "inpainting": unet.in_channels == 9,
         "unet_channels": unet.block_out_channels,
         "cross_attention_dim": unet.cross_attention_dim,

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use easel::engine::lora::{self, tags, Adapter, StackEntry};
+use easel::engine::lora::{tags, Adapter, StackEntry};
 use easel::engine::{LoraSpec, StableDiffusion};
 use easel::Error;
 
@@ -64,30 +64,21 @@ fn find_in(dir: &Path, name: &str) -> Option<PathBuf> {
     })
 }
 
-/// Loads every adapter, merges them into `model`, prints one line each, and returns the
-/// (name, hash) pairs for the PNG metadata.
-pub fn apply(model: &mut StableDiffusion, specs: &[LoraSpec]) -> anyhow::Result<Vec<(String, String)>> {
+/// Loads every adapter, merges them into `model`, prints one line each, and returns the stack
+/// (its hashes go into the PNG metadata).
+pub fn apply(model: &mut StableDiffusion, specs: &[LoraSpec]) -> anyhow::Result<Vec<StackEntry>> {
     if specs.is_empty() {
         return Ok(Vec::new());
     }
-    let mut stack = Vec::with_capacity(specs.len());
-    for spec in specs {
-        let adapter = Arc::new(Adapter::load(&spec.path)?);
-        stack.push(StackEntry {
-            adapter,
-            unet_weight: spec.unet_weight,
-            text_weight: spec.text_weight,
-            enabled: true,
-        });
-    }
-    let reports = lora::apply(model, &stack)?;
+    let stack = easel::job::stack(specs, |path| Adapter::load(path).map(Arc::new))?;
+    let reports = easel::job::merge(model, &stack)?;
     for report in &reports {
         eprintln!("{}", report.summary());
         if !report.trigger_words.is_empty() {
             eprintln!("  trigger words: {}", report.trigger_words.join(", "));
         }
     }
-    Ok(stack.iter().map(|e| (e.adapter.name.clone(), e.adapter.hash.clone())).collect())
+    Ok(stack)
 }
 
 #[cfg(test)]

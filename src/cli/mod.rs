@@ -2,6 +2,7 @@
 //! work starts ("parse, don't validate"), then each subcommand runs.
 
 mod bench;
+mod errors;
 mod eval;
 mod generate;
 mod inspect;
@@ -10,7 +11,9 @@ mod models;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+pub use errors::describe;
 
 /// Easel: draw and generate pictures with Stable Diffusion and LoRA adapters.
 #[derive(Parser)]
@@ -45,7 +48,11 @@ enum Command {
 
 /// Parses the command line and runs the chosen subcommand.
 pub fn run() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    let command = Cli::command().mut_subcommand("generate", generate::with_defaults);
+    let cli = match command.try_get_matches().and_then(|m| Cli::from_arg_matches(&m)) {
+        Ok(cli) => cli,
+        Err(e) => return Ok(errors::usage(e)),
+    };
     let Some(command) = cli.command else {
         return studio(cli.model);
     };

@@ -5,62 +5,12 @@
 use std::path::Path;
 
 use candle_core::Tensor;
-use serde_json::{json, Map, Value};
+use serde_json::json;
 
 use super::config::{ClipConfig, PerBlock, UNetConfig, VaeConfig};
+use super::family::Family;
 use super::weights::TensorMap;
 use crate::error::{Error, Result};
-
-/// The Stable Diffusion generation a model belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub enum Family {
-    /// SD 1.x (CLIP ViT-L text encoder, 768-wide cross-attention).
-    Sd1,
-    /// SD 2.x (OpenCLIP ViT-H, 1024-wide cross-attention, linear projections).
-    Sd2,
-}
-
-impl Family {
-    /// A short name for reports ("SD 1.x").
-    pub fn label(self) -> &'static str {
-        match self {
-            Family::Sd1 => "SD 1.x",
-            Family::Sd2 => "SD 2.x",
-        }
-    }
-
-    /// The family a UNet config describes.
-    pub fn of_unet(cfg: &UNetConfig) -> Family {
-        if cfg.cross_attention_dim == 1024 || (cfg.cross_attention_dim != 768 && cfg.use_linear_projection) {
-            Family::Sd2
-        } else {
-            Family::Sd1
-        }
-    }
-
-    /// The published scheduler config of the family, for files that carry none.
-    pub fn scheduler_config(self) -> Map<String, Value> {
-        let mut cfg = json!({
-            "_class_name": "PNDMScheduler",
-            "beta_end": 0.012,
-            "beta_schedule": "scaled_linear",
-            "beta_start": 0.00085,
-            "num_train_timesteps": 1000,
-            "set_alpha_to_one": false,
-            "skip_prk_steps": true,
-            "steps_offset": 1,
-            "clip_sample": false
-        });
-        if self == Family::Sd2 {
-            // Most SD 2.x single files are the 768 v-prediction models.
-            cfg["prediction_type"] = json!("v_prediction");
-        }
-        match cfg {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        }
-    }
-}
 
 /// A single-file checkpoint split into its three models, with the configs inferred from it.
 pub struct SingleFileParts {

@@ -84,7 +84,7 @@ impl ClipTextEncoder {
             "quick_gelu" => Activation::QuickGelu,
             "gelu" => Activation::Gelu,
             other => {
-                return Err(Error::BadRequest(format!(
+                return Err(Error::Unsupported(format!(
                     "the text encoder uses the activation {other:?}, which Easel does not know"
                 )))
             }

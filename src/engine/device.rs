@@ -5,10 +5,11 @@ use std::str::FromStr;
 
 use candle_core::{DType, Device};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting};
 
 /// The device the user asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {
     /// The best available: CUDA, then Metal, then CPU.
     #[default]
@@ -31,10 +32,22 @@ impl FromStr for DeviceChoice {
             "cuda" => DeviceChoice::Cuda,
             "metal" => DeviceChoice::Metal,
             other => {
-                return Err(Error::BadRequest(format!(
-                    "unknown device {other:?}; choose auto, cpu, cuda or metal"
-                )))
+                return Err(Error::setting(
+                    Setting::Device,
+                    format!("{other:?} is unknown; choose auto, cpu, cuda or metal"),
+                ))
             }
+        })
+    }
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DeviceChoice::Auto => "auto",
+            DeviceChoice::Cpu => "cpu",
+            DeviceChoice::Cuda => "cuda",
+            DeviceChoice::Metal => "metal",
         })
     }
 }
@@ -59,36 +72,96 @@ impl DeviceChoice {
             }
             DeviceChoice::Cuda => {
                 if !candle_core::utils::cuda_is_available() {
-                    return Err(Error::BadRequest(
-                        "--device cuda: this build of Easel has no CUDA support; rebuild with `--features cuda`".into(),
+                    return Err(Error::setting(
+                        Setting::Device,
+                        "cuda is not in this build of Easel; rebuild it with the `cuda` feature",
                     ));
                 }
                 Device::new_cuda(0)
-                    .map_err(|e| Error::BadRequest(format!("--device cuda: no usable CUDA GPU ({e})")))
+                    .map_err(|e| Error::setting(Setting::Device, format!("cuda: no usable CUDA GPU ({e})")))
             }
             DeviceChoice::Metal => {
                 if !candle_core::utils::metal_is_available() {
-                    return Err(Error::BadRequest(
-                        "--device metal: this build of Easel has no Metal support; rebuild with `--features metal`".into(),
+                    return Err(Error::setting(
+                        Setting::Device,
+                        "metal is not in this build of Easel; rebuild it with the `metal` feature",
                     ));
                 }
                 Device::new_metal(0)
-                    .map_err(|e| Error::BadRequest(format!("--device metal: no usable Metal GPU ({e})")))
+                    .map_err(|e| Error::setting(Setting::Device, format!("metal: no usable Metal GPU ({e})")))
             }
         }
     }
 }
 
-/// Parses `f32`, `f16` or `bf16` and checks the device can compute in it.
-pub fn parse_dtype(s: &str, device: &Device) -> Result<DType> {
-    let dtype = match s {
-        "f32" => DType::F32,
-        "f16" => DType::F16,
-        "bf16" => DType::BF16,
-        other => return Err(Error::BadRequest(format!("unknown dtype {other:?}; choose f32, f16 or bf16"))),
-    };
-    if dtype == DType::BF16 && device.is_metal() {
-        return Err(Error::BadRequest("--dtype bf16 is not supported on Metal; use f16".into()));
+/// The precision weights are loaded and computed in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats: exact, 4 bytes a weight.
+    #[default]
+    F32,
+    /// 16-bit floats: half the memory.
+    F16,
+    /// bfloat16: half the memory, f32's range; fastest on CPUs with AVX-512 BF16.
+    Bf16,
+}
+
+impl Precision {
+    /// Every precision, in menu order.
+    pub const ALL: [Precision; 3] = [Precision::F32, Precision::F16, Precision::Bf16];
+
+    /// The spelling in flags, settings files and metadata.
+    pub fn id(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Bf16 => "bf16",
+        }
     }
-    Ok(dtype)
+
+    /// The candle dtype on `device`, refusing one the device cannot compute in.
+    pub fn dtype_on(self, device: &Device) -> Result<DType> {
+        let dtype = match self {
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+            Precision::Bf16 => DType::BF16,
+        };
+        if dtype == DType::BF16 && device.is_metal() {
+            return Err(Error::setting(Setting::Precision, "bf16 is not supported on Metal; use f16"));
+        }
+        Ok(dtype)
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+impl FromStr for Precision {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Precision::ALL.into_iter().find(|p| p.id() == s).ok_or_else(|| {
+            Error::setting(Setting::Precision, format!("{s:?} is unknown; choose f32, f16 or bf16"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precisions_read_and_write_their_short_names() {
+        for p in Precision::ALL {
+            assert_eq!(p.id().parse::<Precision>().expect("parses"), p);
+            assert_eq!(serde_json::to_string(&p).expect("serialises"), format!("\"{}\"", p.id()));
+        }
+        let err = "f64".parse::<Precision>().expect_err("unknown").to_string();
+        assert!(err.starts_with("precision \"f64\" is unknown"), "{err}");
+        assert_eq!(Precision::Bf16.dtype_on(&Device::Cpu).expect("cpu"), DType::BF16);
+    }
 }

@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod device;
+pub mod family;
 pub mod kernels;
 pub mod lora;
 pub mod model;
@@ -22,6 +23,7 @@ pub mod unet;
 pub mod vae;
 pub mod weights;
 
+pub use family::Family;
 pub use model::StableDiffusion;
 pub use pipeline::{generate, generate_each, GeneratedImage, GenerationInputs, Progress, Timings};
 pub use request::{GenerationRequest, LoraSpec};

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device};
 use serde_json::{Map, Value};
 
-use super::checkpoint::{self, Family};
+use super::checkpoint;
 use super::clip::ClipTextEncoder;
 use super::config::{read_json, ClipConfig, UNetConfig, VaeConfig};
+use super::family::Family;
 use super::tokenizer::{Tokenizer, EOS};
 use super::unet::UNet;
 use super::vae::Vae;
@@ -38,11 +39,11 @@ pub struct StableDiffusion {
     /// The compute dtype.
     pub dtype: DType,
     /// The weights as loaded, kept so adapters are always merged from the original values.
-    base: BaseWeights,
+    base: PristineWeights,
 }
 
 /// The pristine UNet and text-encoder weights, on the device in the compute dtype.
-struct BaseWeights {
+struct PristineWeights {
     unet: TensorMap,
     unet_config: UNetConfig,
     text: TensorMap,
@@ -94,7 +95,7 @@ impl StableDiffusion {
         if !dir.join("model_index.json").exists() {
             return Err(Error::bad_file(
                 "this folder is not a diffusers model (it has no model_index.json); \
-                 point --model at the folder that holds unet/, vae/ and text_encoder/",
+                 choose the folder that holds unet/, vae/ and text_encoder/",
                 dir,
             ));
         }
@@ -128,7 +129,12 @@ impl StableDiffusion {
             name: display_name(dir),
             device: device.clone(),
             dtype,
-            base: BaseWeights { unet: unet_w, unet_config: unet_cfg, text: text_w, clip_config: clip_cfg },
+            base: PristineWeights {
+                unet: unet_w,
+                unet_config: unet_cfg,
+                text: text_w,
+                clip_config: clip_cfg,
+            },
         })
     }
 
@@ -172,7 +178,7 @@ impl StableDiffusion {
             name: display_name(path),
             device: device.clone(),
             dtype,
-            base: BaseWeights {
+            base: PristineWeights {
                 unet: unet_w,
                 unet_config: parts.unet_config,
                 text: text_w,

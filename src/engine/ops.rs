@@ -8,7 +8,7 @@
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::VarBuilder;
 
-use super::kernels::tensors::ConvInput;
+use super::kernels::tensors::{ConvInput, NormSilu};
 use crate::error::Result;
 
 /// A 2-D convolution with diffusers' weight names (`weight`, `bias`).
@@ -66,7 +66,7 @@ impl Conv2d {
     /// fly instead of being made, which at the VAE's 512² layers is the largest temporary there is.
     pub fn forward_normalised_silu(&self, x: &Tensor, norm: &GroupNorm) -> Result<Tensor> {
         let (groups, weight, bias, eps) = (norm.groups, &norm.weight, &norm.bias, norm.eps);
-        self.apply(x, ConvInput::NormalisedSilu { groups, weight, bias, eps })
+        self.apply(x, ConvInput::Normalised(NormSilu { groups, weight, bias, eps }))
     }
 
     /// `conv2d(read(x), w) + b` with symmetric zero padding: the CPU kernel when it takes
@@ -79,7 +79,7 @@ impl Conv2d {
         let read = match input {
             ConvInput::Plain => x.clone(),
             ConvInput::Enlarged((h, w)) => x.upsample_nearest2d(h, w)?,
-            ConvInput::NormalisedSilu { groups, weight, bias, eps } => {
+            ConvInput::Normalised(NormSilu { groups, weight, bias, eps }) => {
                 silu(&group_norm(x, groups, weight, bias, eps)?)?
             }
         };
@@ -146,7 +146,7 @@ impl GroupNorm {
     /// Loads a group norm of `channels` in `groups` groups.
     pub fn new(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<Self> {
         if groups == 0 || !channels.is_multiple_of(groups) {
-            return Err(crate::error::Error::BadRequest(format!(
+            return Err(crate::error::Error::Unsupported(format!(
                 "the model's {channels} channels cannot be split into {groups} normalisation groups"
             )));
         }

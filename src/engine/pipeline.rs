@@ -12,7 +12,8 @@ use image::{GrayImage, RgbImage};
 use super::model::StableDiffusion;
 use super::request::GenerationRequest;
 use super::rng::TorchRng;
-use crate::error::{Error, Result};
+use super::samplers::Sampler;
+use crate::error::{Error, Result, Setting};
 
 /// Images and tensors the request points at, already read and checked.
 #[derive(Default)]
@@ -175,6 +176,33 @@ fn mask_tensor(mask: &GrayImage, model: &StableDiffusion) -> Result<Tensor> {
     Ok(Tensor::from_vec(data, (1, 1, h as usize, w as usize), &model.device)?.to_dtype(model.dtype)?)
 }
 
+/// One picture's run: the model, the request and the text embeddings it is conditioned on.
+struct Run<'a> {
+    model: &'a StableDiffusion,
+    request: &'a GenerationRequest,
+    context: &'a Tensor,
+    /// The picture's place in the batch (only the first takes given starting noise).
+    index: usize,
+    /// Latent shape `[1, channels, height/8, width/8]`.
+    shape: (usize, usize, usize, usize),
+}
+
+/// What the loop starts from, made before the first step in diffusers' order of random draws.
+struct Start {
+    /// The first schedule step run (later than 0 for img2img).
+    first: usize,
+    /// The latents at that step.
+    latents: Tensor,
+    /// The starting noise (inpainting with a plain model re-noises the known region with it).
+    noise: Tensor,
+    /// The encoded init image, when the run starts from one or inpaints.
+    image_latents: Option<Tensor>,
+    /// The inpainting mask at latent size.
+    latent_mask: Option<Tensor>,
+    /// The encoded masked picture a 9-channel inpainting UNet reads beside the latents.
+    masked_latents: Option<Tensor>,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn denoise(
     model: &StableDiffusion,
@@ -188,9 +216,55 @@ fn denoise(
 ) -> Result<Tensor> {
     let mut sampler = request.sampler.build(&model.scheduler_config, request.steps)?;
     let shape = (1, model.latent_channels(), request.height / 8, request.width / 8);
+    let run = Run { model, request, context, index, shape };
     let mut rng = TorchRng::new(seed);
-    let guided = context.dim(0)? == 2;
+    let start = prepare(&run, inputs, sampler.as_ref(), &mut rng)?;
+    step_loop(&run, sampler.as_mut(), start, &mut rng, on_progress, cancel)
+}
 
+/// The first step img2img runs: the tail of the schedule `strength` asks for.
+fn first_step(total: usize, request: &GenerationRequest) -> Result<usize> {
+    let run = ((total as f64 * request.strength).floor() as usize).min(total);
+    if run == 0 {
+        return Err(Error::setting(
+            Setting::Strength,
+            format!("{} with {} steps leaves no step to run; raise either", request.strength, request.steps),
+        ));
+    }
+    Ok(total - run)
+}
+
+/// The given starting noise for the first picture (checked), or seeded noise.
+fn starting_noise(run: &Run, inputs: &GenerationInputs, rng: &mut TorchRng) -> Result<Tensor> {
+    let shape = run.shape;
+    match &inputs.noise {
+        Some(n) if run.index == 0 => {
+            if n.dims4()? != shape {
+                return Err(Error::setting(
+                    Setting::Noise,
+                    format!(
+                        "has shape {:?} but this request needs {:?}",
+                        n.dims(),
+                        [shape.0, shape.1, shape.2, shape.3]
+                    ),
+                ));
+            }
+            if !all_finite(n)? {
+                return Err(Error::setting(
+                    Setting::Noise,
+                    "holds NaN or infinite values; it must be finite",
+                ));
+            }
+            Ok(n.to_device(&run.model.device)?.to_dtype(run.model.dtype)?)
+        }
+        _ => randn(rng, shape, run.model),
+    }
+}
+
+/// The start latents, noise and inpainting inputs, drawing random numbers in diffusers' order:
+/// image latents, then the starting noise, then the masked image.
+fn prepare(run: &Run, inputs: &GenerationInputs, sampler: &dyn Sampler, rng: &mut TorchRng) -> Result<Start> {
+    let model = run.model;
     let pixels = match &inputs.init_image {
         Some(img) => Some(image_to_tensor(img, model)?),
         None => None,
@@ -201,102 +275,88 @@ fn denoise(
     };
     let nine_channel = model.is_inpainting();
     if nine_channel && mask.is_none() {
-        return Err(Error::BadRequest(
-            "this is an inpainting model: give --init-image and --mask (white where it should paint)".into(),
+        return Err(Error::setting(
+            Setting::Mask,
+            "is missing: this is an inpainting model, which needs a start picture and a mask (white where it should paint)",
         ));
     }
-
     // img2img runs the tail of the schedule; a full-strength inpaint starts from pure noise.
     let total = sampler.timesteps().len();
-    let from_image = pixels.is_some() && !(mask.is_some() && request.strength >= 1.0);
-    let start = if from_image {
-        let run = ((total as f64 * request.strength).floor() as usize).min(total);
-        if run == 0 {
-            return Err(Error::BadRequest(format!(
-                "--strength {} with {} steps leaves no step to run; raise either",
-                request.strength, request.steps
-            )));
-        }
-        total - run
-    } else {
-        0
-    };
-
-    // Random draws in diffusers' order: image latents, then the starting noise, then the masked image.
+    let from_image = pixels.is_some() && !(mask.is_some() && run.request.strength >= 1.0);
+    let first = if from_image { first_step(total, run.request)? } else { 0 };
     let image_latents = match (&pixels, nine_channel) {
-        (Some(p), false) => Some(encode_image(model, p, &mut rng)?),
-        (Some(p), true) if from_image => Some(encode_image(model, p, &mut rng)?),
+        (Some(p), false) => Some(encode_image(model, p, rng)?),
+        (Some(p), true) if from_image => Some(encode_image(model, p, rng)?),
         _ => None,
     };
-    let noise = match &inputs.noise {
-        Some(n) if index == 0 => {
-            if n.dims4()? != shape {
-                return Err(Error::BadRequest(format!(
-                    "the --noise tensor has shape {:?} but this request needs {:?}",
-                    n.dims(),
-                    [shape.0, shape.1, shape.2, shape.3]
-                )));
-            }
-            if !all_finite(n)? {
-                return Err(Error::BadRequest(
-                    "the --noise tensor holds NaN or infinite values; starting noise must be finite".into(),
-                ));
-            }
-            n.to_device(&model.device)?.to_dtype(model.dtype)?
-        }
-        _ => randn(&mut rng, shape, model)?,
-    };
-    let mut latents = match (&image_latents, from_image) {
-        (Some(init), true) => sampler.add_noise(init, &noise, start)?,
+    let noise = starting_noise(run, inputs, rng)?;
+    let latents = match (&image_latents, from_image) {
+        (Some(init), true) => sampler.add_noise(init, &noise, first)?,
         _ => (&noise * sampler.init_noise_sigma())?,
     };
     let latent_mask = match &mask {
-        Some(m) => Some(m.upsample_nearest2d(shape.2, shape.3)?),
+        Some(m) => Some(m.upsample_nearest2d(run.shape.2, run.shape.3)?),
         None => None,
     };
     let masked_latents = match (&pixels, &mask, nine_channel) {
         (Some(p), Some(m), true) => {
             let keep = (m.ones_like()? - m)?;
-            Some(encode_image(model, &p.broadcast_mul(&keep)?, &mut rng)?)
+            Some(encode_image(model, &p.broadcast_mul(&keep)?, rng)?)
         }
         (Some(_), Some(_), false) => {
             // diffusers encodes the masked image for plain models too and discards it; draw the
             // same noise (without the encode) so later ancestral steps see the same stream.
-            randn(&mut rng, shape, model)?;
+            randn(rng, run.shape, model)?;
             None
         }
         _ => None,
     };
+    Ok(Start { first, latents, noise, image_latents, latent_mask, masked_latents })
+}
 
+/// The denoising steps from `start`, with guidance, inpainting and a progress report each.
+fn step_loop(
+    run: &Run,
+    sampler: &mut dyn Sampler,
+    start: Start,
+    rng: &mut TorchRng,
+    on_progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+) -> Result<Tensor> {
+    let (model, guided) = (run.model, run.context.dim(0)? == 2);
+    let nine_channel = model.is_inpainting();
     let timesteps: Vec<f64> = sampler.timesteps().to_vec();
-    let steps = total - start;
-    for (k, i) in (start..total).enumerate() {
+    let total = timesteps.len();
+    let steps = total - start.first;
+    let mut latents = start.latents;
+    for (k, i) in (start.first..total).enumerate() {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Cancelled);
         }
         let mut input = sampler.scale_model_input(&latents, i)?;
-        if let (Some(m), Some(ml)) = (&latent_mask, &masked_latents) {
+        if let (Some(m), Some(ml)) = (&start.latent_mask, &start.masked_latents) {
             input = Tensor::cat(&[&input, m, ml], 1)?;
         }
         let input = if guided { Tensor::cat(&[&input, &input], 0)? } else { input };
-        let out = model.unet.forward(&input, timesteps[i], context)?;
+        let out = model.unet.forward(&input, timesteps[i], run.context)?;
         let out = if guided {
             let uncond = out.narrow(0, 0, 1)?;
             let cond = out.narrow(0, 1, 1)?;
-            (&uncond + ((cond - &uncond)? * request.cfg_scale)?)?
+            (&uncond + ((cond - &uncond)? * run.request.cfg_scale)?)?
         } else {
             out
         };
-        let mut step_noise = || randn(&mut rng, shape, model);
+        let mut step_noise = || randn(rng, run.shape, model);
         latents = sampler.step(&out, i, &latents, &mut step_noise)?;
         // Plain models inpaint by putting the known region back at the next step's noise level.
-        if let (Some(m), Some(init), false) = (&latent_mask, &image_latents, nine_channel) {
-            let known = if i + 1 < total { sampler.add_noise(init, &noise, i + 1)? } else { init.clone() };
+        if let (Some(m), Some(init), false) = (&start.latent_mask, &start.image_latents, nine_channel) {
+            let known =
+                if i + 1 < total { sampler.add_noise(init, &start.noise, i + 1)? } else { init.clone() };
             let keep = (m.ones_like()? - m)?;
             latents = (known.broadcast_mul(&keep)? + latents.broadcast_mul(m)?)?;
         }
         if !all_finite(&latents)? {
-            return Err(Error::BadRequest(format!(
+            return Err(Error::Numerical(format!(
                 "the picture became NaN at step {} of {steps}: the model, an adapter or the settings \
                  produce numbers out of range (try f32 precision, lower LoRA weights or a lower CFG); \
                  nothing was saved",
@@ -304,7 +364,7 @@ fn denoise(
             )));
         }
         let denoised = sampler.denoised();
-        on_progress(Progress { image: index, step: k + 1, total: steps, latents: &latents, denoised });
+        on_progress(Progress { image: run.index, step: k + 1, total: steps, latents: &latents, denoised });
     }
     Ok(latents)
 }
@@ -315,7 +375,7 @@ pub fn decode_to_image(model: &StableDiffusion, latents: &Tensor) -> Result<RgbI
     let pixels = model.vae.decode(latents)?;
     if !all_finite(&pixels)? {
         // A clamp would turn NaN into black and save it as if it were a picture.
-        return Err(Error::BadRequest(
+        return Err(Error::Numerical(
             "the VAE produced NaN while decoding (it overflows in half precision on some models); \
              try f32 precision; nothing was saved"
                 .into(),
@@ -344,5 +404,5 @@ pub fn pixels_to_image(pixels: &Tensor) -> Result<RgbImage> {
         .map(|v| (v * 255.0).round() as u8)
         .collect();
     RgbImage::from_raw(w as u32, h as u32, data)
-        .ok_or_else(|| Error::BadRequest("the decoded picture has an unexpected size".into()))
+        .ok_or_else(|| Error::Internal("the decoded picture has an unexpected size".into()))
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::samplers::SamplerKind;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting};
 
 /// One generation: txt2img, or img2img/inpainting when an init image is given.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -101,52 +101,69 @@ impl Default for GenerationRequest {
 impl GenerationRequest {
     /// Refuses values no pipeline can use, with a sentence saying which and why.
     pub fn validate(&self) -> Result<()> {
-        for (name, v) in [("width", self.width), ("height", self.height)] {
+        for (setting, v) in [(Setting::Width, self.width), (Setting::Height, self.height)] {
             if v % 8 != 0 || v < 64 {
-                return Err(Error::BadRequest(format!(
-                    "--{name} {v} is not usable: sizes must be multiples of 8 and at least 64 (try {})",
-                    ((v.max(64) + 4) / 8) * 8
-                )));
+                return Err(Error::setting(
+                    setting,
+                    format!(
+                        "{v} is not usable: sizes must be multiples of 8 and at least 64 (try {})",
+                        ((v.max(64) + 4) / 8) * 8
+                    ),
+                ));
             }
             if v > 4096 {
-                return Err(Error::BadRequest(format!("--{name} {v} is larger than 4096 pixels")));
+                return Err(Error::setting(setting, format!("{v} is larger than 4096 pixels")));
             }
         }
         if self.steps == 0 || self.steps > 1000 {
-            return Err(Error::BadRequest(format!("--steps {} must be between 1 and 1000", self.steps)));
+            return Err(Error::setting(Setting::Steps, format!("{} must be between 1 and 1000", self.steps)));
         }
-        for (name, text) in [("--prompt", &self.prompt), ("--negative", &self.negative_prompt)] {
+        for (setting, text) in
+            [(Setting::Prompt, &self.prompt), (Setting::NegativePrompt, &self.negative_prompt)]
+        {
             let chars = text.chars().count();
             if chars > MAX_PROMPT_CHARS {
-                return Err(Error::BadRequest(format!(
-                    "{name} is {chars} characters long; Easel reads up to {MAX_PROMPT_CHARS} (about 60 chunks of 75 tokens)"
-                )));
+                return Err(Error::setting(
+                    setting,
+                    format!(
+                        "is {chars} characters long; Easel reads up to {MAX_PROMPT_CHARS} (about 60 chunks of 75 tokens)"
+                    ),
+                ));
             }
         }
         if self.batch == 0 || self.batch > MAX_BATCH {
-            return Err(Error::BadRequest(format!(
-                "--batch {} must be between 1 and {MAX_BATCH}; for more pictures, run again with another seed",
-                self.batch
-            )));
+            return Err(Error::setting(
+                Setting::Batch,
+                format!(
+                    "{} must be between 1 and {MAX_BATCH}; for more pictures, run again with another seed",
+                    self.batch
+                ),
+            ));
         }
         if !self.cfg_scale.is_finite() || self.cfg_scale < 0.0 || self.cfg_scale > 100.0 {
-            return Err(Error::BadRequest(format!("--cfg {} must be between 0 and 100", self.cfg_scale)));
+            return Err(Error::setting(
+                Setting::Guidance,
+                format!("{} must be between 0 and 100", self.cfg_scale),
+            ));
         }
         if !(self.strength > 0.0 && self.strength <= 1.0) {
-            return Err(Error::BadRequest(format!("--strength {} must be in (0, 1]", self.strength)));
+            return Err(Error::setting(Setting::Strength, format!("{} must be in (0, 1]", self.strength)));
         }
         for lora in &self.loras {
             for w in [lora.unet_weight, lora.text_weight] {
                 if !w.is_finite() || w.abs() > MAX_LORA_WEIGHT {
-                    return Err(Error::BadRequest(format!(
-                        "the weight {w} of LoRA {} is outside ±{MAX_LORA_WEIGHT}",
-                        lora.name
-                    )));
+                    return Err(Error::setting(
+                        Setting::LoraWeight,
+                        format!("{w} of {} is outside ±{MAX_LORA_WEIGHT}", lora.name),
+                    ));
                 }
             }
         }
         if self.mask.is_some() && self.init_image.is_none() {
-            return Err(Error::BadRequest("--mask needs --init-image: the picture to inpaint".into()));
+            return Err(Error::setting(
+                Setting::InitImage,
+                "is missing: a mask needs the picture to inpaint",
+            ));
         }
         Ok(())
     }
@@ -180,7 +197,7 @@ mod tests {
     fn prompts_longer_than_the_bound_are_refused() {
         let req = GenerationRequest { negative_prompt: "a, ".repeat(40_000), ..Default::default() };
         let msg = req.validate().expect_err("120 000 characters").to_string();
-        assert!(msg.contains("--negative") && msg.contains("20000"), "{msg}");
+        assert!(msg.starts_with("negative prompt is 120000") && msg.contains("20000"), "{msg}");
         let req = GenerationRequest { prompt: "a, ".repeat(6_000), ..Default::default() };
         req.validate().expect("18 000 characters are fine");
     }

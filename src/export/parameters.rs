@@ -12,8 +12,8 @@ use crate::error::{Error, Result};
 
 /// A1111's model hash of a single-file checkpoint: the first 10 hex digits of its sha256.
 pub fn model_hash(path: &std::path::Path) -> crate::Result<String> {
-    let hash = crate::metrics::cache::file_hash(path)
-        .map_err(|e| crate::Error::io("cannot read the model", e, path))?;
+    let hash =
+        crate::files::sha256_hex(path).map_err(|e| crate::Error::io("cannot read the model", e, path))?;
     Ok(hash[..10].to_string())
 }
 

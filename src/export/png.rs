@@ -8,8 +8,8 @@ use std::path::Path;
 
 use image::RgbImage;
 
-use super::write_atomically;
 use crate::error::{Error, Result};
+use crate::files::write_atomically;
 
 /// Encodes `image` with the given text chunks (key → text).
 pub fn encode_png(image: &RgbImage, texts: &[(String, String)]) -> Result<Vec<u8>> {
@@ -24,13 +24,13 @@ pub fn encode_png(image: &RgbImage, texts: &[(String, String)]) -> Result<Vec<u8
             } else {
                 encoder.add_itxt_chunk(key.clone(), text.clone())
             };
-            result.map_err(|e| Error::BadRequest(format!("cannot store the {key} metadata: {e}")))?;
+            result.map_err(|e| Error::Internal(format!("cannot store the {key} metadata: {e}")))?;
         }
         let mut writer =
-            encoder.write_header().map_err(|e| Error::BadRequest(format!("cannot encode the PNG: {e}")))?;
+            encoder.write_header().map_err(|e| Error::Internal(format!("cannot encode the PNG: {e}")))?;
         writer
             .write_image_data(image.as_raw())
-            .map_err(|e| Error::BadRequest(format!("cannot encode the PNG: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot encode the PNG: {e}")))?;
     }
     Ok(out)
 }

@@ -1,6 +1,7 @@
-//! The studio's app struct: owns the worker handle, the state, textures and the canvas; drains
-//! worker events once per frame, then lays out the panels. Closing the window saves settings
-//! (eframe persistence) and the gallery history.
+//! The studio's app struct: owns the worker handle, the state, textures, the canvas and each
+//! panel's view state; drains worker events once per frame, lays out the panels, then carries out
+//! the commands they pushed (`run.rs`). Closing the window saves settings (eframe persistence) and
+//! the gallery history.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -8,13 +9,17 @@ use std::time::{Duration, Instant};
 use egui::Ui;
 
 use super::canvas::Canvas;
+use super::command::{Commands, UiCommand};
+use super::compare::CompareView;
+use super::controls::PresetsMenu;
 use super::dialogs::{Dialogs, SystemDialogs};
 use super::image_view::ViewTransform;
-use super::state::{AppState, CanvasUse, JobKind, Settings, Tab};
+use super::lora_panel::LoraBrowser;
+use super::metrics_view::MetricsView;
+use super::state::{AppState, Settings, Tab};
 use super::textures::Textures;
-use crate::engine::device::DeviceChoice;
 use crate::paths::Paths;
-use crate::worker::{Command, GenerateJob, Worker};
+use crate::worker::Worker;
 
 /// How the studio starts.
 pub struct LaunchOptions {
@@ -35,12 +40,19 @@ impl LaunchOptions {
     }
 }
 
-/// A/B compare modes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum CompareMode {
-    Wipe,
-    SideBySide,
-    Grid,
+/// Each panel's own view state: what it shows, apart from the settings and the session.
+#[derive(Debug, Default)]
+pub struct Panels {
+    /// Zoom and pan of the Image tab.
+    pub image: ViewTransform,
+    /// The Compare tab.
+    pub compare: CompareView,
+    /// The LoRA folder window.
+    pub lora_browser: LoraBrowser,
+    /// The presets menu.
+    pub presets: PresetsMenu,
+    /// The Metrics tab.
+    pub metrics: MetricsView,
 }
 
 /// The studio.
@@ -49,18 +61,12 @@ pub struct EaselApp {
     pub state: AppState,
     /// The sketch / img2img / mask canvas.
     pub canvas: Canvas,
-    pub(crate) worker: Worker,
-    pub(crate) dialogs: Box<dyn Dialogs>,
-    pub(crate) textures: Textures,
-    pub(crate) view: ViewTransform,
-    pub(crate) compare_view: ViewTransform,
-    pub(crate) compare_mode: CompareMode,
-    pub(crate) wipe: f32,
-    pub(crate) lora_browser_open: bool,
-    pub(crate) preset_name: String,
-    pub(crate) metric_to_plot: usize,
-    pub(crate) lora_files: Option<(String, Vec<PathBuf>)>,
-    pub(crate) lora_requested: std::collections::HashSet<PathBuf>,
+    /// Each panel's view state.
+    pub panels: Panels,
+    pub(super) worker: Worker,
+    pub(super) dialogs: Box<dyn Dialogs>,
+    pub(super) textures: Textures,
+    commands: Commands,
     history_saved: Instant,
     history_saver: Option<super::history_saver::HistorySaver>,
     last_frame: Option<Duration>,
@@ -89,15 +95,8 @@ impl EaselApp {
             worker,
             dialogs: options.dialogs,
             textures: Textures::default(),
-            view: ViewTransform::default(),
-            compare_view: ViewTransform::default(),
-            compare_mode: CompareMode::Wipe,
-            wipe: 0.5,
-            lora_browser_open: false,
-            preset_name: String::new(),
-            metric_to_plot: 0,
-            lora_files: None,
-            lora_requested: Default::default(),
+            panels: Panels::default(),
+            commands: Commands::default(),
             history_saved: Instant::now(),
             history_saver: None,
             last_frame: None,
@@ -113,20 +112,11 @@ impl EaselApp {
             app.state.settings.recent_models.first().filter(|m| crate::hub::resolve_model(m).is_ok()).cloned()
         });
         if let Some(m) = model {
-            app.load_model(m);
+            app.run_command(UiCommand::LoadModel(m));
         }
         let paths: Vec<PathBuf> = app.state.settings.loras.iter().map(|s| s.path.clone()).collect();
-        for path in paths {
-            app.send(Command::InspectLora { path });
-        }
+        app.run_command(UiCommand::InspectLoras(paths));
         app
-    }
-
-    /// Sends a command to the worker, showing why if it cannot take it.
-    pub(crate) fn send(&mut self, command: Command) {
-        if let Err(e) = self.worker.send(command) {
-            self.state.error(e);
-        }
     }
 
     /// Replaces a worker thread that ended: its jobs are reported as lost, and the model it held
@@ -149,66 +139,13 @@ impl EaselApp {
             }
         }
         if let Some(source) = self.state.worker_restarted() {
-            self.load_model(source);
+            self.run_command(UiCommand::LoadModel(source));
         }
-    }
-
-    /// Loads a model on the worker.
-    pub fn load_model(&mut self, source: String) {
-        let dtype = self.state.settings.dtype.clone();
-        self.send(Command::LoadModel { source, device: DeviceChoice::Auto, dtype });
     }
 
     /// How long the last frame's layout took (for the frame-time benchmark and the status bar).
     pub fn last_frame_time(&self) -> Option<Duration> {
         self.last_frame
-    }
-
-    /// Queues the current settings as a render (the Generate button).
-    pub fn generate(&mut self) {
-        if !matches!(self.state.model, super::state::ModelStatus::Ready(_)) {
-            self.state.error("Open a model first: choose a file or folder, or pull one from the hub.");
-            return;
-        }
-        if !self.state.settings.seed_locked {
-            self.state.settings.seed = crate::engine::request::random_seed();
-        }
-        let mut request = self.state.settings.request();
-        if let Err(e) = request.validate() {
-            self.state.error(e.to_string());
-            return;
-        }
-        let (mut init_image, mut mask) = (None, None);
-        if self.state.settings.canvas_use != CanvasUse::Off {
-            match self.canvas.inputs(&self.state.paths.inputs(), request.width as u32, request.height as u32)
-            {
-                Ok(inputs) => {
-                    request.init_image = Some(inputs.image_path);
-                    init_image = Some(inputs.image);
-                    if self.state.settings.canvas_use == CanvasUse::Inpaint {
-                        request.mask = Some(inputs.mask_path);
-                        mask = Some(inputs.mask);
-                    }
-                }
-                Err(e) => {
-                    self.state.error(e.to_string());
-                    return;
-                }
-            }
-        }
-        let label = job_label(&request.prompt, request.batch, request.seed);
-        let saved_prompt = self.state.settings.saved_prompt();
-        let (id, cancel) = self.state.enqueue(label, request.batch, JobKind::Render);
-        let output_dir = self.state.paths.gallery();
-        self.send(Command::Generate(Box::new(GenerateJob {
-            id,
-            request,
-            saved_prompt,
-            init_image,
-            mask,
-            cancel,
-            output_dir,
-        })));
     }
 
     fn drain_events(&mut self, ctx: &egui::Context) {
@@ -220,9 +157,7 @@ impl EaselApp {
         }
         if std::mem::take(&mut self.state.recheck_loras) {
             let paths: Vec<PathBuf> = self.state.settings.loras.iter().map(|s| s.path.clone()).collect();
-            for path in paths {
-                self.send(Command::InspectLora { path });
-            }
+            self.run_command(UiCommand::InspectLoras(paths));
         }
         for (id, image) in std::mem::take(&mut self.state.fresh_images) {
             self.textures.insert(ctx, id, &image);
@@ -260,24 +195,8 @@ impl EaselApp {
         for file in dropped {
             let path = file.path().to_path_buf();
             if !path.as_os_str().is_empty() {
-                self.import_settings(&path);
+                self.run_command(UiCommand::ImportSettings(path));
             }
-        }
-    }
-
-    /// Takes the generation settings from a PNG (drag and drop, or the Import button).
-    pub fn import_settings(&mut self, path: &std::path::Path) {
-        match crate::export::import::import_png(path) {
-            Ok(imported) => {
-                self.state.settings.use_request(&imported.request);
-                let name = path.file_name().map_or(String::new(), |n| n.to_string_lossy().to_string());
-                self.state.info(format!("Settings taken from {name} ({} metadata)", imported.source));
-                let paths: Vec<PathBuf> = self.state.settings.loras.iter().map(|s| s.path.clone()).collect();
-                for path in paths {
-                    self.send(Command::InspectLora { path });
-                }
-            }
-            Err(e) => self.state.error(e.to_string()),
         }
     }
 
@@ -295,7 +214,7 @@ impl EaselApp {
                 ui.selectable_value(&mut self.state.settings.tab, tab, name);
             }
             ui.separator();
-            super::controls::presets_menu_ui(self, ui);
+            super::controls::presets_menu_ui(ui, &self.state, &mut self.panels.presets, &mut self.commands);
         });
     }
 
@@ -340,7 +259,7 @@ impl EaselApp {
                 _ => {
                     ui.label(match &self.state.model {
                         super::state::ModelStatus::Ready(m) => {
-                            format!("Ready · {} ({}, {}, {})", m.name, m.family, m.device, m.dtype)
+                            format!("Ready · {} ({}, {}, {})", m.name, m.family, m.device, m.precision)
                         }
                         super::state::ModelStatus::Loading(s) => format!("Loading {s}…"),
                         super::state::ModelStatus::None => "No model loaded".into(),
@@ -369,24 +288,29 @@ impl eframe::App for EaselApp {
             }
         });
         egui::Panel::bottom("status").show(ui, |ui| self.status_bar_ui(ui));
+        let (state, panels, textures, out) =
+            (&mut self.state, &mut self.panels, &mut self.textures, &mut self.commands);
         egui::Panel::left("controls").resizable(true).default_size(340.0).show(ui, |ui| {
-            super::controls::controls_ui(self, ui);
+            super::controls::controls_ui(ui, state, &mut panels.lora_browser, out);
         });
-        egui::CentralPanel::default().show(ui, |ui| match self.state.settings.tab {
-            _ if matches!(self.state.model, super::state::ModelStatus::None)
-                && self.state.history.items.is_empty()
-                && self.state.settings.tab == Tab::Image =>
+        egui::CentralPanel::default().show(ui, |ui| match state.settings.tab {
+            _ if matches!(state.model, super::state::ModelStatus::None)
+                && state.history.items.is_empty()
+                && state.settings.tab == Tab::Image =>
             {
-                super::controls::first_run_ui(self, ui)
+                super::controls::first_run_ui(ui, out)
             }
-            Tab::Image => super::gallery::image_tab_ui(self, ui),
-            Tab::Gallery => super::gallery::gallery_tab_ui(self, ui),
-            Tab::Compare => super::compare::compare_tab_ui(self, ui),
-            Tab::Metrics => super::metrics_view::metrics_tab_ui(self, ui),
-            Tab::Canvas => super::canvas::canvas_tab_ui(self, ui),
+            Tab::Image => super::gallery::image_tab_ui(ui, state, &mut panels.image, textures, out),
+            Tab::Gallery => super::gallery::gallery_tab_ui(ui, state, textures, out),
+            Tab::Compare => super::compare::compare_tab_ui(ui, state, &mut panels.compare, textures, out),
+            Tab::Metrics => super::metrics_view::metrics_tab_ui(ui, state, &mut panels.metrics, out),
+            Tab::Canvas => super::canvas::canvas_tab_ui(ui, &mut self.canvas, state, out),
         });
-        if self.lora_browser_open {
-            super::lora_panel::lora_browser_window(self, &ctx);
+        if panels.lora_browser.open {
+            super::lora_panel::lora_browser_window(&ctx, state, &mut panels.lora_browser, textures, out);
+        }
+        for command in self.commands.take() {
+            self.run_command(command);
         }
         self.last_frame = Some(started.elapsed());
     }
@@ -410,22 +334,6 @@ impl eframe::App for EaselApp {
             }
             None => self.save_history_now(),
         }
-    }
-}
-
-/// A short queue label: the prompt's start, the batch and seed.
-fn job_label(prompt: &str, batch: usize, seed: u64) -> String {
-    let mut text: String = prompt.chars().take(32).collect();
-    if prompt.chars().count() > 32 {
-        text.push('…');
-    }
-    if text.is_empty() {
-        text = "(no prompt)".into();
-    }
-    if batch > 1 {
-        format!("{text} ×{batch} (seed {seed})")
-    } else {
-        format!("{text} (seed {seed})")
     }
 }
 

@@ -8,7 +8,8 @@ use egui::{Color32, Rect, Sense, TextureHandle, TextureOptions, Ui};
 use image::{GrayImage, RgbImage};
 use tiny_skia::{LineCap, Paint, PathBuilder, Pixmap, Stroke, Transform};
 
-use super::app::EaselApp;
+use super::command::{Commands, UiCommand};
+use super::state::AppState;
 use crate::error::{Error, Result};
 
 /// Undo steps kept (each is a copy of both layers).
@@ -266,8 +267,8 @@ fn save_addressed(
 }
 
 /// The Canvas tab.
-pub fn canvas_tab_ui(app: &mut EaselApp, ui: &mut Ui) {
-    let c = &mut app.canvas;
+pub fn canvas_tab_ui(ui: &mut Ui, canvas: &mut Canvas, state: &AppState, out: &mut Commands) {
+    let c = &mut *canvas;
     ui.horizontal_wrapped(|ui| {
         ui.selectable_value(&mut c.tool, Tool::Brush, "Brush");
         ui.selectable_value(&mut c.tool, Tool::Eraser, "Eraser");
@@ -290,47 +291,33 @@ pub fn canvas_tab_ui(app: &mut EaselApp, ui: &mut Ui) {
             c.clear();
         }
     });
-    let mut load: Option<Result<RgbImage>> = None;
     ui.horizontal(|ui| {
         if ui.button("Load picture…").clicked() {
-            if let Some(p) = app.dialogs.open_file("Picture", &["png", "jpg", "jpeg", "webp", "bmp"]) {
-                load = Some(crate::metrics::images::read_rgb(&p));
-            }
+            out.push(UiCommand::ChooseCanvasPicture);
         }
-        let selected = app.state.selected.and_then(|id| app.state.history.get(id)).map(|i| i.path.clone());
-        if ui.add_enabled(selected.is_some(), egui::Button::new("Use the current picture")).clicked() {
-            if let Some(p) = selected {
-                load = Some(crate::metrics::images::read_rgb(&p));
-            }
+        let selected = state.selected.is_some_and(|id| state.history.get(id).is_some());
+        if ui.add_enabled(selected, egui::Button::new("Use the current picture")).clicked() {
+            out.push(UiCommand::SelectedToCanvas);
         }
         if ui.button("New canvas at the generation size").clicked() {
-            let (w, h) = (app.state.settings.width as u32, app.state.settings.height as u32);
-            app.canvas = Canvas {
-                tool: app.canvas.tool,
-                size: app.canvas.size,
-                color: app.canvas.color,
-                opacity: app.canvas.opacity,
+            let (w, h) = (state.settings.width as u32, state.settings.height as u32);
+            *canvas = Canvas {
+                tool: canvas.tool,
+                size: canvas.size,
+                color: canvas.color,
+                opacity: canvas.opacity,
                 ..Canvas::new(w, h)
             };
         }
     });
-    match load {
-        Some(Ok(picture)) => {
-            app.canvas.load(&picture);
-            let (w, h) = app.canvas.size_px();
-            (app.state.settings.width, app.state.settings.height) = (w as usize, h as usize);
-        }
-        Some(Err(e)) => app.state.error(e.to_string()),
-        None => {}
-    }
     ui.weak("Choose “Canvas” or “Inpaint” under “Start from” on the left to generate from this canvas.");
-    canvas_area_ui(app, ui);
+    canvas_area_ui(ui, canvas);
 }
 
-fn canvas_area_ui(app: &mut EaselApp, ui: &mut Ui) {
+fn canvas_area_ui(ui: &mut Ui, canvas: &mut Canvas) {
     let ctx = ui.ctx().clone();
-    let tex = app.canvas.texture(&ctx);
-    let (w, h) = app.canvas.size_px();
+    let tex = canvas.texture(&ctx);
+    let (w, h) = canvas.size_px();
     let avail = ui.available_size();
     let scale = (avail.x / w as f32).min(avail.y / h as f32).clamp(0.05, 8.0);
     let (rect, response) =
@@ -344,14 +331,14 @@ fn canvas_area_ui(app: &mut EaselApp, ui: &mut Ui) {
     let to_canvas = |p: egui::Pos2| ((p.x - rect.left()) / scale, (p.y - rect.top()) / scale);
     if let Some(pos) = response.interact_pointer_pos() {
         let (x, y) = to_canvas(pos);
-        if response.drag_started() || (response.clicked() && app.canvas.last.is_none()) {
-            app.canvas.begin_stroke(x, y);
+        if response.drag_started() || (response.clicked() && canvas.last.is_none()) {
+            canvas.begin_stroke(x, y);
         } else if response.dragged() {
-            app.canvas.stroke_to(x, y);
+            canvas.stroke_to(x, y);
         }
     }
     if response.drag_stopped() || response.clicked() {
-        app.canvas.end_stroke();
+        canvas.end_stroke();
     }
     response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, "Canvas"));
 }

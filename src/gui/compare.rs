@@ -4,95 +4,127 @@
 
 use egui::{Color32, Rect, Ui};
 
-use super::app::{CompareMode, EaselApp};
+use super::command::{Commands, UiCommand};
 use super::image_view::ViewTransform;
-use super::state::{Grid, JobKind, ModelStatus};
-use crate::engine::LoraSpec;
-use crate::worker::{Command, GenerateJob};
+use super::state::{AppState, Grid, ModelStatus};
+use super::textures::Textures;
+use crate::engine::{GenerationRequest, LoraSpec};
 
-/// The Compare tab.
-pub fn compare_tab_ui(app: &mut EaselApp, ui: &mut Ui) {
-    ui.horizontal(|ui| {
-        ui.selectable_value(&mut app.compare_mode, CompareMode::Wipe, "A/B wipe");
-        ui.selectable_value(&mut app.compare_mode, CompareMode::SideBySide, "Side by side");
-        ui.selectable_value(&mut app.compare_mode, CompareMode::Grid, "LoRA grid");
-    });
-    ui.separator();
-    match app.compare_mode {
-        CompareMode::Grid => grid_ui(app, ui),
-        mode => ab_ui(app, ui, mode),
+/// A/B compare modes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CompareMode {
+    /// One picture over the other, split by a movable line.
+    #[default]
+    Wipe,
+    /// Both, zoomed and panned together.
+    SideBySide,
+    /// The LoRA × weight × seed grid.
+    Grid,
+}
+
+/// The Compare tab's own state.
+#[derive(Debug)]
+pub struct CompareView {
+    /// The mode shown.
+    pub mode: CompareMode,
+    /// Where the wipe line is, 0 (all B) to 1 (all A).
+    pub wipe: f32,
+    /// Zoom and pan, shared by both pictures.
+    pub view: ViewTransform,
+}
+
+impl Default for CompareView {
+    fn default() -> Self {
+        Self { mode: CompareMode::Wipe, wipe: 0.5, view: ViewTransform::default() }
     }
 }
 
-fn pick_ui(app: &mut EaselApp, ui: &mut Ui, which: &str, slot: usize) {
-    let current = if slot == 0 { app.state.compare.0 } else { app.state.compare.1 };
+/// The Compare tab.
+pub fn compare_tab_ui(
+    ui: &mut Ui,
+    state: &mut AppState,
+    view: &mut CompareView,
+    textures: &mut Textures,
+    out: &mut Commands,
+) {
+    ui.horizontal(|ui| {
+        ui.selectable_value(&mut view.mode, CompareMode::Wipe, "A/B wipe");
+        ui.selectable_value(&mut view.mode, CompareMode::SideBySide, "Side by side");
+        ui.selectable_value(&mut view.mode, CompareMode::Grid, "LoRA grid");
+    });
+    ui.separator();
+    match view.mode {
+        CompareMode::Grid => grid_ui(ui, state, textures, out),
+        _ => ab_ui(ui, state, view, textures),
+    }
+}
+
+fn pick_ui(ui: &mut Ui, state: &mut AppState, which: &str, slot: usize) {
+    let current = if slot == 0 { state.compare.0 } else { state.compare.1 };
     let text = current.map_or("choose…".to_string(), |id| format!("#{id}"));
     let mut chosen = current;
     egui::ComboBox::from_label(which).selected_text(text).show_ui(ui, |ui| {
-        for item in app.state.history.items.iter().rev().take(200) {
+        for item in state.history.items.iter().rev().take(200) {
             let label: String =
                 format!("#{} {}", item.id, item.saved_prompt.chars().take(40).collect::<String>());
             ui.selectable_value(&mut chosen, Some(item.id), label);
         }
     });
     if slot == 0 {
-        app.state.compare.0 = chosen;
+        state.compare.0 = chosen;
     } else {
-        app.state.compare.1 = chosen;
+        state.compare.1 = chosen;
     }
 }
 
-fn ab_ui(app: &mut EaselApp, ui: &mut Ui, mode: CompareMode) {
+fn ab_ui(ui: &mut Ui, state: &mut AppState, view: &mut CompareView, textures: &mut Textures) {
     // Default pair: the two newest pictures.
-    let newest: Vec<u64> = app.state.history.items.iter().rev().take(2).map(|i| i.id).collect();
-    if app.state.compare.0.is_none() {
-        app.state.compare.0 = newest.get(1).copied();
+    let newest: Vec<u64> = state.history.items.iter().rev().take(2).map(|i| i.id).collect();
+    if state.compare.0.is_none() {
+        state.compare.0 = newest.get(1).copied();
     }
-    if app.state.compare.1.is_none() {
-        app.state.compare.1 = newest.first().copied();
+    if state.compare.1.is_none() {
+        state.compare.1 = newest.first().copied();
     }
     ui.horizontal(|ui| {
-        pick_ui(app, ui, "A", 0);
-        pick_ui(app, ui, "B", 1);
-        if mode == CompareMode::Wipe {
-            ui.add(egui::Slider::new(&mut app.wipe, 0.0..=1.0).show_value(false).text("Wipe"));
+        pick_ui(ui, state, "A", 0);
+        pick_ui(ui, state, "B", 1);
+        if view.mode == CompareMode::Wipe {
+            ui.add(egui::Slider::new(&mut view.wipe, 0.0..=1.0).show_value(false).text("Wipe"));
         }
     });
     let ctx = ui.ctx().clone();
-    let (Some(a), Some(b)) = (app.state.compare.0, app.state.compare.1) else {
+    let (Some(a), Some(b)) = (state.compare.0, state.compare.1) else {
         ui.label("Make at least two pictures to compare them.");
         return;
     };
-    let (Some(ta), Some(tb)) =
-        (app.textures.get(&ctx, &app.state.history, a), app.textures.get(&ctx, &app.state.history, b))
+    let (Some(ta), Some(tb)) = (textures.get(&ctx, &state.history, a), textures.get(&ctx, &state.history, b))
     else {
         ui.spinner();
         return;
     };
-    match mode {
+    match view.mode {
         CompareMode::Wipe => {
             let size = ui.available_size();
             let (rect, response) = ui.allocate_exact_size(size, egui::Sense::click_and_drag());
-            app.compare_view.interact(ui, &response);
+            view.view.interact(ui, &response);
             let painter = ui.painter_at(rect);
             painter.rect_filled(rect, 0.0, Color32::from_gray(24));
-            let pic = app.compare_view.picture_rect(rect, ta.size_vec2());
+            let pic = view.view.picture_rect(rect, ta.size_vec2());
             let uv = Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0));
             painter.image(ta.id(), pic, uv, Color32::WHITE);
             // B shows right of the wipe line.
-            let split = pic.left() + pic.width() * app.wipe;
+            let split = pic.left() + pic.width() * view.wipe;
             let right = Rect::from_min_max(egui::pos2(split, pic.top()), pic.max);
-            let uv_right = Rect::from_min_max(egui::pos2(app.wipe, 0.0), egui::pos2(1.0, 1.0));
+            let uv_right = Rect::from_min_max(egui::pos2(view.wipe, 0.0), egui::pos2(1.0, 1.0));
             painter.image(tb.id(), right, uv_right, Color32::WHITE);
             painter.vline(split, pic.y_range(), egui::Stroke::new(2.0, Color32::WHITE));
             response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, "A/B wipe"));
         }
         _ => {
             ui.columns(2, |cols| {
-                let mut shared: ViewTransform = app.compare_view;
-                super::image_view::image_view_ui(&mut cols[0], &ta, &mut shared, "Picture A");
-                super::image_view::image_view_ui(&mut cols[1], &tb, &mut shared, "Picture B");
-                app.compare_view = shared;
+                super::image_view::image_view_ui(&mut cols[0], &ta, &mut view.view, "Picture A");
+                super::image_view::image_view_ui(&mut cols[1], &tb, &mut view.view, "Picture B");
             });
         }
     }
@@ -109,24 +141,24 @@ pub fn parse_weights(text: &str) -> Result<Vec<f64>, String> {
         .collect()
 }
 
-fn grid_ui(app: &mut EaselApp, ui: &mut Ui) {
+fn grid_ui(ui: &mut Ui, state: &mut AppState, textures: &mut Textures, out: &mut Commands) {
     ui.horizontal(|ui| {
         let label = ui.label("Weights");
-        ui.add(egui::TextEdit::singleline(&mut app.state.settings.grid_weights).desired_width(160.0))
+        ui.add(egui::TextEdit::singleline(&mut state.settings.grid_weights).desired_width(160.0))
             .labelled_by(label.id);
         let label = ui.label("Seeds");
-        ui.add(egui::DragValue::new(&mut app.state.settings.grid_seeds).range(1..=8)).labelled_by(label.id);
-        let ready = matches!(app.state.model, ModelStatus::Ready(_));
+        ui.add(egui::DragValue::new(&mut state.settings.grid_seeds).range(1..=8)).labelled_by(label.id);
+        let ready = matches!(state.model, ModelStatus::Ready(_));
         if ui.add_enabled(ready, egui::Button::new("Render grid")).clicked() {
-            queue_grid(app);
+            out.push(UiCommand::QueueGrid);
         }
-        let complete = !app.state.grid.rows.is_empty()
-            && app.state.grid.cells.len() == app.state.grid.rows.len() * app.state.grid.cols.len();
+        let complete = !state.grid.rows.is_empty()
+            && state.grid.cells.len() == state.grid.rows.len() * state.grid.cols.len();
         if ui.add_enabled(complete, egui::Button::new("Export grid…")).clicked() {
-            export_grid(app);
+            out.push(UiCommand::ExportGrid);
         }
     });
-    let grid = app.state.grid.clone();
+    let grid = &state.grid;
     if grid.rows.is_empty() {
         ui.label("Each enabled adapter of the stack becomes rows at the weights above (weight 0 is the base model); columns are seeds.");
         return;
@@ -143,11 +175,7 @@ fn grid_ui(app: &mut EaselApp, ui: &mut Ui) {
                 ui.strong(row);
                 for c in 0..grid.cols.len() {
                     let size = egui::vec2(160.0, 160.0);
-                    match grid
-                        .cells
-                        .get(&(r, c))
-                        .and_then(|id| app.textures.get(&ctx, &app.state.history, *id))
-                    {
+                    match grid.cells.get(&(r, c)).and_then(|id| textures.get(&ctx, &state.history, *id)) {
                         Some(tex) => {
                             ui.add(egui::Image::from_texture(&tex).fit_to_exact_size(size));
                         }
@@ -162,20 +190,23 @@ fn grid_ui(app: &mut EaselApp, ui: &mut Ui) {
     });
 }
 
-fn queue_grid(app: &mut EaselApp) {
-    let weights = match parse_weights(&app.state.settings.grid_weights) {
-        Ok(w) if !w.is_empty() => w,
-        Ok(_) => return app.state.error("Give at least one weight for the grid."),
-        Err(e) => return app.state.error(e),
+/// One cell of the grid to render: its row, its column and what it draws.
+pub type GridCell = (usize, usize, GenerationRequest);
+
+/// The grid the settings describe: its labels, and one request per cell with its (row, column);
+/// or why there is none.
+pub fn grid_cells(state: &AppState) -> Result<(Grid, Vec<GridCell>), String> {
+    let weights = match parse_weights(&state.settings.grid_weights)? {
+        w if w.is_empty() => return Err("Give at least one weight for the grid.".into()),
+        w => w,
     };
     let adapters: Vec<LoraSpec> =
-        app.state.settings.loras.iter().filter(|s| s.enabled).map(|s| s.spec()).collect();
+        state.settings.loras.iter().filter(|s| s.enabled).map(|s| s.spec()).collect();
     if adapters.is_empty() {
-        return app.state.error("Add and enable at least one LoRA to make a grid.");
+        return Err("Add and enable at least one LoRA to make a grid.".into());
     }
-    let base = app.state.settings.request();
-    let seeds: Vec<u64> =
-        (0..app.state.settings.grid_seeds as u64).map(|k| base.seed.wrapping_add(k)).collect();
+    let base = state.settings.request();
+    let seeds: Vec<u64> = (0..state.settings.grid_seeds as u64).map(|k| base.seed.wrapping_add(k)).collect();
     let mut grid = Grid { cols: seeds.iter().map(|s| format!("seed {s}")).collect(), ..Default::default() };
     let mut cells = Vec::new();
     for adapter in &adapters {
@@ -188,59 +219,75 @@ fn queue_grid(app: &mut EaselApp) {
                 } else {
                     vec![LoraSpec { unet_weight: w, text_weight: w, ..adapter.clone() }]
                 };
-                cells.push((
-                    row,
-                    col,
-                    crate::engine::GenerationRequest { seed, batch: 1, loras, ..base.clone() },
-                ));
+                cells.push((row, col, GenerationRequest { seed, batch: 1, loras, ..base.clone() }));
             }
         }
     }
-    app.state.grid = grid;
-    let output_dir = app.state.paths.gallery();
-    for (row, col, request) in cells {
-        let saved_prompt = crate::engine::lora::tags::prompt_with_tags(&request.prompt, &request.loras);
-        let label = format!("grid {} / seed {}", app.state.grid.rows[row], request.seed);
-        let (id, cancel) = app.state.enqueue(label, 1, JobKind::GridCell { row, col });
-        app.send(Command::Generate(Box::new(GenerateJob {
-            id,
-            request,
-            saved_prompt,
-            init_image: None,
-            mask: None,
-            cancel,
-            output_dir: output_dir.clone(),
-        })));
-    }
+    Ok((grid, cells))
 }
 
-fn export_grid(app: &mut EaselApp) {
-    let Some(dest) = app.dialogs.save_file("Export grid", "lora-grid.png") else { return };
-    let grid = &app.state.grid;
+/// The finished grid as one labelled picture, with its description for the PNG.
+pub fn grid_picture(state: &AppState) -> Result<(image::RgbImage, String), String> {
+    let grid = &state.grid;
     let mut pictures = Vec::new();
     for r in 0..grid.rows.len() {
         let mut row = Vec::new();
         for c in 0..grid.cols.len() {
-            let Some(item) = grid.cells.get(&(r, c)).and_then(|id| app.state.history.get(*id)) else {
-                return;
-            };
-            match image::open(&item.path) {
-                Ok(img) => row.push(img.to_rgb8()),
-                Err(e) => return app.state.error(format!("cannot read {}: {e}", item.path.display())),
-            }
+            let item = grid
+                .cells
+                .get(&(r, c))
+                .and_then(|id| state.history.get(*id))
+                .ok_or("the grid is not finished yet")?;
+            let picture = crate::metrics::images::read_rgb(&item.path).map_err(|e| e.to_string())?;
+            row.push(picture);
         }
         pictures.push(row);
     }
     let composed = super::grid_image::compose(&grid.rows, &grid.cols, &pictures);
-    let request = app.state.settings.request();
     let text = format!(
         "LoRA grid: {}\nrows: {}\ncolumns: {}",
-        request.prompt,
+        state.settings.prompt,
         grid.rows.join("; "),
         grid.cols.join("; ")
     );
-    match crate::export::png::save_png(&dest, &composed, &[("Description".into(), text)], false) {
-        Ok(()) => app.state.info(format!("Exported the grid to {}", dest.display())),
-        Err(e) => app.state.error(e.to_string()),
+    Ok((composed, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use egui_kittest::kittest::Queryable;
+
+    use super::super::test_support::{harness, pushed, session_with_model};
+    use super::*;
+    use crate::gui::state::LoraSlot;
+
+    #[test]
+    fn the_grid_tab_asks_for_the_render() {
+        let (_dir, state) = session_with_model();
+        let view = CompareView { mode: CompareMode::Grid, ..Default::default() };
+        let mut h = harness(state, view, |ui, state, view, out| {
+            compare_tab_ui(ui, state, view, &mut Textures::default(), out)
+        });
+        h.run();
+        h.get_by_label("Render grid").click();
+        h.run();
+        assert_eq!(pushed(&mut h), [UiCommand::QueueGrid]);
+    }
+
+    #[test]
+    fn grid_rows_are_adapter_times_weight_and_columns_seeds() {
+        let (_dir, mut state) = session_with_model();
+        assert!(grid_cells(&state).expect_err("no adapter").contains("LoRA"));
+        state.settings.loras.push(LoraSlot::new("ink.safetensors".into()));
+        state.settings.grid_weights = "0, 0.5".into();
+        state.settings.grid_seeds = 2;
+        state.settings.seed = 40;
+        let (grid, cells) = grid_cells(&state).expect("a grid");
+        assert_eq!(grid.rows, ["ink × 0", "ink × 0.5"]);
+        assert_eq!(grid.cols, ["seed 40", "seed 41"]);
+        assert_eq!(cells.len(), 4);
+        assert!(cells[0].2.loras.is_empty(), "weight 0 is the base model");
+        assert_eq!(cells[3].2.loras[0].unet_weight, 0.5);
+        assert_eq!(cells[3].2.seed, 41);
     }
 }

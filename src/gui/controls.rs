@@ -3,36 +3,35 @@
 
 use egui::Ui;
 
-use super::app::EaselApp;
-use super::state::{CanvasUse, JobStatus, ModelStatus};
+use super::command::{Commands, UiCommand};
+use super::lora_panel::LoraBrowser;
+use super::state::{AppState, CanvasUse, JobStatus, ModelStatus};
+use crate::engine::device::Precision;
 use crate::engine::SamplerKind;
-use crate::presets::Preset;
-use crate::worker::{Command, PreviewKind};
+use crate::worker::PreviewKind;
 
 /// Size presets offered in the size menu (width, height).
 const SIZES: [(usize, usize); 7] =
     [(512, 512), (768, 768), (512, 768), (768, 512), (640, 448), (384, 384), (256, 256)];
 
 /// The left panel: Generate / Cancel always in view, the rest scrolls.
-pub fn controls_ui(app: &mut EaselApp, ui: &mut Ui) {
-    generate_ui(app, ui);
+pub fn controls_ui(ui: &mut Ui, state: &mut AppState, browser: &mut LoraBrowser, out: &mut Commands) {
+    generate_ui(ui, state, out);
     ui.separator();
-    egui::ScrollArea::vertical().show(ui, |ui| scrolled_controls_ui(app, ui));
+    egui::ScrollArea::vertical().show(ui, |ui| {
+        model_ui(ui, state, out);
+        ui.separator();
+        prompt_ui(ui, state);
+        ui.separator();
+        super::lora_panel::lora_stack_ui(ui, state, browser, out);
+        ui.separator();
+        settings_ui(ui, state);
+    });
 }
 
-fn scrolled_controls_ui(app: &mut EaselApp, ui: &mut Ui) {
-    model_ui(app, ui);
-    ui.separator();
-    prompt_ui(app, ui);
-    ui.separator();
-    super::lora_panel::lora_stack_ui(app, ui);
-    ui.separator();
-    settings_ui(app, ui);
-}
-
-fn model_ui(app: &mut EaselApp, ui: &mut Ui) {
+fn model_ui(ui: &mut Ui, state: &mut AppState, out: &mut Commands) {
     ui.strong("Model");
-    match &app.state.model {
+    match &state.model {
         ModelStatus::Ready(m) => {
             ui.label(format!("{} — {}{}", m.name, m.family, if m.inpainting { ", inpainting" } else { "" }));
         }
@@ -47,41 +46,36 @@ fn model_ui(app: &mut EaselApp, ui: &mut Ui) {
         }
     }
     ui.horizontal(|ui| {
-        let recent = app.state.settings.recent_models.clone();
-        let mut chosen = None;
+        let recent = &state.settings.recent_models;
         ui.add_enabled_ui(!recent.is_empty(), |ui| {
             egui::ComboBox::from_label("Recent").selected_text("models").show_ui(ui, |ui| {
-                for m in &recent {
+                for m in recent {
                     if ui.selectable_label(false, m).clicked() {
-                        chosen = Some(m.clone());
+                        out.push(UiCommand::LoadModel(m.clone()));
                     }
                 }
             });
         });
         if ui.button("Open file…").on_hover_text("A .safetensors or .ckpt checkpoint").clicked() {
-            chosen =
-                app.dialogs.open_file("Stable Diffusion checkpoint", &["safetensors", "ckpt"]).map(path_text);
+            out.push(UiCommand::ChooseModelFile);
         }
         if ui
             .button("Open folder…")
             .on_hover_text("A diffusers model folder (with model_index.json)")
             .clicked()
         {
-            chosen = app.dialogs.open_folder("Diffusers model folder").map(path_text);
-        }
-        if let Some(m) = chosen {
-            app.load_model(m);
+            out.push(UiCommand::ChooseModelFolder);
         }
     });
-    hub_pull_ui(app, ui);
-    precision_ui(app, ui);
-    live_preview_ui(app, ui);
+    hub_pull_ui(ui, state, out);
+    precision_ui(ui, state, out);
+    live_preview_ui(ui, state, out);
 }
 
 /// How the loaded model's live previews are drawn, with the tiny decoder's download when it is
 /// missing (previews are then approximate colours at an eighth of the size).
-fn live_preview_ui(app: &mut EaselApp, ui: &mut Ui) {
-    let ModelStatus::Ready(m) = &app.state.model else {
+fn live_preview_ui(ui: &mut Ui, state: &AppState, out: &mut Commands) {
+    let ModelStatus::Ready(m) = &state.model else {
         return;
     };
     let broken = match &m.preview {
@@ -94,14 +88,13 @@ fn live_preview_ui(app: &mut EaselApp, ui: &mut Ui) {
     };
     ui.horizontal(|ui| {
         ui.label("Live preview: approximate colours");
-        let idle = app.state.pull.is_none();
+        let idle = state.pull.is_none();
         if ui
             .add_enabled(idle, egui::Button::new("Get detailed previews"))
             .on_hover_text("Downloads TAESD, a tiny decoder (about 10 MB), from the Hugging Face hub")
             .clicked()
         {
-            app.state.pull = Some((crate::hub::PREVIEW_DECODER_REPO.into(), "listing files".into(), 0, 0));
-            app.send(Command::PullPreviewDecoder);
+            out.push(UiCommand::PullPreviewDecoder);
         }
     });
     if let Some(why) = broken {
@@ -110,57 +103,47 @@ fn live_preview_ui(app: &mut EaselApp, ui: &mut Ui) {
 }
 
 /// f32, f16 or bf16 weights; changing it reloads the current model.
-fn precision_ui(app: &mut EaselApp, ui: &mut Ui) {
-    let before = app.state.settings.dtype.clone();
-    egui::ComboBox::from_label("Precision").selected_text(before.clone()).show_ui(ui, |ui| {
-        ui.selectable_value(
-            &mut app.state.settings.dtype,
-            "f32".to_string(),
-            "f32 (exact, 4 bytes a weight)",
-        );
-        ui.selectable_value(&mut app.state.settings.dtype, "f16".to_string(), "f16 (half the memory)");
-        ui.selectable_value(
-            &mut app.state.settings.dtype,
-            "bf16".to_string(),
-            "bf16 (half the memory; fastest on CPUs with AVX-512 BF16)",
-        );
-    });
-    if app.state.settings.dtype != before {
-        if let ModelStatus::Ready(m) = &app.state.model {
-            let source = m.source.clone();
-            app.load_model(source);
+fn precision_ui(ui: &mut Ui, state: &mut AppState, out: &mut Commands) {
+    let before = state.settings.precision;
+    egui::ComboBox::from_label("Precision").selected_text(before.id()).show_ui(ui, |ui| {
+        for p in Precision::ALL {
+            ui.selectable_value(&mut state.settings.precision, p, precision_text(p));
         }
+    });
+    if state.settings.precision != before && matches!(state.model, ModelStatus::Ready(_)) {
+        out.push(UiCommand::ReloadModel);
     }
 }
 
-fn hub_pull_ui(app: &mut EaselApp, ui: &mut Ui) {
+fn hub_pull_ui(ui: &mut Ui, state: &mut AppState, out: &mut Commands) {
     ui.horizontal(|ui| {
         let label = ui.label("Hub id");
-        ui.add(egui::TextEdit::singleline(&mut app.state.settings.hub_repo).desired_width(180.0))
+        ui.add(egui::TextEdit::singleline(&mut state.settings.hub_repo).desired_width(180.0))
             .labelled_by(label.id);
-        let pulling = app.state.pull.is_some();
+        let pulling = state.pull.is_some();
         if ui
             .add_enabled(!pulling, egui::Button::new("Pull"))
             .on_hover_text("Download from Hugging Face")
             .clicked()
         {
-            let repo_id = app.state.settings.hub_repo.trim().to_string();
-            app.state.pull = Some((repo_id.clone(), "listing files".into(), 0, 0));
-            app.send(Command::PullModel { repo_id, dtype: app.state.settings.dtype.clone() });
+            out.push(UiCommand::PullModel);
         }
     });
-    if let Some((repo, file, done, total)) = &app.state.pull {
-        let fraction = if *total > 0 { *done as f32 / *total as f32 } else { 0.0 };
+    if let Some(pull) = &state.pull {
+        let fraction =
+            if pull.total_bytes > 0 { pull.done_bytes as f32 / pull.total_bytes as f32 } else { 0.0 };
         ui.add(egui::ProgressBar::new(fraction).text(format!(
-            "{repo}: {file} {:.0} / {:.0} MB",
-            *done as f64 / 1e6,
-            *total as f64 / 1e6
+            "{}: {} {:.0} / {:.0} MB",
+            pull.repo_id,
+            pull.file,
+            pull.done_bytes as f64 / 1e6,
+            pull.total_bytes as f64 / 1e6
         )));
     }
 }
 
-fn prompt_ui(app: &mut EaselApp, ui: &mut Ui) {
-    let s = &mut app.state.settings;
+fn prompt_ui(ui: &mut Ui, state: &mut AppState) {
+    let s = &mut state.settings;
     let label = ui.strong("Prompt");
     ui.add(
         egui::TextEdit::multiline(&mut s.prompt)
@@ -172,7 +155,7 @@ fn prompt_ui(app: &mut EaselApp, ui: &mut Ui) {
     // Trigger words of active adapters, one click to add.
     let mut words: Vec<String> = Vec::new();
     for slot in s.loras.iter().filter(|l| l.enabled) {
-        if let Some(info) = app.state.lora_info.get(&slot.path) {
+        if let Some(info) = state.lora_info.get(&slot.path) {
             words.extend(info.trigger_words.iter().take(6).cloned());
         }
     }
@@ -204,8 +187,8 @@ fn prompt_ui(app: &mut EaselApp, ui: &mut Ui) {
     .labelled_by(label.id);
 }
 
-fn settings_ui(app: &mut EaselApp, ui: &mut Ui) {
-    let s = &mut app.state.settings;
+fn settings_ui(ui: &mut Ui, state: &mut AppState) {
+    let s = &mut state.settings;
     egui::ComboBox::from_label("Sampler").selected_text(sampler_name(s.sampler)).show_ui(ui, |ui| {
         for kind in SamplerKind::ALL {
             ui.selectable_value(&mut s.sampler, kind, sampler_name(kind));
@@ -257,33 +240,32 @@ fn settings_ui(app: &mut EaselApp, ui: &mut Ui) {
     }
 }
 
-fn generate_ui(app: &mut EaselApp, ui: &mut Ui) {
+fn generate_ui(ui: &mut Ui, state: &AppState, out: &mut Commands) {
     ui.horizontal(|ui| {
-        let ready = matches!(app.state.model, ModelStatus::Ready(_));
+        let ready = matches!(state.model, ModelStatus::Ready(_));
         let generate = ui.add_enabled(ready, egui::Button::new("Generate").min_size(egui::vec2(120.0, 32.0)));
         if generate.clicked()
             || (ready && ui.input(|i| i.key_pressed(egui::Key::Enter) && i.modifiers.command))
         {
-            app.generate();
+            out.push(UiCommand::Generate);
         }
-        let busy = !app.state.jobs.is_empty();
+        let busy = !state.jobs.is_empty();
         if ui
             .add_enabled(busy, egui::Button::new("Cancel"))
             .on_hover_text("Stop after this step and clear the queue")
             .clicked()
         {
-            app.state.cancel_all();
+            out.push(UiCommand::CancelAll);
         }
     });
-    if app.state.jobs.is_empty() {
+    if state.jobs.is_empty() {
         return;
     }
     ui.label("Queue");
-    let mut cancel = None;
-    for job in &app.state.jobs {
+    for job in &state.jobs {
         ui.horizontal(|ui| {
             if ui.small_button("×").on_hover_text("Remove from the queue").clicked() {
-                cancel = Some(job.id);
+                out.push(UiCommand::CancelJob(job.id));
             }
             let state = match job.status {
                 JobStatus::Queued => "waiting".to_string(),
@@ -292,35 +274,31 @@ fn generate_ui(app: &mut EaselApp, ui: &mut Ui) {
             ui.label(format!("{} — {state}", job.label));
         });
     }
-    if let Some(id) = cancel {
-        app.state.cancel_job(id);
-    }
 }
 
-/// The presets menu: shipped and user presets to load, and "save current settings".
-pub fn presets_menu_ui(app: &mut EaselApp, ui: &mut Ui) {
-    let dir = app.state.paths.presets();
+/// The text field's contents of the presets menu.
+#[derive(Debug, Default)]
+pub struct PresetsMenu {
+    /// The name to save the current settings under.
+    pub name: String,
+}
+
+/// The presets menu (shipped and user presets to load, "save current settings") and the import
+/// button.
+pub fn presets_menu_ui(ui: &mut Ui, state: &AppState, menu: &mut PresetsMenu, out: &mut Commands) {
     ui.menu_button("Presets", |ui| {
-        for name in crate::presets::names_in(&dir) {
+        for name in crate::presets::names_in(&state.paths.presets()) {
             if ui.button(&name).clicked() {
-                match crate::presets::load_from(&dir, &name) {
-                    Ok(p) => apply_preset(app, &p),
-                    Err(e) => app.state.error(e.to_string()),
-                }
+                out.push(UiCommand::ApplyPreset(name));
                 ui.close();
             }
         }
         ui.separator();
         ui.horizontal(|ui| {
             let label = ui.label("Name");
-            ui.add(egui::TextEdit::singleline(&mut app.preset_name).desired_width(120.0))
-                .labelled_by(label.id);
+            ui.add(egui::TextEdit::singleline(&mut menu.name).desired_width(120.0)).labelled_by(label.id);
             if ui.button("Save preset").clicked() {
-                let preset = current_preset(app);
-                match crate::presets::save(&dir, &app.preset_name, &preset, false) {
-                    Ok(path) => app.state.info(format!("Saved the preset {}", path.display())),
-                    Err(e) => app.state.error(e.to_string()),
-                }
+                out.push(UiCommand::SavePreset(menu.name.clone()));
                 ui.close();
             }
         });
@@ -330,65 +308,12 @@ pub fn presets_menu_ui(app: &mut EaselApp, ui: &mut Ui) {
         .on_hover_text("Read the settings stored in a PNG (or drop one on the window)")
         .clicked()
     {
-        if let Some(path) = app.dialogs.open_file("Picture with settings", &["png"]) {
-            app.import_settings(&path);
-        }
+        out.push(UiCommand::ChooseImportPicture);
     }
-}
-
-fn current_preset(app: &EaselApp) -> Preset {
-    let s = &app.state.settings;
-    Preset {
-        name: app.preset_name.clone(),
-        description: format!(
-            "Saved from Easel: {} steps, CFG {}, {}×{}",
-            s.steps, s.cfg_scale, s.width, s.height
-        ),
-        sampler: Some(s.sampler),
-        steps: Some(s.steps),
-        cfg_scale: Some(s.cfg_scale),
-        width: Some(s.width),
-        height: Some(s.height),
-        negative_prompt: Some(s.negative.clone()),
-        prompt: Some(s.prompt.clone()),
-        loras: s.loras.iter().filter(|l| l.enabled).map(|l| l.spec()).collect(),
-    }
-}
-
-fn apply_preset(app: &mut EaselApp, p: &Preset) {
-    let s = &mut app.state.settings;
-    if let Some(v) = p.sampler {
-        s.sampler = v;
-    }
-    if let Some(v) = p.steps {
-        s.steps = v;
-    }
-    if let Some(v) = p.cfg_scale {
-        s.cfg_scale = v;
-    }
-    if let Some(v) = p.width {
-        s.width = v;
-    }
-    if let Some(v) = p.height {
-        s.height = v;
-    }
-    if let Some(v) = &p.negative_prompt {
-        s.negative = v.clone();
-    }
-    if let Some(v) = &p.prompt {
-        s.prompt = v.clone();
-    }
-    if !p.loras.is_empty() {
-        s.loras = p.loras.iter().map(super::state::LoraSlot::from_spec).collect();
-        for spec in &p.loras {
-            app.send(Command::InspectLora { path: spec.path.clone() });
-        }
-    }
-    app.state.info(format!("Preset {} applied", p.name));
 }
 
 /// The welcome page when no model is loaded and nothing was made yet.
-pub fn first_run_ui(app: &mut EaselApp, ui: &mut Ui) {
+pub fn first_run_ui(ui: &mut Ui, out: &mut Commands) {
     ui.vertical_centered(|ui| {
         ui.add_space(80.0);
         ui.heading("Welcome to Easel");
@@ -399,19 +324,13 @@ pub fn first_run_ui(app: &mut EaselApp, ui: &mut Ui) {
         );
         ui.add_space(16.0);
         if ui.button("Pull Stable Diffusion 1.5 from the hub").clicked() {
-            let repo_id = app.state.settings.hub_repo.trim().to_string();
-            app.state.pull = Some((repo_id.clone(), "listing files".into(), 0, 0));
-            app.send(Command::PullModel { repo_id, dtype: app.state.settings.dtype.clone() });
+            out.push(UiCommand::PullModel);
         }
         if ui.button("Open a checkpoint file…").clicked() {
-            if let Some(p) = app.dialogs.open_file("Stable Diffusion checkpoint", &["safetensors", "ckpt"]) {
-                app.load_model(path_text(p));
-            }
+            out.push(UiCommand::ChooseModelFile);
         }
         if ui.button("Open a diffusers folder…").clicked() {
-            if let Some(p) = app.dialogs.open_folder("Diffusers model folder") {
-                app.load_model(path_text(p));
-            }
+            out.push(UiCommand::ChooseModelFolder);
         }
         ui.add_space(8.0);
         ui.weak("Models already downloaded work offline. Pictures and settings stay on this computer.");
@@ -429,6 +348,90 @@ fn sampler_name(kind: SamplerKind) -> &'static str {
     }
 }
 
-fn path_text(p: std::path::PathBuf) -> String {
-    p.display().to_string()
+/// A precision as the menu offers it.
+fn precision_text(p: Precision) -> &'static str {
+    match p {
+        Precision::F32 => "f32 (exact, 4 bytes a weight)",
+        Precision::F16 => "f16 (half the memory)",
+        Precision::Bf16 => "bf16 (half the memory; fastest on CPUs with AVX-512 BF16)",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use egui_kittest::kittest::Queryable;
+
+    use super::super::test_support::{harness, pushed, session, session_with_model};
+    use super::*;
+    use crate::gui::state::JobKind;
+
+    fn controls(ui: &mut Ui, state: &mut AppState, browser: &mut LoraBrowser, out: &mut Commands) {
+        controls_ui(ui, state, browser, out);
+    }
+
+    #[test]
+    fn generate_waits_for_a_model_then_asks_for_a_render() {
+        let (_dir, state) = session();
+        let mut h = harness(state, LoraBrowser::default(), controls);
+        h.run();
+        h.get_by_label("Generate").click();
+        h.run();
+        assert!(pushed(&mut h).is_empty(), "a disabled button asks for nothing");
+        let (_dir, state) = session_with_model();
+        let mut h = harness(state, LoraBrowser::default(), controls);
+        h.run();
+        h.get_by_label("Generate").click();
+        h.run();
+        assert_eq!(pushed(&mut h), [UiCommand::Generate]);
+    }
+
+    #[test]
+    fn model_buttons_ask_for_dialogs_and_downloads_instead_of_opening_them() {
+        let (_dir, state) = session();
+        let mut h = harness(state, LoraBrowser::default(), controls);
+        h.run();
+        for (button, command) in [
+            ("Open file…", UiCommand::ChooseModelFile),
+            ("Open folder…", UiCommand::ChooseModelFolder),
+            ("Pull", UiCommand::PullModel),
+            ("Add file…", UiCommand::ChooseLoraFile),
+        ] {
+            h.get_by_label(button).click();
+            h.run();
+            assert_eq!(pushed(&mut h), [command], "{button}");
+        }
+        h.get_by_label("Browse…").click();
+        h.run();
+        assert!(h.state().view.open && pushed(&mut h).is_empty(), "the browser is the panel's own state");
+    }
+
+    #[test]
+    fn the_queue_cancels_one_job_or_all() {
+        let (_dir, mut state) = session_with_model();
+        let (first, _) = state.enqueue("a cat".into(), 1, JobKind::Render);
+        state.enqueue("a dog".into(), 1, JobKind::Render);
+        let mut h = harness(state, LoraBrowser::default(), controls);
+        h.run();
+        h.get_by_label("Cancel").click();
+        h.run();
+        assert_eq!(pushed(&mut h), [UiCommand::CancelAll]);
+        h.get_all_by_label("×").next().expect("a remove button per job").click();
+        h.run();
+        assert_eq!(pushed(&mut h), [UiCommand::CancelJob(first)]);
+    }
+
+    #[test]
+    fn the_welcome_page_offers_the_three_ways_to_a_model() {
+        let mut h = harness((), (), |ui, _: &mut (), _: &mut (), out| first_run_ui(ui, out));
+        h.run();
+        for (button, command) in [
+            ("Pull Stable Diffusion 1.5 from the hub", UiCommand::PullModel),
+            ("Open a checkpoint file…", UiCommand::ChooseModelFile),
+            ("Open a diffusers folder…", UiCommand::ChooseModelFolder),
+        ] {
+            h.get_by_label(button).click();
+            h.run();
+            assert_eq!(pushed(&mut h), [command], "{button}");
+        }
+    }
 }

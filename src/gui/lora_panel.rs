@@ -2,32 +2,43 @@
 //! compatibility, reorder, remove) and the folder browser that adds adapters by title and
 //! thumbnail.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 use egui::{Context, Ui};
 
-use super::app::EaselApp;
-use super::state::LoraSlot;
-use crate::worker::Command;
+use super::command::{Commands, UiCommand};
+use super::state::{AppState, LoraSlot};
+use super::textures::Textures;
+
+/// The LoRA folder window's own state.
+#[derive(Debug, Default)]
+pub struct LoraBrowser {
+    /// Whether the window is shown.
+    pub open: bool,
+    /// The folder last listed and the adapters found in it (listed when the folder changes,
+    /// not every frame).
+    listed: Option<(String, Vec<PathBuf>)>,
+    /// Files the worker was asked to read, so each is asked for once.
+    requested: HashSet<PathBuf>,
+}
 
 /// The stack in the left panel.
-pub fn lora_stack_ui(app: &mut EaselApp, ui: &mut Ui) {
+pub fn lora_stack_ui(ui: &mut Ui, state: &mut AppState, browser: &mut LoraBrowser, out: &mut Commands) {
     ui.horizontal(|ui| {
         ui.strong("LoRA stack");
         if ui.button("Add file…").on_hover_text("A LoRA, LoCon, LoHa or LoKr .safetensors").clicked() {
-            if let Some(path) = app.dialogs.open_file("LoRA adapter", &["safetensors"]) {
-                add_lora(app, path);
-            }
+            out.push(UiCommand::ChooseLoraFile);
         }
         if ui.button("Browse…").on_hover_text("Adapters in your LoRA folder").clicked() {
-            app.lora_browser_open = true;
+            browser.open = true;
         }
     });
     let mut remove = None;
     let mut swap = None;
-    let count = app.state.settings.loras.len();
-    for (i, slot) in app.state.settings.loras.iter_mut().enumerate() {
-        let info = app.state.lora_info.get(&slot.path);
+    let count = state.settings.loras.len();
+    for (i, slot) in state.settings.loras.iter_mut().enumerate() {
+        let info = state.lora_info.get(&slot.path);
         let title = info.map_or(slot.name.clone(), |i| i.title.clone());
         ui.push_id(i, |ui| {
             ui.horizontal(|ui| {
@@ -49,8 +60,7 @@ pub fn lora_stack_ui(app: &mut EaselApp, ui: &mut Ui) {
             ui.add_enabled_ui(slot.enabled, |ui| weights_ui(ui, slot));
             match info.and_then(|i| i.compatibility.as_ref()) {
                 Some(Ok(summary)) => {
-                    let text =
-                        app.state.lora_reports.get(&slot.name).map_or(summary.clone(), |r| r.summary());
+                    let text = state.lora_reports.get(&slot.name).map_or(summary.clone(), |r| r.summary());
                     ui.weak(format!("Fits: {text}"));
                 }
                 Some(Err(why)) => {
@@ -66,10 +76,10 @@ pub fn lora_stack_ui(app: &mut EaselApp, ui: &mut Ui) {
         });
     }
     if let Some((a, b)) = swap {
-        app.state.settings.loras.swap(a, b);
+        state.settings.loras.swap(a, b);
     }
     if let Some(i) = remove {
-        app.state.settings.loras.remove(i);
+        state.settings.loras.remove(i);
     }
 }
 
@@ -106,41 +116,36 @@ fn weights_ui(ui: &mut Ui, slot: &mut LoraSlot) {
     }
 }
 
-/// Adds an adapter to the stack and asks the worker to read and check it.
-pub fn add_lora(app: &mut EaselApp, path: PathBuf) {
-    if app.state.settings.loras.iter().any(|s| s.path == path) {
-        app.state.info(format!("{} is already in the stack", path.display()));
-        return;
-    }
-    app.state.settings.loras.push(LoraSlot::new(path.clone()));
-    app.send(Command::InspectLora { path });
-}
-
 /// The adapters in the LoRA folder, as a window of cards.
-pub fn lora_browser_window(app: &mut EaselApp, ctx: &Context) {
-    let mut open = true;
-    let mut add = None;
+pub fn lora_browser_window(
+    ctx: &Context,
+    state: &mut AppState,
+    browser: &mut LoraBrowser,
+    textures: &mut Textures,
+    out: &mut Commands,
+) {
+    let mut open = browser.open;
     egui::Window::new("LoRA folder").open(&mut open).default_size([420.0, 480.0]).show(ctx, |ui| {
         ui.horizontal(|ui| {
             let label = ui.label("Folder");
-            ui.add(egui::TextEdit::singleline(&mut app.state.settings.lora_dir).desired_width(220.0))
+            ui.add(egui::TextEdit::singleline(&mut state.settings.lora_dir).desired_width(220.0))
                 .labelled_by(label.id);
             if ui.button("Choose…").clicked() {
-                if let Some(dir) = app.dialogs.open_folder("LoRA folder") {
-                    app.state.settings.lora_dir = dir.display().to_string();
-                }
+                out.push(UiCommand::ChooseLoraFolder);
             }
         });
-        // List the folder when it changes, not every frame; ask the worker to read new files once.
-        let dir = app.state.settings.lora_dir.clone();
-        if app.lora_files.as_ref().is_none_or(|(d, _)| *d != dir) {
-            app.lora_files = Some((dir.clone(), adapter_files(&PathBuf::from(&dir))));
+        let dir = &state.settings.lora_dir;
+        if browser.listed.as_ref().is_none_or(|(d, _)| d != dir) {
+            browser.listed = Some((dir.clone(), adapter_files(&PathBuf::from(dir))));
         }
-        let files = app.lora_files.as_ref().map(|(_, f)| f.clone()).unwrap_or_default();
-        for f in &files {
-            if !app.state.lora_info.contains_key(f) && app.lora_requested.insert(f.clone()) {
-                app.send(Command::InspectLora { path: f.clone() });
-            }
+        let files = browser.listed.as_ref().map(|(_, f)| f.clone()).unwrap_or_default();
+        let unread: Vec<PathBuf> = files
+            .iter()
+            .filter(|f| !state.lora_info.contains_key(*f) && browser.requested.insert((*f).clone()))
+            .cloned()
+            .collect();
+        if !unread.is_empty() {
+            out.push(UiCommand::InspectLoras(unread));
         }
         if files.is_empty() {
             ui.label("No .safetensors adapters in this folder.");
@@ -148,10 +153,10 @@ pub fn lora_browser_window(app: &mut EaselApp, ctx: &Context) {
         egui::ScrollArea::vertical().show(ui, |ui| {
             for path in files {
                 ui.horizontal(|ui| {
-                    match app.state.lora_info.get(&path) {
+                    match state.lora_info.get(&path) {
                         Some(info) => {
                             if let Some(thumb) = &info.thumbnail {
-                                let tex = app.textures.thumbnail(ui.ctx(), &path, thumb);
+                                let tex = textures.thumbnail(ui.ctx(), &path, thumb);
                                 ui.add(egui::Image::from_texture(&tex).max_size(egui::vec2(48.0, 48.0)));
                             }
                             ui.vertical(|ui| {
@@ -173,16 +178,13 @@ pub fn lora_browser_window(app: &mut EaselApp, ctx: &Context) {
                         }
                     }
                     if ui.button("Add").clicked() {
-                        add = Some(path.clone());
+                        out.push(UiCommand::AddLora(path.clone()));
                     }
                 });
             }
         });
     });
-    if let Some(path) = add {
-        add_lora(app, path);
-    }
-    app.lora_browser_open = open;
+    browser.open = open;
 }
 
 /// `.safetensors` files in `dir` and its direct subfolders.
@@ -205,4 +207,34 @@ fn adapter_files(dir: &std::path::Path) -> Vec<PathBuf> {
 
 fn is_adapter(p: &std::path::Path) -> bool {
     p.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+}
+
+#[cfg(test)]
+mod tests {
+    use egui_kittest::kittest::Queryable;
+
+    use super::super::test_support::{harness, pushed, session};
+    use super::*;
+
+    #[test]
+    fn the_browser_lists_its_folder_and_asks_for_each_file_once() {
+        let (dir, mut state) = session();
+        let loras = dir.path().join("loras");
+        std::fs::create_dir_all(loras.join("styles")).expect("folders");
+        std::fs::write(loras.join("ink.safetensors"), b"x").expect("file");
+        std::fs::write(loras.join("styles").join("oil.safetensors"), b"x").expect("file");
+        std::fs::write(loras.join("notes.txt"), b"x").expect("file");
+        state.settings.lora_dir = loras.display().to_string();
+        let browser = LoraBrowser { open: true, ..Default::default() };
+        let mut h = harness(state, browser, |ui, state, browser, out| {
+            lora_browser_window(&ui.ctx().clone(), state, browser, &mut Textures::default(), out)
+        });
+        h.run();
+        let first = pushed(&mut h);
+        let wanted = vec![loras.join("ink.safetensors"), loras.join("styles").join("oil.safetensors")];
+        assert_eq!(first, [UiCommand::InspectLoras(wanted)]);
+        h.get_all_by_label("Add").next().expect("an Add button per file").click();
+        h.run();
+        assert_eq!(pushed(&mut h), [UiCommand::AddLora(loras.join("ink.safetensors"))], "asked once");
+    }
 }

@@ -4,52 +4,58 @@
 //! the table as CSV or JSON.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use egui::Ui;
 
-use super::app::EaselApp;
-use super::state::{EvalStatus, ModelStatus};
+use super::command::{Commands, MetricsPath, TableFormat, UiCommand};
+use super::state::{AppState, EvalStatus, ModelStatus, Settings};
 use crate::engine::LoraSpec;
-use crate::worker::{Command, EvalConfig, EvalJob, EvalResults, PromptSource};
+use crate::worker::{EvalConfig, EvalJob, EvalResults, PromptSource};
 
 /// Metric names, in table order, for the plot menu.
 const METRICS: [&str; 5] = ["FID", "KID", "IS", "PSNR", "SSIM"];
 
+/// The Metrics tab's own state.
+#[derive(Debug, Default)]
+pub struct MetricsView {
+    /// Which metric the plot shows (an index into the table's metrics).
+    pub metric_to_plot: usize,
+}
+
 /// The Metrics tab.
-pub fn metrics_tab_ui(app: &mut EaselApp, ui: &mut Ui) {
-    form_ui(app, ui);
+pub fn metrics_tab_ui(ui: &mut Ui, state: &mut AppState, view: &mut MetricsView, out: &mut Commands) {
+    form_ui(ui, state, out);
     ui.separator();
-    match app.state.eval.clone() {
+    match &state.eval {
         EvalStatus::Idle => {
             ui.label("Results appear here: one row per configuration.");
         }
-        EvalStatus::Running { stage, done, total, cancel } => {
+        EvalStatus::Running { stage, done, total, .. } => {
             ui.horizontal(|ui| {
                 ui.spinner();
                 ui.add(
-                    egui::ProgressBar::new(done as f32 / total.max(1) as f32)
+                    egui::ProgressBar::new(*done as f32 / (*total).max(1) as f32)
                         .desired_width(240.0)
                         .text(format!("{stage} {done}/{total}")),
                 );
                 if ui.button("Stop comparison").clicked() {
-                    cancel.store(true, Ordering::SeqCst);
+                    out.push(UiCommand::StopComparison);
                 }
             });
         }
-        EvalStatus::Done(results) => results_ui(app, ui, &results),
+        EvalStatus::Done(results) => results_ui(ui, results, view, out),
     }
 }
 
-fn form_ui(app: &mut EaselApp, ui: &mut Ui) {
-    let f = &mut app.state.settings.metrics;
-    let mut pick: Option<&'static str> = None;
+fn form_ui(ui: &mut Ui, state: &mut AppState, out: &mut Commands) {
+    let f = &mut state.settings.metrics;
     egui::Grid::new("metrics-form").num_columns(3).spacing([8.0, 6.0]).show(ui, |ui| {
         let label = ui.label("Reference folder");
         ui.add(egui::TextEdit::singleline(&mut f.reference_dir).desired_width(320.0)).labelled_by(label.id);
         if ui.button("Choose…").clicked() {
-            pick = Some("reference");
+            out.push(UiCommand::ChooseMetricsPath(MetricsPath::References));
         }
         ui.end_row();
         let label = ui.label("Prompt list");
@@ -61,7 +67,7 @@ fn form_ui(app: &mut EaselApp, ui: &mut Ui) {
         )
         .labelled_by(label.id);
         if ui.button("Choose…").clicked() {
-            pick = Some("prompts");
+            out.push(UiCommand::ChooseMetricsPath(MetricsPath::Prompts));
         }
         ui.end_row();
         ui.label("");
@@ -87,38 +93,19 @@ fn form_ui(app: &mut EaselApp, ui: &mut Ui) {
         let label = ui.label("Inception weights");
         ui.add(egui::TextEdit::singleline(&mut f.inception).desired_width(320.0)).labelled_by(label.id);
         if ui.button("Choose…").clicked() {
-            pick = Some("inception");
+            out.push(UiCommand::ChooseMetricsPath(MetricsPath::Inception));
         }
         ui.end_row();
     });
-    match pick {
-        Some("reference") => {
-            if let Some(p) = app.dialogs.open_folder("Reference pictures") {
-                app.state.settings.metrics.reference_dir = p.display().to_string();
-            }
-        }
-        Some("prompts") => {
-            if let Some(p) = app.dialogs.open_file("Prompt list", &["txt"]) {
-                app.state.settings.metrics.prompt_file = p.display().to_string();
-            }
-        }
-        Some("inception") => {
-            if let Some(p) = app.dialogs.open_file("FID Inception weights", &["pth", "safetensors"]) {
-                app.state.settings.metrics.inception = p.display().to_string();
-            }
-        }
-        _ => {}
-    }
-    let running = matches!(app.state.eval, EvalStatus::Running { .. });
-    let ready = matches!(app.state.model, ModelStatus::Ready(_));
+    let running = matches!(state.eval, EvalStatus::Running { .. });
+    let ready = matches!(state.model, ModelStatus::Ready(_));
     if ui.add_enabled(ready && !running, egui::Button::new("Run comparison")).clicked() {
-        start(app);
+        out.push(UiCommand::RunComparison);
     }
 }
 
 /// The configurations the form asks for.
-fn configs(app: &EaselApp) -> Result<Vec<EvalConfig>, String> {
-    let s = &app.state.settings;
+fn configs(s: &Settings) -> Result<Vec<EvalConfig>, String> {
     let stack: Vec<LoraSpec> = s.loras.iter().filter(|l| l.enabled).map(|l| l.spec()).collect();
     let mut out = Vec::new();
     if s.metrics.include_base {
@@ -147,47 +134,38 @@ fn configs(app: &EaselApp) -> Result<Vec<EvalConfig>, String> {
     Ok(out)
 }
 
-fn start(app: &mut EaselApp) {
-    let f = app.state.settings.metrics.clone();
-    let configs = match configs(app) {
-        Ok(c) => c,
-        Err(e) => return app.state.error(e),
-    };
+/// The comparison the form describes, with its cancel flag, or why it cannot run.
+pub fn comparison_job(state: &AppState) -> Result<EvalJob, String> {
+    let f = &state.settings.metrics;
+    let configs = configs(&state.settings)?;
     if f.reference_dir.trim().is_empty() {
-        return app.state.error("Choose the folder of reference pictures first.");
+        return Err("Choose the folder of reference pictures first.".into());
     }
     let prompts = if f.use_captions {
         PromptSource::Captions
     } else if !f.prompt_file.trim().is_empty() {
         PromptSource::File(PathBuf::from(f.prompt_file.trim()))
     } else {
-        PromptSource::Single(app.state.settings.prompt.clone())
+        PromptSource::Single(state.settings.prompt.clone())
     };
-    let cancel = Arc::new(AtomicBool::new(false));
     let stamp = crate::history::now_unix();
-    let job = EvalJob {
+    Ok(EvalJob {
         reference_dir: PathBuf::from(f.reference_dir.trim()),
         prompts,
         configs,
         images_per_config: f.images_per_config,
-        settings: crate::engine::GenerationRequest {
-            batch: 1,
-            loras: vec![],
-            ..app.state.settings.request()
-        },
+        settings: crate::engine::GenerationRequest { batch: 1, loras: vec![], ..state.settings.request() },
         inception: PathBuf::from(f.inception.trim()),
-        output_dir: app.state.paths.evaluations().join(stamp.to_string()),
-        cancel: Arc::clone(&cancel),
-    };
-    app.state.eval = EvalStatus::Running { stage: "starting".into(), done: 0, total: 1, cancel };
-    app.send(Command::Evaluate(Box::new(job)));
+        output_dir: state.paths.evaluations().join(stamp.to_string()),
+        cancel: Arc::new(AtomicBool::new(false)),
+    })
 }
 
 fn fmt(v: Option<f64>, digits: usize) -> String {
     v.map_or("—".into(), |x| format!("{x:.digits$}"))
 }
 
-fn results_ui(app: &mut EaselApp, ui: &mut Ui, results: &EvalResults) {
+fn results_ui(ui: &mut Ui, results: &EvalResults, view: &mut MetricsView, out: &mut Commands) {
     ui.label(format!(
         "{} against {} ({} steps, {})",
         results.model,
@@ -227,18 +205,19 @@ fn results_ui(app: &mut EaselApp, ui: &mut Ui, results: &EvalResults) {
     }
     ui.horizontal(|ui| {
         if ui.button("Export CSV…").clicked() {
-            export(app, results, "csv");
+            out.push(UiCommand::ExportMetrics(TableFormat::Csv));
         }
         if ui.button("Export JSON…").clicked() {
-            export(app, results, "json");
+            out.push(UiCommand::ExportMetrics(TableFormat::Json));
         }
-        egui::ComboBox::from_label("Plot").selected_text(METRICS[app.metric_to_plot]).show_ui(ui, |ui| {
+        let metric = view.metric_to_plot.min(METRICS.len() - 1);
+        egui::ComboBox::from_label("Plot").selected_text(METRICS[metric]).show_ui(ui, |ui| {
             for (i, m) in METRICS.iter().enumerate() {
-                ui.selectable_value(&mut app.metric_to_plot, i, *m);
+                ui.selectable_value(&mut view.metric_to_plot, i, *m);
             }
         });
     });
-    plot_ui(ui, results, app.metric_to_plot);
+    plot_ui(ui, results, view.metric_to_plot.min(METRICS.len() - 1));
 }
 
 fn metric_value(row: &crate::worker::ConfigResult, metric: usize) -> Option<f64> {
@@ -301,18 +280,52 @@ pub fn to_csv(results: &EvalResults) -> String {
     out
 }
 
-fn export(app: &mut EaselApp, results: &EvalResults, ext: &str) {
-    let Some(dest) = app.dialogs.save_file("Export metrics", &format!("easel-metrics.{ext}")) else { return };
-    let text = if ext == "csv" {
-        to_csv(results)
-    } else {
-        match serde_json::to_string_pretty(results) {
-            Ok(t) => t,
-            Err(e) => return app.state.error(e.to_string()),
+/// The table in `format`.
+pub fn table_text(results: &EvalResults, format: TableFormat) -> Result<String, String> {
+    match format {
+        TableFormat::Csv => Ok(to_csv(results)),
+        TableFormat::Json => serde_json::to_string_pretty(results).map_err(|e| e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use egui_kittest::kittest::Queryable;
+
+    use super::super::test_support::{harness, pushed, session, session_with_model};
+    use super::*;
+
+    #[test]
+    fn the_form_asks_for_dialogs_and_the_run() {
+        let (_dir, state) = session_with_model();
+        let mut h = harness(state, MetricsView::default(), metrics_tab_ui);
+        h.run();
+        let wanted = [MetricsPath::References, MetricsPath::Prompts, MetricsPath::Inception];
+        for (i, which) in wanted.into_iter().enumerate() {
+            h.get_all_by_label("Choose…").nth(i).expect("a Choose button per path").click();
+            h.run();
+            assert_eq!(pushed(&mut h), [UiCommand::ChooseMetricsPath(which)]);
         }
-    };
-    match crate::export::write_atomically(&dest, text.as_bytes(), false) {
-        Ok(()) => app.state.info(format!("Exported {}", dest.display())),
-        Err(e) => app.state.error(e.to_string()),
+        h.get_by_label("Run comparison").click();
+        h.run();
+        assert_eq!(pushed(&mut h), [UiCommand::RunComparison]);
+    }
+
+    #[test]
+    fn a_comparison_needs_references_and_a_configuration() {
+        let (_dir, mut state) = session();
+        assert!(comparison_job(&state).expect_err("no folder").contains("reference pictures"));
+        state.settings.metrics.reference_dir = "refs".into();
+        state.settings.metrics.include_base = false;
+        assert!(comparison_job(&state)
+            .expect_err("nothing to compare")
+            .contains("at least one configuration"));
+        state.settings.metrics.include_base = true;
+        state.settings.metrics.sweep_weights = "0.5, x".into();
+        assert!(comparison_job(&state).expect_err("bad weight").contains("\"x\""));
+        state.settings.metrics.sweep_weights.clear();
+        let job = comparison_job(&state).expect("the base model alone");
+        assert_eq!(job.configs.len(), 1);
+        assert_eq!(job.settings.batch, 1);
     }
 }

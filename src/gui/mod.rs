@@ -1,23 +1,29 @@
-//! The studio: an egui/eframe window over the background worker. Panels read `AppState` and send
-//! worker commands; they never call candle. Everything the window does can be driven by
-//! egui_kittest through AccessKit (see `tests/gui.rs`).
+//! The studio: an egui/eframe window over the background worker. Panels show `AppState` and their
+//! own view state, and push `UiCommand`s for anything beyond the frame; `run.rs` carries them out
+//! and is the only code that talks to the worker or opens dialogs. Everything the window does can
+//! be driven by egui_kittest through AccessKit (`tests/gui.rs`, and each panel's own tests).
 
 mod app;
 pub mod canvas;
-mod compare;
-mod controls;
+pub mod command;
+pub mod compare;
+pub mod controls;
 pub mod dialogs;
-mod gallery;
+pub mod gallery;
 mod grid_image;
 mod history_saver;
 pub mod image_view;
-mod lora_panel;
-mod metrics_view;
+pub mod lora_panel;
+pub mod metrics_view;
+mod run;
 pub mod state;
-mod textures;
+#[cfg(test)]
+mod test_support;
+pub mod textures;
 
-pub use app::{EaselApp, LaunchOptions};
+pub use app::{EaselApp, LaunchOptions, Panels};
 pub use canvas::Canvas;
+pub use command::UiCommand;
 
 /// Opens the studio window and runs until it is closed.
 pub fn run(options: LaunchOptions) -> anyhow::Result<()> {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
+use crate::engine::device::Precision;
 use crate::engine::lora::{tags, AdapterReport};
 use crate::engine::{GenerationRequest, LoraSpec, SamplerKind};
 use crate::history::History;
@@ -151,8 +152,9 @@ pub struct Settings {
     pub recent_models: Vec<String>,
     /// The hub id typed in the pull field.
     pub hub_repo: String,
-    /// f32 or f16.
-    pub dtype: String,
+    /// The weights' precision (called `dtype` in settings saved before it was typed).
+    #[serde(alias = "dtype")]
+    pub precision: Precision,
     /// The middle tab.
     pub tab: Tab,
     /// The metrics form.
@@ -183,7 +185,7 @@ impl Default for Settings {
             lora_dir: "models/lora".into(),
             recent_models: Vec::new(),
             hub_repo: "stable-diffusion-v1-5/stable-diffusion-v1-5".into(),
-            dtype: "f32".into(),
+            precision: Precision::default(),
             tab: Tab::Image,
             metrics: MetricsForm::default(),
             grid_weights: "0, 0.25, 0.5, 0.75, 1".into(),
@@ -217,17 +219,32 @@ impl Settings {
         tags::prompt_with_tags(&self.prompt, &self.request().loras)
     }
 
-    /// Takes over an imported or historical request's settings (not its inputs).
-    pub fn use_request(&mut self, r: &GenerationRequest) {
-        self.prompt = tags::strip_tags(&r.prompt).trim().to_string();
+    /// Takes a preset's settings: what it names replaces the current value, the rest stays.
+    pub fn apply_preset(&mut self, preset: &crate::presets::Preset) {
+        let r = crate::job::with_preset(self.request(), preset);
+        self.take_prompt_and_sampling(&r);
+        if !preset.loras.is_empty() {
+            self.loras = preset.loras.iter().map(LoraSlot::from_spec).collect();
+        }
+    }
+
+    /// The prompts, sampler, steps, guidance and size of `r`.
+    fn take_prompt_and_sampling(&mut self, r: &GenerationRequest) {
+        self.prompt = r.prompt.clone();
         self.negative = r.negative_prompt.clone();
         self.sampler = r.sampler;
         self.steps = r.steps;
         self.cfg_scale = r.cfg_scale;
-        self.seed = r.seed;
-        self.seed_locked = true;
         self.width = r.width;
         self.height = r.height;
+    }
+
+    /// Takes over an imported or historical request's settings (not its inputs).
+    pub fn use_request(&mut self, r: &GenerationRequest) {
+        self.take_prompt_and_sampling(r);
+        self.prompt = tags::strip_tags(&r.prompt).trim().to_string();
+        self.seed = r.seed;
+        self.seed_locked = true;
         self.strength = r.strength;
         if !r.loras.is_empty() {
             self.loras = r.loras.iter().map(LoraSlot::from_spec).collect();
@@ -343,6 +360,26 @@ pub struct Notice {
     pub is_error: bool,
 }
 
+/// A download from the hub, as its progress bar shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Download {
+    /// `owner/name`.
+    pub repo_id: String,
+    /// The file coming in now.
+    pub file: String,
+    /// Bytes of it received.
+    pub done_bytes: u64,
+    /// Its size, 0 while unknown.
+    pub total_bytes: u64,
+}
+
+impl Download {
+    /// A download of `repo_id` that has not received anything yet.
+    pub fn starting(repo_id: impl Into<String>) -> Self {
+        Self { repo_id: repo_id.into(), file: "listing files".into(), done_bytes: 0, total_bytes: 0 }
+    }
+}
+
 /// The comparison grid: rows are adapter × weight, columns seeds.
 #[derive(Clone, Debug, Default)]
 pub struct Grid {
@@ -385,8 +422,8 @@ pub struct AppState {
     pub history: History,
     /// The model.
     pub model: ModelStatus,
-    /// A download in progress: (repo, file, done, total).
-    pub pull: Option<(String, String, u64, u64)>,
+    /// A download in progress.
+    pub pull: Option<Download>,
     /// Adapter descriptions by file.
     pub lora_info: HashMap<PathBuf, LoraInfo>,
     /// What the last merge reported, by adapter name.
@@ -538,7 +575,7 @@ impl AppState {
                 self.error(format!("Could not load the model {source}: {message}"));
             }
             Event::PullProgress { repo_id, file, done_bytes, total_bytes } => {
-                self.pull = Some((repo_id, file, done_bytes, total_bytes));
+                self.pull = Some(Download { repo_id, file, done_bytes, total_bytes });
             }
             Event::PreviewDecoderReady(kind) => {
                 self.pull = None;
@@ -656,12 +693,12 @@ mod tests {
             family: "SD 1.x".into(),
             inpainting: false,
             device: "cpu".into(),
-            dtype: "f32".into(),
+            precision: Precision::F32,
             load_secs: 0.1,
             preview: PreviewKind::Approximate,
         };
         s.apply(Event::ModelLoaded(info));
-        s.pull = Some(("madebyollin/taesd".into(), "config.json".into(), 1, 2));
+        s.pull = Some(Download::starting("madebyollin/taesd"));
         s.apply(Event::PreviewDecoderReady(PreviewKind::TinyDecoder("taesd".into())));
         assert!(s.pull.is_none(), "the download bar goes away");
         assert!(

@@ -1,7 +1,7 @@
 //! A per-picture feature cache on disk, keyed by the picture's bytes, the network weights and the
 //! preprocessing, so evaluating a folder again costs only the new or changed pictures.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
@@ -63,14 +63,6 @@ impl FeatureCache {
         }
         let bytes: Vec<u8> =
             features.pool.iter().chain(&features.logits).flat_map(|v| v.to_le_bytes()).collect();
-        let _ = crate::export::write_atomically(&path, &bytes, true);
+        let _ = crate::files::write_atomically(&path, &bytes, true);
     }
-}
-
-/// sha256 of a file, hex.
-pub fn file_hash(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut file, &mut h)?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 
-use super::cache::{file_hash, CachedFeatures, FeatureCache};
+use super::cache::{CachedFeatures, FeatureCache};
 use super::fid::{frechet_distance, Statistics};
 use super::images::{decode_rgb, list_pictures, read_picture_bytes, read_rgb};
 use super::inception::FidInception;
@@ -18,6 +18,7 @@ use super::kid::{kernel_inception_distance, Kid};
 use super::pixel::{psnr, ssim};
 use super::resize::{prepare, ResizeMode, SIZE};
 use crate::error::{Error, Result};
+use crate::files::sha256_hex;
 
 /// Feature dimensions: pool features and logits.
 const DIMS: (usize, usize) = (2048, 1008);
@@ -40,7 +41,7 @@ impl Extractor {
         let net = FidInception::load(weights, device)?;
         let cache = match cache_dir {
             Some(dir) => {
-                let hash = file_hash(weights)
+                let hash = sha256_hex(weights)
                     .map_err(|e| Error::io("cannot read the Inception weights", e, weights))?;
                 Some(FeatureCache::new(dir, &hash, mode))
             }

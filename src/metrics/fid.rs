@@ -69,8 +69,8 @@ impl Statistics {
         Self::read_npz(std::io::BufReader::new(file)).map_err(|e| {
             Error::bad_file(
                 format!(
-                    "cannot use these FID statistics: {e}; write them again with pytorch-fid \
-                     --save-stats or easel eval --save-reference-stats"
+                    "cannot use these FID statistics: {e}; write them again with pytorch-fid's \
+                     save-stats option or Easel's reference statistics"
                 ),
                 path,
             )
@@ -134,7 +134,7 @@ pub fn frechet_distance(a: &Statistics, b: &Statistics) -> Result<f64> {
 pub fn trace_sqrt_product(a: &Mat<f64>, b: &Mat<f64>) -> Result<f64> {
     let eig = a
         .self_adjoint_eigen(Side::Lower)
-        .map_err(|e| Error::BadRequest(format!("the covariance eigendecomposition failed: {e:?}")))?;
+        .map_err(|e| Error::Numerical(format!("the covariance eigendecomposition failed: {e:?}")))?;
     let u = eig.U();
     let s = eig.S().column_vector();
     let n = a.nrows();
@@ -145,7 +145,7 @@ pub fn trace_sqrt_product(a: &Mat<f64>, b: &Mat<f64>) -> Result<f64> {
     let m = Mat::<f64>::from_fn(n, n, |i, j| 0.5 * (m[(i, j)] + m[(j, i)]));
     let values = m
         .self_adjoint_eigenvalues(Side::Lower)
-        .map_err(|e| Error::BadRequest(format!("the covariance eigendecomposition failed: {e:?}")))?;
+        .map_err(|e| Error::Numerical(format!("the covariance eigendecomposition failed: {e:?}")))?;
     Ok(values.iter().map(|v| v.max(0.0).sqrt()).sum())
 }
 

@@ -285,7 +285,7 @@ impl FidInception {
             return Err(Error::bad_file(
                 format!(
                     "the Inception weights are missing; run `easel models pull inception` when online, or put \
-                     pytorch-fid's {WEIGHTS_FILE} there (or pass --inception FILE)"
+                     pytorch-fid's {WEIGHTS_FILE} there, or choose the file"
                 ),
                 path,
             ));

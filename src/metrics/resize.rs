@@ -25,9 +25,10 @@ impl std::str::FromStr for ResizeMode {
         match s {
             "pytorch-fid" => Ok(ResizeMode::PytorchFid),
             "tf1" => Ok(ResizeMode::Tf1),
-            other => Err(crate::error::Error::BadRequest(format!(
-                "unknown --resize {other:?}; choose pytorch-fid or tf1"
-            ))),
+            other => Err(crate::error::Error::setting(
+                crate::error::Setting::Resize,
+                format!("{other:?} is unknown; choose pytorch-fid or tf1"),
+            )),
         }
     }
 }

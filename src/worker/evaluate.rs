@@ -42,6 +42,7 @@ pub enum PromptSource {
 }
 
 /// A whole comparison.
+#[derive(Debug)]
 pub struct EvalJob {
     /// The reference pictures.
     pub reference_dir: PathBuf,
@@ -93,7 +94,7 @@ pub(crate) fn run(state: &mut State, outbox: &Outbox, job: EvalJob) {
         Err(Error::Cancelled) => {
             outbox.send(Event::EvalFailed { message: "the comparison was cancelled".into() })
         }
-        Err(e) => outbox.send(Event::EvalFailed { message: e.to_string() }),
+        Err(e) => outbox.send(Event::EvalFailed { message: e.in_studio_words() }),
     }
 }
 
@@ -116,7 +117,7 @@ fn compare(state: &mut State, outbox: &Outbox, job: &EvalJob) -> Result<EvalResu
             done: c * n,
             total: total_units,
         });
-        if let Some(reports) = state.merge_stack(&config.loras)? {
+        if let (_, Some(reports)) = state.merge_stack(&config.loras)? {
             outbox.send(Event::LoraReports { id: 0, reports });
         }
         let dir = job.output_dir.join(folder_name(&config.label));

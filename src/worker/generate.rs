@@ -11,7 +11,6 @@ use super::loading::State;
 use super::{Event, GenerateJob, JobOutcome, Outbox};
 use crate::engine::{GeneratedImage, GenerationInputs, Progress};
 use crate::error::{Error, Result};
-use crate::export::parameters::Provenance;
 use crate::export::png::save_png;
 use crate::history::{now_unix, HistoryItem};
 
@@ -25,7 +24,7 @@ pub(crate) fn run(state: &mut State, outbox: &Outbox, job: GenerateJob) {
     let outcome = match generate(state, outbox, &job) {
         Ok(()) => JobOutcome::Done,
         Err(Error::Cancelled) => JobOutcome::Cancelled,
-        Err(e) => JobOutcome::Failed(e.to_string()),
+        Err(e) => JobOutcome::Failed(e.in_studio_words()),
     };
     // The studio may sit idle now: give back what the job's tensors left in the allocator.
     crate::memory::release_unused();
@@ -33,24 +32,14 @@ pub(crate) fn run(state: &mut State, outbox: &Outbox, job: GenerateJob) {
 }
 
 fn generate(state: &mut State, outbox: &Outbox, job: &GenerateJob) -> Result<()> {
-    if let Some(reports) = state.merge_stack(&job.request.loras)? {
+    let (stack, reports) = state.merge_stack(&job.request.loras)?;
+    if let Some(reports) = reports {
         outbox.send(Event::LoraReports { id: job.id, reports });
     }
-    let lora_hashes = job
-        .request
-        .loras
-        .iter()
-        .filter_map(|s| state.cached_adapter(&s.path).map(|a| (s.name.clone(), a.hash.clone())))
-        .collect();
     let loaded = state.loaded.as_mut().ok_or_else(|| Error::BadRequest("no model is loaded".into()))?;
     std::fs::create_dir_all(&job.output_dir)
         .map_err(|e| Error::io("cannot create the gallery folder", e, &job.output_dir))?;
-    let provenance = Provenance {
-        model: loaded.model.name.clone(),
-        model_hash: loaded.model_hash.clone(),
-        version: format!("Easel {}", crate::version()),
-        lora_hashes,
-    };
+    let provenance = crate::job::provenance(&loaded.model, loaded.model_hash.clone(), &stack);
     let inputs = GenerationInputs { init_image: job.init_image.clone(), mask: job.mask.clone(), noise: None };
     let started = Instant::now();
     let preview = &mut loaded.preview;

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::preview::{PreviewKind, Previewer};
 use super::{Command, Event, LoraInfo, ModelInfo, Outbox};
-use crate::engine::device::{parse_dtype, DeviceChoice};
+use crate::engine::device::{DeviceChoice, Precision};
 use crate::engine::lora::{self, Adapter, StackEntry};
 use crate::engine::{LoraSpec, StableDiffusion};
 use crate::error::{Error, Result};
@@ -111,11 +111,11 @@ fn recover(state: &mut State, outbox: &Outbox, failed: Failure, panic: &(dyn std
 
 fn execute(state: &mut State, outbox: &Outbox, command: Command) {
     match command {
-        Command::LoadModel { source, device, dtype } => load(state, outbox, source, device, &dtype),
-        Command::PullModel { repo_id, dtype } => pull(state, outbox, repo_id, &dtype),
+        Command::LoadModel { source, device, precision } => load(state, outbox, source, device, precision),
+        Command::PullModel { repo_id, precision } => pull(state, outbox, repo_id, precision),
         Command::PullPreviewDecoder => pull_preview_decoder(state, outbox),
         Command::InspectLora { path } => {
-            let info = inspect(state, &path).map_err(|e| (path, e.to_string()));
+            let info = inspect(state, &path).map_err(|e| (path, e.in_studio_words()));
             outbox.send(Event::LoraInspected(info));
         }
         Command::Generate(job) => super::generate::run(state, outbox, *job),
@@ -123,15 +123,15 @@ fn execute(state: &mut State, outbox: &Outbox, command: Command) {
     }
 }
 
-fn load(state: &mut State, outbox: &Outbox, source: String, device: DeviceChoice, dtype: &str) {
+fn load(state: &mut State, outbox: &Outbox, source: String, device: DeviceChoice, precision: Precision) {
     outbox.send(Event::ModelLoading { source: source.clone() });
-    match load_model(&source, device, dtype) {
+    match load_model(&source, device, precision) {
         Ok(loaded) => {
             outbox.send(Event::ModelLoaded(loaded.info.clone()));
             state.loaded = Some(loaded);
         }
         Err(e) => {
-            outbox.send(Event::ModelFailed { source, message: e.to_string() });
+            outbox.send(Event::ModelFailed { source, message: e.in_studio_words() });
             // The previous model is still loaded and usable; say so.
             if let Some(previous) = &state.loaded {
                 outbox.send(Event::ModelLoaded(previous.info.clone()));
@@ -140,13 +140,13 @@ fn load(state: &mut State, outbox: &Outbox, source: String, device: DeviceChoice
     }
 }
 
-fn load_model(source: &str, device: DeviceChoice, dtype: &str) -> Result<Loaded> {
+fn load_model(source: &str, device: DeviceChoice, precision: Precision) -> Result<Loaded> {
     let started = Instant::now();
     let path = crate::hub::resolve_model(source)?;
     let device = device.open()?;
-    let dtype = parse_dtype(dtype, &device)?;
+    let dtype = precision.dtype_on(&device)?;
     let model = StableDiffusion::load(&path, &device, dtype)?;
-    let model_hash = if path.is_file() { Some(crate::export::parameters::model_hash(&path)?) } else { None };
+    let model_hash = crate::job::model_hash(&path)?;
     let (preview, preview_kind) = Previewer::load(None, &model.device, model.dtype);
     let info = ModelInfo {
         source: source.to_string(),
@@ -154,7 +154,7 @@ fn load_model(source: &str, device: DeviceChoice, dtype: &str) -> Result<Loaded>
         family: model.family.label().to_string(),
         inpainting: model.is_inpainting(),
         device: format!("{:?}", model.device.location()).to_lowercase(),
-        dtype: format!("{:?}", model.dtype).to_lowercase(),
+        precision,
         load_secs: started.elapsed().as_secs_f64(),
         preview: preview_kind,
     };
@@ -178,15 +178,16 @@ fn progress_events<'a>(outbox: &'a Outbox, repo_id: &'a str) -> impl FnMut(&str,
     }
 }
 
-fn pull(state: &mut State, outbox: &Outbox, repo_id: String, dtype: &str) {
+fn pull(state: &mut State, outbox: &Outbox, repo_id: String, precision: Precision) {
     let id = repo_id.clone();
     let mut report = progress_events(outbox, &id);
-    // With f16 chosen, the fp16 variant files are half the download.
-    let pulled = crate::hub::pull_reporting(&repo_id, dtype == "f16", Some(&mut report));
+    // With f16 chosen, the fp16 variant files are half the download (bf16 keeps f32's range, so it
+    // is made from the full files).
+    let pulled = crate::hub::pull_reporting(&repo_id, precision == Precision::F16, Some(&mut report));
     drop(report);
     match pulled {
-        Ok(_) => load(state, outbox, repo_id, DeviceChoice::Auto, dtype),
-        Err(e) => outbox.send(Event::PullFailed { repo_id, message: e.to_string() }),
+        Ok(_) => load(state, outbox, repo_id, DeviceChoice::Auto, precision),
+        Err(e) => outbox.send(Event::PullFailed { repo_id, message: e.in_studio_words() }),
     }
 }
 
@@ -208,7 +209,9 @@ fn pull_preview_decoder(state: &mut State, outbox: &Outbox) {
             };
             outbox.send(Event::PreviewDecoderReady(kind));
         }
-        Err(e) => outbox.send(Event::PullFailed { repo_id: repo_id.to_string(), message: e.to_string() }),
+        Err(e) => {
+            outbox.send(Event::PullFailed { repo_id: repo_id.to_string(), message: e.in_studio_words() })
+        }
     }
 }
 
@@ -223,35 +226,25 @@ impl State {
         Ok(adapter)
     }
 
-    /// The adapter at `path` if it was read before.
-    pub fn cached_adapter(&self, path: &Path) -> Option<&Arc<Adapter>> {
-        self.adapters.get(path)
-    }
-
-    /// Merges `specs` into the loaded model unless that stack is merged already; returns the
-    /// reports when it merged.
-    pub fn merge_stack(&mut self, specs: &[LoraSpec]) -> Result<Option<Vec<lora::AdapterReport>>> {
-        let Some(loaded) = self.loaded.as_ref() else {
+    /// The stack `specs` describe, merged into the loaded model unless it is merged already;
+    /// the reports come back when it merged.
+    pub fn merge_stack(
+        &mut self,
+        specs: &[LoraSpec],
+    ) -> Result<(Vec<StackEntry>, Option<Vec<lora::AdapterReport>>)> {
+        if self.loaded.is_none() {
             return Err(Error::BadRequest("no model is loaded: open one first".into()));
-        };
+        }
+        let stack = crate::job::stack(specs, |path| self.adapter(path))?;
+        let loaded = self.loaded.as_mut().ok_or_else(|| Error::Internal("the model went away".into()))?;
         if loaded.merged.as_deref() == Some(specs) {
-            return Ok(None);
+            return Ok((stack, None));
         }
-        let mut stack = Vec::with_capacity(specs.len());
-        for spec in specs {
-            stack.push(StackEntry {
-                adapter: self.adapter(&spec.path)?,
-                unet_weight: spec.unet_weight,
-                text_weight: spec.text_weight,
-                enabled: true,
-            });
-        }
-        let loaded = self.loaded.as_mut().ok_or_else(|| Error::BadRequest("no model is loaded".into()))?;
         // A failure part-way leaves an unknown mix, so the next job merges again whatever it asks.
         loaded.merged = None;
-        let reports = lora::apply(&mut loaded.model, &stack)?;
+        let reports = crate::job::merge(&mut loaded.model, &stack)?;
         loaded.merged = Some(specs.to_vec());
-        Ok(Some(reports))
+        Ok((stack, Some(reports)))
     }
 }
 
@@ -260,7 +253,7 @@ fn inspect(state: &mut State, path: &Path) -> Result<LoraInfo> {
     let meta = &adapter.metadata;
     let compatibility = state.loaded.as_ref().map(|l| match lora::check(&adapter, &l.model) {
         Ok(report) => Ok(report.summary()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.in_studio_words()),
     });
     Ok(LoraInfo {
         path: path.to_path_buf(),

@@ -20,7 +20,7 @@ pub use evaluate::{config_dir, ConfigResult, EvalConfig, EvalJob, EvalResults, P
 
 pub use preview::PreviewKind;
 
-use crate::engine::device::DeviceChoice;
+use crate::engine::device::{DeviceChoice, Precision};
 use crate::engine::lora::AdapterReport;
 use crate::engine::GenerationRequest;
 use crate::history::HistoryItem;
@@ -36,15 +36,15 @@ pub enum Command {
         source: String,
         /// Where to run.
         device: DeviceChoice,
-        /// f32, f16 or bf16.
-        dtype: String,
+        /// The weights' precision.
+        precision: Precision,
     },
     /// Download a diffusers model from the Hugging Face hub, then load it.
     PullModel {
         /// `owner/name`.
         repo_id: String,
-        /// f32 or f16, for the load that follows.
-        dtype: String,
+        /// The precision of the load that follows (half precision downloads the fp16 files).
+        precision: Precision,
     },
     /// Download the tiny preview decoder (TAESD), then use it for the loaded model's previews.
     PullPreviewDecoder,
@@ -90,8 +90,8 @@ pub struct ModelInfo {
     pub inpainting: bool,
     /// "cpu", "cuda:0"…
     pub device: String,
-    /// "f32", "f16".
-    pub dtype: String,
+    /// The weights' precision.
+    pub precision: Precision,
     /// Seconds the load took.
     pub load_secs: f64,
     /// How live previews are drawn for it.

@@ -45,7 +45,7 @@ impl Previewer {
         };
         match TinyDecoder::load(&path, device, dtype) {
             Ok(tiny) => (with(Some(tiny)), PreviewKind::TinyDecoder(path)),
-            Err(e) => (with(None), PreviewKind::Broken(e.to_string())),
+            Err(e) => (with(None), PreviewKind::Broken(e.in_studio_words())),
         }
     }
 
@@ -87,7 +87,7 @@ const LATENT_RGB: [[f32; 3]; 4] = [
 pub fn latents_to_rgb(latents: &Tensor) -> Result<RgbImage> {
     let (_, channels, h, w) = latents.dims4()?;
     if channels < 4 {
-        return Err(Error::BadRequest(format!("cannot preview {channels}-channel latents")));
+        return Err(Error::Internal(format!("cannot preview {channels}-channel latents")));
     }
     let data: Vec<f32> = latents.narrow(1, 0, 4)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     Ok(project(&data, w, h))

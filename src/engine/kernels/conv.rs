@@ -57,18 +57,23 @@ struct Patches<'a, X> {
     normalised: Option<(&'a ChannelAffine, usize)>,
 }
 
-/// How the convolution reads its input, beyond the input itself.
-#[derive(Clone, Copy, Debug, Default)]
-pub enum Read<'a> {
+/// How a convolution reads its input, beyond the input itself. One description at both levels:
+/// the tensor entry point says what to enlarge to and normalise with
+/// ([`super::tensors::ConvInput`]), the slice kernel gets the tables made from that ([`Read`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Input<E, N> {
     /// As stored.
-    #[default]
     Plain,
     /// A nearest-neighbour enlargement of it, made on the fly.
-    Enlarged(&'a Resize),
+    Enlarged(E),
     /// Each channel through a group normalisation's map (and SiLU), applied on the fly so the
     /// normalised picture is never stored; padding stays zero, as it pads the normalised picture.
-    Normalised(&'a ChannelAffine),
+    Normalised(N),
 }
+
+/// How the slice kernel reads its input: with the enlargement's index tables or the
+/// normalisation's per-channel map.
+pub type Read<'a> = Input<&'a Resize, &'a ChannelAffine>;
 
 impl<'a> Read<'a> {
     fn resize(self) -> Option<&'a Resize> {

@@ -58,7 +58,7 @@ macro_rules! with_element_type {
 fn as_f32<'a>(storage: &'a Storage, t: &Tensor) -> Result<&'a [f32]> {
     match storage {
         Storage::Cpu(CpuStorage::F32(v)) => Ok(&v[t.layout().start_offset()..][..t.elem_count()]),
-        _ => Err(crate::error::Error::BadRequest("kernel input is not f32 on the CPU".into())),
+        _ => Err(crate::error::Error::Internal("kernel input is not f32 on the CPU".into())),
     }
 }
 
@@ -75,24 +75,21 @@ fn f32_values(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
 }
 
-/// How a convolution reads its input tensor.
+/// How a convolution reads its input tensor: as it is, enlarged to a (height, width) by nearest
+/// neighbour, or through a group normalisation and SiLU (as residual blocks read).
+pub type ConvInput<'a> = conv::Input<(usize, usize), NormSilu<'a>>;
+
+/// A group normalisation followed by SiLU, as a convolution may read its input through it.
 #[derive(Clone, Copy, Debug)]
-pub enum ConvInput<'a> {
-    /// As it is.
-    Plain,
-    /// Enlarged to this (height, width) by nearest neighbour.
-    Enlarged((usize, usize)),
-    /// Through a group normalisation of `groups` groups, then SiLU (as residual blocks read).
-    NormalisedSilu {
-        /// Groups of channels.
-        groups: usize,
-        /// Per-channel factor.
-        weight: &'a Tensor,
-        /// Per-channel offset.
-        bias: &'a Tensor,
-        /// Added to the variance.
-        eps: f64,
-    },
+pub struct NormSilu<'a> {
+    /// Groups of channels.
+    pub groups: usize,
+    /// Per-channel factor.
+    pub weight: &'a Tensor,
+    /// Per-channel offset.
+    pub bias: &'a Tensor,
+    /// Added to the variance.
+    pub eps: f64,
 }
 
 /// `conv2d(x, weight) + bias` (NCHW, square kernel, symmetric padding), or `None` when the
@@ -126,7 +123,7 @@ pub fn conv2d(
     let shape = ConvShape { in_channels: ci, out_channels: co, height, width, kernel: kh, stride, padding };
     let x = x.contiguous()?;
     let map = match input {
-        ConvInput::NormalisedSilu { groups, weight, bias, eps } => {
+        ConvInput::Normalised(NormSilu { groups, weight, bias, eps }) => {
             if groups == 0 || ci % groups != 0 || weight.elem_count() != ci || bias.elem_count() != ci {
                 return Ok(None);
             }
@@ -233,7 +230,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f64) -
 
 /// Group normalisation of `[batch, channels, …]` in `x`'s own dtype, or `None` when the kernels
 /// do not take these tensors. (Where SiLU follows, the convolution after it reads through both:
-/// [`ConvInput::NormalisedSilu`].)
+/// [`ConvInput`]'s normalised read.)
 pub fn group_norm(
     x: &Tensor,
     groups: usize,

@@ -158,7 +158,7 @@ impl Delta {
             Delta::Full { diff, .. } => diff.elem_count() == target,
         };
         if !fits {
-            return Err(Error::BadRequest(format!(
+            return Err(Error::Unsupported(format!(
                 "the adapter's factors {} do not make a change of the shape {shape:?} of the weight they target",
                 self.factor_shapes()
             )));
@@ -183,7 +183,7 @@ impl Delta {
             Delta::Full { diff, .. } => diff.to_dtype(DType::F32)?,
         };
         if delta.elem_count() != shape.iter().product::<usize>() {
-            return Err(Error::BadRequest(format!(
+            return Err(Error::Unsupported(format!(
                 "the adapter's change has shape {:?} but the weight it targets has shape {shape:?}",
                 delta.dims()
             )));
@@ -219,7 +219,7 @@ fn kron(w1: &Tensor, w2: &Tensor, shape: &[usize]) -> Result<Tensor> {
     let out = shape.first().copied().unwrap_or(0);
     let inner: usize = shape.iter().skip(1).product();
     if a * c != out || b == 0 || !inner.is_multiple_of(b) {
-        return Err(Error::BadRequest(format!(
+        return Err(Error::Unsupported(format!(
             "the LoKr factors {:?} and {:?} do not make a weight of shape {shape:?}",
             w1.dims(),
             w2.dims()

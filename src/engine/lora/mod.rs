@@ -20,7 +20,7 @@ pub use adapter::{Adapter, AdapterModule, ModuleName, Target};
 pub use metadata::{AdapterMetadata, TrainedFor};
 use names::ModuleIndex;
 
-use super::checkpoint::Family;
+use super::family::Family;
 use super::model::StableDiffusion;
 use super::weights::TensorMap;
 use crate::error::{Error, Result};
@@ -142,7 +142,7 @@ fn check_with(
 /// Merges `stack` into `model`, starting from its pristine weights, and reports per adapter.
 /// An adapter for another family, or one whose shapes do not fit, is refused with a sentence.
 pub fn apply(model: &mut StableDiffusion, stack: &[StackEntry]) -> Result<Vec<AdapterReport>> {
-    let base = BaseWeights {
+    let base = MergeBase {
         unet: model.base_unet_weights(),
         text: model.base_text_weights(),
         family: model.family,
@@ -155,7 +155,7 @@ pub fn apply(model: &mut StableDiffusion, stack: &[StackEntry]) -> Result<Vec<Ad
 }
 
 /// The pristine weights a stack is merged into.
-pub struct BaseWeights<'a> {
+pub struct MergeBase<'a> {
     /// UNet weights by diffusers name.
     pub unet: &'a TensorMap,
     /// Text-encoder weights by transformers name.
@@ -170,7 +170,7 @@ pub struct BaseWeights<'a> {
 
 /// The UNet and text-encoder weights with `stack` merged in (unchanged tensors are shared with
 /// the base), and a report per enabled adapter.
-pub fn merge(base: &BaseWeights, stack: &[StackEntry]) -> Result<(TensorMap, TensorMap, Vec<AdapterReport>)> {
+pub fn merge(base: &MergeBase, stack: &[StackEntry]) -> Result<(TensorMap, TensorMap, Vec<AdapterReport>)> {
     let unet_index = ModuleIndex::unet(base.unet);
     let text_index = ModuleIndex::text(base.text);
     let mut reports = Vec::new();

@@ -4,7 +4,7 @@
 use candle_core::Tensor;
 
 use super::{noise_to, predict_x0, NoiseFn, Sampler, ScheduleConfig};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting};
 
 pub struct Lcm {
     cfg: ScheduleConfig,
@@ -16,9 +16,10 @@ impl Lcm {
     pub fn new(cfg: ScheduleConfig, steps: usize) -> Result<Self> {
         let original = cfg.original_inference_steps;
         if steps > original {
-            return Err(Error::BadRequest(format!(
-                "LCM takes at most {original} steps (the schedule it was distilled on); got --steps {steps}"
-            )));
+            return Err(Error::setting(
+                Setting::Steps,
+                format!("{steps} is too many for LCM: it takes at most {original} (the schedule it was distilled on)"),
+            ));
         }
         let k = cfg.train_steps / original;
         let origin: Vec<usize> = (1..=original).rev().map(|i| i * k - 1).collect();

@@ -18,7 +18,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting};
 pub use schedule::{Prediction, ScheduleConfig};
 
 /// Supplies fresh standard-normal noise shaped like the latents (for ancestral steps).
@@ -97,14 +97,14 @@ impl SamplerKind {
     /// Builds the sampler for `steps` inference steps from a scheduler config object.
     pub fn build(self, config: &Map<String, Value>, steps: usize) -> Result<Box<dyn Sampler>> {
         if steps == 0 {
-            return Err(Error::BadRequest("--steps must be at least 1".into()));
+            return Err(Error::setting(Setting::Steps, "must be at least 1"));
         }
         let cfg = ScheduleConfig::from_json(config, self)?;
         if steps > cfg.train_steps {
-            return Err(Error::BadRequest(format!(
-                "--steps {steps} is more than the model's {} training timesteps",
-                cfg.train_steps
-            )));
+            return Err(Error::setting(
+                Setting::Steps,
+                format!("{steps} is more than the model's {} training timesteps", cfg.train_steps),
+            ));
         }
         Ok(match self {
             SamplerKind::Ddim => Box::new(ddim::Ddim::new(cfg, steps)),
@@ -129,7 +129,10 @@ impl FromStr for SamplerKind {
     fn from_str(s: &str) -> Result<Self> {
         SamplerKind::ALL.into_iter().find(|k| k.id() == s).ok_or_else(|| {
             let names: Vec<&str> = SamplerKind::ALL.iter().map(|k| k.id()).collect();
-            Error::BadRequest(format!("unknown sampler {s:?}; choose one of {}", names.join(", ")))
+            Error::setting(
+                Setting::Sampler,
+                format!("{s:?} is an unknown sampler; choose one of {}", names.join(", ")),
+            )
         })
     }
 }

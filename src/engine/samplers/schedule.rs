@@ -16,6 +16,31 @@ pub enum Prediction {
     VPrediction,
 }
 
+impl Prediction {
+    /// The spelling in scheduler configs and flags.
+    pub fn id(self) -> &'static str {
+        match self {
+            Prediction::Epsilon => "epsilon",
+            Prediction::VPrediction => "v_prediction",
+        }
+    }
+}
+
+impl std::str::FromStr for Prediction {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "epsilon" => Ok(Prediction::Epsilon),
+            "v_prediction" => Ok(Prediction::VPrediction),
+            other => Err(Error::setting(
+                crate::error::Setting::Prediction,
+                format!("{other:?} is unknown; choose epsilon or v_prediction"),
+            )),
+        }
+    }
+}
+
 /// How inference timesteps are spread over the training range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Spacing {
@@ -94,7 +119,7 @@ impl ScheduleConfig {
         let text = |k: &str, default: &'static str| {
             config.get(k).and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| default.to_string())
         };
-        let bad = |what: String| Error::BadRequest(format!("the scheduler config is not usable: {what}"));
+        let bad = |what: String| Error::Unsupported(format!("the scheduler config is not usable: {what}"));
         let train_steps = num("num_train_timesteps", 1000.0);
         if !(2.0..=MAX_TRAIN_STEPS as f64).contains(&train_steps) {
             return Err(bad(format!(
@@ -149,21 +174,18 @@ impl ScheduleConfig {
             acc *= 1.0 - b;
             alphas_cumprod.push(acc);
         }
-        let prediction = match text("prediction_type", "epsilon").as_str() {
-            "epsilon" => Prediction::Epsilon,
-            "v_prediction" => Prediction::VPrediction,
-            other => {
-                return Err(Error::BadRequest(format!(
-                "the scheduler config's prediction_type {other:?} is not supported (epsilon or v_prediction)"
-            )))
-            }
-        };
+        let prediction = text("prediction_type", "epsilon").parse::<Prediction>().map_err(|_| {
+            Error::Unsupported(format!(
+                "the scheduler config's prediction_type {:?} is not supported (epsilon or v_prediction)",
+                text("prediction_type", "epsilon")
+            ))
+        })?;
         let spacing = match text("timestep_spacing", d.spacing).as_str() {
             "linspace" => Spacing::Linspace,
             "leading" => Spacing::Leading,
             "trailing" => Spacing::Trailing,
             other => {
-                return Err(Error::BadRequest(format!(
+                return Err(Error::Unsupported(format!(
                     "unknown timestep_spacing {other:?} in the scheduler config"
                 )))
             }
@@ -255,7 +277,9 @@ fn make_betas(schedule: &str, start: f64, end: f64, n: usize) -> Result<Vec<f64>
                 .collect()
         }
         other => {
-            return Err(Error::BadRequest(format!("unknown beta_schedule {other:?} in the scheduler config")))
+            return Err(Error::Unsupported(format!(
+                "unknown beta_schedule {other:?} in the scheduler config"
+            )))
         }
     })
 }

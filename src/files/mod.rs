@@ -1,7 +1,12 @@
-//! Guards for reading files from outside: the small text files that come with models and jobs
-//! (configs, tokenizer files, presets, prompt lists) are read with a size limit, since a config
-//! is kilobytes and a file of gigabytes where one is expected is a mistake or an attack; and
-//! what is not a regular file (a pipe, a device) is refused before anything reads it.
+//! Files, below every other module: writing atomically (`atomic`), hashing, and guards for
+//! reading files from outside — the small text files that come with models and jobs (configs,
+//! tokenizer files, presets, prompt lists) are read with a size limit, since a config is
+//! kilobytes and a file of gigabytes where one is expected is a mistake or an attack; and what is
+//! not a regular file (a pipe, a device) is refused before anything reads it.
+
+mod atomic;
+
+pub use atomic::{check_destination, remove_stale_temps, write_atomically};
 
 use std::io::Read;
 use std::path::Path;
@@ -17,6 +22,15 @@ pub fn refuse_special(path: &Path) -> Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// sha256 of a file, hex.
+pub fn sha256_hex(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut file = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut h)?;
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The largest text file read as a whole: CLIP's `vocab.json` is about 1 MB and a COCO caption

@@ -1,0 +1,381 @@
+//! Carrying out panels' commands: the one place in the studio that sends work to the worker,
+//! opens file dialogs, starts downloads and writes exports. Each command ends either in work
+//! queued or in a notice saying what happened, so no click goes unanswered.
+
+use std::path::{Path, PathBuf};
+
+use super::app::EaselApp;
+use super::command::{MetricsPath, TableFormat, UiCommand};
+use super::state::{CanvasUse, Download, EvalStatus, JobKind, ModelStatus};
+use crate::engine::device::DeviceChoice;
+use crate::presets::Preset;
+use crate::worker::{Command, GenerateJob};
+
+/// Pictures the canvas can load.
+const PICTURE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "webp", "bmp"];
+
+impl EaselApp {
+    /// Carries out one command from a panel (or a test).
+    pub fn run_command(&mut self, command: UiCommand) {
+        match command {
+            UiCommand::LoadModel(source) => self.load_model(source),
+            UiCommand::ReloadModel => {
+                if let ModelStatus::Ready(m) = &self.state.model {
+                    let source = m.source.clone();
+                    self.load_model(source);
+                }
+            }
+            UiCommand::ChooseModelFile => {
+                if let Some(p) =
+                    self.dialogs.open_file("Stable Diffusion checkpoint", &["safetensors", "ckpt"])
+                {
+                    self.load_model(p.display().to_string());
+                }
+            }
+            UiCommand::ChooseModelFolder => {
+                if let Some(p) = self.dialogs.open_folder("Diffusers model folder") {
+                    self.load_model(p.display().to_string());
+                }
+            }
+            UiCommand::PullModel => {
+                let repo_id = self.state.settings.hub_repo.trim().to_string();
+                self.state.pull = Some(Download::starting(&repo_id));
+                let precision = self.state.settings.precision;
+                self.send(Command::PullModel { repo_id, precision });
+            }
+            UiCommand::PullPreviewDecoder => {
+                self.state.pull = Some(Download::starting(crate::hub::PREVIEW_DECODER_REPO));
+                self.send(Command::PullPreviewDecoder);
+            }
+            UiCommand::InspectLoras(paths) => {
+                for path in paths {
+                    self.send(Command::InspectLora { path });
+                }
+            }
+            UiCommand::ChooseLoraFile => {
+                if let Some(path) = self.dialogs.open_file("LoRA adapter", &["safetensors"]) {
+                    self.add_lora(path);
+                }
+            }
+            UiCommand::AddLora(path) => self.add_lora(path),
+            UiCommand::ChooseLoraFolder => {
+                if let Some(dir) = self.dialogs.open_folder("LoRA folder") {
+                    self.state.settings.lora_dir = dir.display().to_string();
+                }
+            }
+            UiCommand::Generate => self.generate(),
+            UiCommand::CancelAll => self.state.cancel_all(),
+            UiCommand::CancelJob(id) => self.state.cancel_job(id),
+            UiCommand::QueueGrid => self.queue_grid(),
+            UiCommand::ExportGrid => self.export_grid(),
+            UiCommand::ExportPicture(id) => self.export_picture(id),
+            UiCommand::ExportMarked => self.export_marked(),
+            UiCommand::UseSettingsOf(id) => self.use_settings_of(id),
+            UiCommand::ChooseImportPicture => {
+                if let Some(path) = self.dialogs.open_file("Picture with settings", &["png"]) {
+                    self.import_settings(&path);
+                }
+            }
+            UiCommand::ImportSettings(path) => self.import_settings(&path),
+            UiCommand::ApplyPreset(name) => self.apply_preset(&name),
+            UiCommand::SavePreset(name) => self.save_preset(&name),
+            UiCommand::ChooseMetricsPath(which) => self.choose_metrics_path(which),
+            UiCommand::RunComparison => self.run_comparison(),
+            UiCommand::StopComparison => {
+                if let EvalStatus::Running { cancel, .. } = &self.state.eval {
+                    cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+            UiCommand::ExportMetrics(format) => self.export_metrics(format),
+            UiCommand::ChooseCanvasPicture => {
+                if let Some(p) = self.dialogs.open_file("Picture", &PICTURE_EXTENSIONS) {
+                    self.load_canvas_picture(&p);
+                }
+            }
+            UiCommand::SelectedToCanvas => {
+                let path =
+                    self.state.selected.and_then(|id| self.state.history.get(id)).map(|i| i.path.clone());
+                if let Some(p) = path {
+                    self.load_canvas_picture(&p);
+                }
+            }
+        }
+    }
+
+    /// Sends a command to the worker, showing why if it cannot take it. The studio's only road
+    /// to the worker.
+    pub(super) fn send(&mut self, command: Command) {
+        if let Err(e) = self.worker.send(command) {
+            self.state.error(e);
+        }
+    }
+
+    /// Loads a model on the worker in the chosen precision.
+    pub(super) fn load_model(&mut self, source: String) {
+        let precision = self.state.settings.precision;
+        self.send(Command::LoadModel { source, device: DeviceChoice::Auto, precision });
+    }
+
+    fn add_lora(&mut self, path: PathBuf) {
+        if self.state.settings.loras.iter().any(|s| s.path == path) {
+            self.state.info(format!("{} is already in the stack", path.display()));
+            return;
+        }
+        self.state.settings.loras.push(super::state::LoraSlot::new(path.clone()));
+        self.send(Command::InspectLora { path });
+    }
+
+    /// Asks the worker to read every adapter of the stack again (after the stack was replaced).
+    fn inspect_stack(&mut self) {
+        let paths: Vec<PathBuf> = self.state.settings.loras.iter().map(|s| s.path.clone()).collect();
+        self.run_command(UiCommand::InspectLoras(paths));
+    }
+
+    /// Queues the current settings as a render (the Generate button).
+    fn generate(&mut self) {
+        if !matches!(self.state.model, ModelStatus::Ready(_)) {
+            self.state.error("Open a model first: choose a file or folder, or pull one from the hub.");
+            return;
+        }
+        if !self.state.settings.seed_locked {
+            self.state.settings.seed = crate::engine::request::random_seed();
+        }
+        let mut request = self.state.settings.request();
+        if let Err(e) = request.validate() {
+            self.state.error(e.in_studio_words());
+            return;
+        }
+        let (mut init_image, mut mask) = (None, None);
+        if self.state.settings.canvas_use != CanvasUse::Off {
+            match self.canvas.inputs(&self.state.paths.inputs(), request.width as u32, request.height as u32)
+            {
+                Ok(inputs) => {
+                    request.init_image = Some(inputs.image_path);
+                    init_image = Some(inputs.image);
+                    if self.state.settings.canvas_use == CanvasUse::Inpaint {
+                        request.mask = Some(inputs.mask_path);
+                        mask = Some(inputs.mask);
+                    }
+                }
+                Err(e) => {
+                    self.state.error(e.in_studio_words());
+                    return;
+                }
+            }
+        }
+        let label = job_label(&request.prompt, request.batch, request.seed);
+        let saved_prompt = self.state.settings.saved_prompt();
+        let (id, cancel) = self.state.enqueue(label, request.batch, JobKind::Render);
+        let output_dir = self.state.paths.gallery();
+        self.send(Command::Generate(Box::new(GenerateJob {
+            id,
+            request,
+            saved_prompt,
+            init_image,
+            mask,
+            cancel,
+            output_dir,
+        })));
+    }
+
+    fn queue_grid(&mut self) {
+        let (grid, cells) = match super::compare::grid_cells(&self.state) {
+            Ok(g) => g,
+            Err(e) => return self.state.error(e),
+        };
+        self.state.grid = grid;
+        let output_dir = self.state.paths.gallery();
+        for (row, col, request) in cells {
+            let saved_prompt = crate::engine::lora::tags::prompt_with_tags(&request.prompt, &request.loras);
+            let label = format!("grid {} / seed {}", self.state.grid.rows[row], request.seed);
+            let (id, cancel) = self.state.enqueue(label, 1, JobKind::GridCell { row, col });
+            self.send(Command::Generate(Box::new(GenerateJob {
+                id,
+                request,
+                saved_prompt,
+                init_image: None,
+                mask: None,
+                cancel,
+                output_dir: output_dir.clone(),
+            })));
+        }
+    }
+
+    fn export_grid(&mut self) {
+        let (picture, text) = match super::compare::grid_picture(&self.state) {
+            Ok(p) => p,
+            Err(e) => return self.state.error(format!("The grid cannot be exported: {e}")),
+        };
+        let Some(dest) = self.dialogs.save_file("Export grid", "lora-grid.png") else { return };
+        match crate::export::png::save_png(&dest, &picture, &[("Description".into(), text)], false) {
+            Ok(()) => self.state.info(format!("Exported the grid to {}", dest.display())),
+            Err(e) => self.state.error(e.in_studio_words()),
+        }
+    }
+
+    fn export_picture(&mut self, id: u64) {
+        let Some(item) = self.state.history.get(id) else { return };
+        let src = item.path.clone();
+        let name = src.file_name().map_or("easel.png".into(), |n| n.to_string_lossy().to_string());
+        let Some(dest) = self.dialogs.save_file("Export picture", &name) else { return };
+        match copy_new(&src, &dest) {
+            Ok(()) => self.state.info(format!("Exported {}", dest.display())),
+            Err(e) => self.state.error(e.in_studio_words()),
+        }
+    }
+
+    fn export_marked(&mut self) {
+        let Some(dir) = self.dialogs.open_folder("Export ticked pictures to") else { return };
+        let (mut done, mut skipped) = (0, Vec::new());
+        for id in self.state.marked.clone() {
+            let Some(item) = self.state.history.get(id) else { continue };
+            let name = item.path.file_name().map_or(format!("{id}.png"), |n| n.to_string_lossy().to_string());
+            match copy_new(&item.path, &dir.join(&name)) {
+                Ok(()) => done += 1,
+                Err(e) => skipped.push(e.in_studio_words()),
+            }
+        }
+        if skipped.is_empty() {
+            self.state.info(format!("Exported {done} picture(s) to {}", dir.display()));
+        } else {
+            self.state.error(format!("Exported {done}; not exported: {}", skipped.join("; ")));
+        }
+    }
+
+    fn use_settings_of(&mut self, id: u64) {
+        let Some(item) = self.state.history.get(id) else { return };
+        // The saved prompt carries the LoRA tags; the request's stack is the exact one.
+        let request =
+            crate::engine::GenerationRequest { prompt: item.saved_prompt.clone(), ..item.request.clone() };
+        self.state.settings.use_request(&request);
+        self.state.recheck_loras = true;
+        self.state.info(format!("Settings of picture {id} restored"));
+    }
+
+    /// Takes the generation settings from a PNG (drag and drop, or the Import button).
+    fn import_settings(&mut self, path: &Path) {
+        match crate::export::import::import_png(path) {
+            Ok(imported) => {
+                self.state.settings.use_request(&imported.request);
+                let name = path.file_name().map_or(String::new(), |n| n.to_string_lossy().to_string());
+                self.state.info(format!("Settings taken from {name} ({} metadata)", imported.source));
+                self.inspect_stack();
+            }
+            Err(e) => self.state.error(e.in_studio_words()),
+        }
+    }
+
+    fn apply_preset(&mut self, name: &str) {
+        let dir = self.state.paths.presets();
+        match crate::presets::load_from(&dir, name) {
+            Ok(preset) => {
+                self.state.settings.apply_preset(&preset);
+                if !preset.loras.is_empty() {
+                    self.inspect_stack();
+                }
+                self.state.info(format!("Preset {} applied", preset.name));
+            }
+            Err(e) => self.state.error(e.in_studio_words()),
+        }
+    }
+
+    fn save_preset(&mut self, name: &str) {
+        let s = &self.state.settings;
+        let preset = Preset {
+            name: name.to_string(),
+            description: format!(
+                "Saved from Easel: {} steps, CFG {}, {}×{}",
+                s.steps, s.cfg_scale, s.width, s.height
+            ),
+            sampler: Some(s.sampler),
+            steps: Some(s.steps),
+            cfg_scale: Some(s.cfg_scale),
+            width: Some(s.width),
+            height: Some(s.height),
+            negative_prompt: Some(s.negative.clone()),
+            prompt: Some(s.prompt.clone()),
+            loras: s.loras.iter().filter(|l| l.enabled).map(|l| l.spec()).collect(),
+        };
+        match crate::presets::save(&self.state.paths.presets(), name, &preset, false) {
+            Ok(path) => self.state.info(format!("Saved the preset {}", path.display())),
+            Err(e) => self.state.error(e.in_studio_words()),
+        }
+    }
+
+    fn choose_metrics_path(&mut self, which: MetricsPath) {
+        let chosen = match which {
+            MetricsPath::References => self.dialogs.open_folder("Reference pictures"),
+            MetricsPath::Prompts => self.dialogs.open_file("Prompt list", &["txt"]),
+            MetricsPath::Inception => {
+                self.dialogs.open_file("FID Inception weights", &["pth", "safetensors"])
+            }
+        };
+        let Some(path) = chosen else { return };
+        let form = &mut self.state.settings.metrics;
+        let field = match which {
+            MetricsPath::References => &mut form.reference_dir,
+            MetricsPath::Prompts => &mut form.prompt_file,
+            MetricsPath::Inception => &mut form.inception,
+        };
+        *field = path.display().to_string();
+    }
+
+    fn run_comparison(&mut self) {
+        match super::metrics_view::comparison_job(&self.state) {
+            Ok(job) => {
+                let cancel = std::sync::Arc::clone(&job.cancel);
+                self.state.eval = EvalStatus::Running { stage: "starting".into(), done: 0, total: 1, cancel };
+                self.send(Command::Evaluate(Box::new(job)));
+            }
+            Err(e) => self.state.error(e),
+        }
+    }
+
+    fn export_metrics(&mut self, format: TableFormat) {
+        let EvalStatus::Done(results) = &self.state.eval else { return };
+        let text = match super::metrics_view::table_text(results, format) {
+            Ok(t) => t,
+            Err(e) => return self.state.error(e),
+        };
+        let name = format!("easel-metrics.{}", format.extension());
+        let Some(dest) = self.dialogs.save_file("Export metrics", &name) else { return };
+        match crate::files::write_atomically(&dest, text.as_bytes(), false) {
+            Ok(()) => self.state.info(format!("Exported {}", dest.display())),
+            Err(e) => self.state.error(e.in_studio_words()),
+        }
+    }
+
+    fn load_canvas_picture(&mut self, path: &Path) {
+        match crate::metrics::images::read_rgb(path) {
+            Ok(picture) => {
+                self.canvas.load(&picture);
+                let (w, h) = self.canvas.size_px();
+                (self.state.settings.width, self.state.settings.height) = (w as usize, h as usize);
+            }
+            Err(e) => self.state.error(e.in_studio_words()),
+        }
+    }
+}
+
+/// A short queue label: the prompt's start, the batch and seed.
+fn job_label(prompt: &str, batch: usize, seed: u64) -> String {
+    let mut text: String = prompt.chars().take(32).collect();
+    if prompt.chars().count() > 32 {
+        text.push('…');
+    }
+    if text.is_empty() {
+        text = "(no prompt)".into();
+    }
+    if batch > 1 {
+        format!("{text} ×{batch} (seed {seed})")
+    } else {
+        format!("{text} (seed {seed})")
+    }
+}
+
+/// Copies a gallery PNG (metadata included) to `dest`, atomically and never over an existing file.
+fn copy_new(src: &Path, dest: &Path) -> crate::Result<()> {
+    let bytes =
+        std::fs::read(src).map_err(|e| crate::Error::io("cannot read the gallery picture", e, src))?;
+    crate::files::write_atomically(dest, &bytes, false)
+}

@@ -1,0 +1,93 @@
+//! The job layer the CLI and the studio's worker share: a preset laid over a request, a LoRA
+//! stack built from specs and merged, and the provenance a picture's metadata records. Each is
+//! written once here so `easel generate` and the Generate button cannot drift apart.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::engine::lora::{self, Adapter, AdapterReport, StackEntry};
+use crate::engine::{GenerationRequest, LoraSpec, StableDiffusion};
+use crate::error::Result;
+use crate::export::parameters::Provenance;
+use crate::presets::Preset;
+
+/// `request` with every setting `preset` fixes laid over it; the stack is replaced only when the
+/// preset carries one.
+pub fn with_preset(request: GenerationRequest, preset: &Preset) -> GenerationRequest {
+    let mut r = request;
+    r.sampler = preset.sampler.unwrap_or(r.sampler);
+    r.steps = preset.steps.unwrap_or(r.steps);
+    r.cfg_scale = preset.cfg_scale.unwrap_or(r.cfg_scale);
+    r.width = preset.width.unwrap_or(r.width);
+    r.height = preset.height.unwrap_or(r.height);
+    if let Some(negative) = &preset.negative_prompt {
+        r.negative_prompt = negative.clone();
+    }
+    if let Some(prompt) = &preset.prompt {
+        r.prompt = prompt.clone();
+    }
+    if !preset.loras.is_empty() {
+        r.loras = preset.loras.clone();
+    }
+    r
+}
+
+/// The adapters `specs` name, each read through `load` (the CLI reads files afresh, the worker
+/// keeps the ones it read before), at the specs' weights.
+pub fn stack(
+    specs: &[LoraSpec],
+    mut load: impl FnMut(&Path) -> Result<Arc<Adapter>>,
+) -> Result<Vec<StackEntry>> {
+    specs
+        .iter()
+        .map(|spec| {
+            Ok(StackEntry {
+                adapter: load(&spec.path)?,
+                unet_weight: spec.unet_weight,
+                text_weight: spec.text_weight,
+                enabled: true,
+            })
+        })
+        .collect()
+}
+
+/// Merges `stack` into `model` (an empty stack restores the pristine weights) and returns one
+/// report per adapter.
+pub fn merge(model: &mut StableDiffusion, stack: &[StackEntry]) -> Result<Vec<AdapterReport>> {
+    lora::apply(model, stack)
+}
+
+/// What a picture made with `model` and `stack` records about where it came from: the model's
+/// name and hash (single files only, as A1111 writes it), Easel's version and each adapter's hash.
+pub fn provenance(model: &StableDiffusion, model_hash: Option<String>, stack: &[StackEntry]) -> Provenance {
+    Provenance {
+        model: model.name.clone(),
+        model_hash,
+        version: format!("Easel {}", crate::version()),
+        lora_hashes: stack.iter().map(|e| (e.adapter.name.clone(), e.adapter.hash.clone())).collect(),
+    }
+}
+
+/// The A1111 short hash of the model at `path` when it is one file; folders have none.
+pub fn model_hash(path: &Path) -> Result<Option<String>> {
+    if path.is_file() {
+        crate::export::parameters::model_hash(path).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::SamplerKind;
+
+    #[test]
+    fn a_preset_fixes_only_what_it_names() {
+        let base = GenerationRequest { prompt: "a cat".into(), steps: 30, ..Default::default() };
+        let preset = Preset { sampler: Some(SamplerKind::Lcm), width: Some(768), ..Default::default() };
+        let r = with_preset(base.clone(), &preset);
+        assert_eq!((r.sampler, r.width, r.steps, r.prompt.as_str()), (SamplerKind::Lcm, 768, 30, "a cat"));
+        assert_eq!(r.height, base.height, "unnamed settings keep the request's values");
+    }
+}
