@@ -166,10 +166,12 @@ impl Kernel {
             Isa::Avx512 => unsafe {
                 x86::kernel_12x32(kc, a.as_ptr(), a_step, b.as_ptr(), c.as_mut_ptr(), ldc)
             },
+            // SAFETY: as for the wide AVX-512 kernel.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Narrow => unsafe {
                 x86::kernel_12x16(kc, a.as_ptr(), a_step, b.as_ptr(), c.as_mut_ptr(), ldc)
             },
+            // SAFETY: as above; AVX2 and FMA were reported.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { x86::kernel_6x16(kc, a.as_ptr(), a_step, b.as_ptr(), c.as_mut_ptr(), ldc) },
             _ => portable_4x16(kc, a, a_step, b, c, ldc),
@@ -192,6 +194,7 @@ impl Kernel {
             // `available_pairs()` after the CPU reported AVX-512F and AVX-512 BF16.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Bf16 => unsafe { x86::pairs_12x32(kp, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc) },
+            // SAFETY: as for the wide pair kernel.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Bf16Narrow => unsafe {
                 x86::pairs_12x16(kp, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc)
@@ -223,11 +226,14 @@ macro_rules! multiversion {
                     $body($($arg),*)
                 }
                 match Kernel::best().isa {
-                    // SAFETY: `best()` only returns kernels whose features the CPU reported.
                     Isa::Avx512 | Isa::Avx512Narrow | Isa::Avx512Bf16 | Isa::Avx512Bf16Narrow => {
-                        return unsafe { avx512($($arg),*) }
+                        // SAFETY: `best()` only returns kernels whose features the CPU reported.
+                        return unsafe { avx512($($arg),*) };
                     }
-                    Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                    Isa::Avx2 => {
+                        // SAFETY: as above; AVX2 and FMA were reported.
+                        return unsafe { avx2($($arg),*) };
+                    }
                     Isa::Portable => {}
                 }
             }
@@ -394,4 +400,26 @@ mod x86 {
         kernel_12x16, "avx512f", 12, 1, 16,
         _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_storeu_ps
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `.ci/run` runs the kernel tests again under `EASEL_CPU_KERNEL=avx2` and `portable`; this
+    /// makes sure such a run really uses that kernel (or says the CPU lacks it).
+    #[test]
+    fn the_kernel_named_by_easel_cpu_kernel_is_the_one_used() {
+        let name_of = |k: Kernel| format!("{:?}", k.isa).to_ascii_lowercase();
+        let chosen = name_of(Kernel::best());
+        let available: Vec<String> = Kernel::available().into_iter().map(name_of).collect();
+        match std::env::var("EASEL_CPU_KERNEL").map(|s| s.to_ascii_lowercase()) {
+            Ok(wanted) if available.contains(&wanted) => assert_eq!(chosen, wanted),
+            Ok(wanted) => {
+                eprintln!("this CPU has no {wanted} kernel ({available:?}); testing {chosen} instead");
+                assert_eq!(chosen, available[0]);
+            }
+            Err(_) => assert_eq!(chosen, available[0], "the fastest kernel is the default"),
+        }
+    }
 }
