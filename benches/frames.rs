@@ -24,10 +24,7 @@ fn main() {
     let paths = Paths::under(root.path().to_path_buf());
     let dialogs = Arc::new(ScriptedDialogs::default());
     let mut h = Harness::builder().with_size([1280.0, 820.0]).build_eframe(move |cc| {
-        EaselApp::new(
-            cc,
-            LaunchOptions { paths, model: Some(model), dialogs: Box::new(dialogs), restore_settings: false },
-        )
+        EaselApp::new(cc, LaunchOptions { paths, model: Some(model), dialogs, restore_settings: false })
     });
     while !matches!(h.state().state.model, ModelStatus::Ready(_)) {
         h.step();

@@ -3,31 +3,42 @@
 # lavapipe renders), with the tiny test model, the inkStyle test LoRA and the metric fixtures.
 # Needs: xvfb, xdotool, imagemagick, mesa-vulkan-drivers; the formula Inception weights that
 # `cargo test --test gui` leaves in target/tmp. Settings are seeded through eframe's storage file.
+# Everything the window shows lives under a neutral folder (/tmp/easel-demo, opened as the working
+# folder) so no path of the machine that took them appears. EASEL_BIN picks the binary (default
+# the release build; the dev build's `target/debug/easel` draws the same window).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+bin=$(realpath "${EASEL_BIN:-target/release/easel}")
 work=$(mktemp -d)
+demo=/tmp/easel-demo
+rm -rf "$demo"
+mkdir -p "$demo/models/lora"
+cp -r tests/fixtures/tiny-sd "$demo/models/tiny-sd"
+cp tests/fixtures/lora/inkStyle.safetensors "$demo/models/lora/"
+cp -r tests/fixtures/metrics/reference "$demo/reference"
+cp target/tmp/formula-inception.safetensors "$demo/models/inception.safetensors"
 export EASEL_HOME="$work/home" XDG_DATA_HOME="$work/xdg" DISPLAY=:97
 mkdir -p "$XDG_DATA_HOME/easel"
-python3 - "$root" "$XDG_DATA_HOME/easel/app.ron" <<'PY'
+python3 - "$XDG_DATA_HOME/easel/app.ron" <<'PY'
 import sys
-root, out = sys.argv[1], sys.argv[2]
+out = sys.argv[1]
 settings = (
     '(prompt:"a lighthouse at dusk, ink drawing", steps:8, width:128, height:128, seed:11, seed_locked:true, '
-    f'loras:[(path:"{root}/tests/fixtures/lora/inkStyle.safetensors", name:"inkStyle", enabled:true, '
+    'loras:[(path:"models/lora/inkStyle.safetensors", name:"inkStyle", enabled:true, '
     'weight:0.8, separate:false, unet_weight:0.8, text_weight:0.8)], '
-    f'metrics:(reference_dir:"{root}/tests/fixtures/metrics/reference", images_per_config:4, '
+    'metrics:(reference_dir:"reference", images_per_config:4, '
     'include_base:true, include_stack:false, sweep_weights:"0.5, 1", '
-    f'inception:"{root}/target/tmp/formula-inception.safetensors"))'
+    'inception:"models/inception.safetensors"))'
 )
 escaped = settings.replace('\\', '\\\\').replace('"', '\\"')
 open(out, "w").write('{"app": "' + escaped + '"}')
 PY
 Xvfb :97 -screen 0 1360x860x24 >/dev/null 2>&1 &
 xvfb=$!
-trap 'kill $xvfb $app 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $xvfb $app 2>/dev/null || true; rm -rf "$work" "$demo"' EXIT
 sleep 2
-target/release/easel --model tests/fixtures/tiny-sd >"$work/app.log" 2>&1 &
+(cd "$demo" && exec "$bin" --model models/tiny-sd) >"$work/app.log" 2>&1 &
 app=$!
 sleep 8
 xdotool mousemove 68 44 click 1      # Generate

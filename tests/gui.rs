@@ -24,7 +24,7 @@ fn tiny_model() -> String {
 fn studio(root: &Path, model: Option<String>, dialogs: Arc<ScriptedDialogs>) -> Harness<'static, EaselApp> {
     let paths = Paths::under(root.to_path_buf());
     Harness::builder().with_size([1280.0, 820.0]).build_eframe(move |cc| {
-        EaselApp::new(cc, LaunchOptions { paths, model, dialogs: Box::new(dialogs), restore_settings: false })
+        EaselApp::new(cc, LaunchOptions { paths, model, dialogs, restore_settings: false })
     })
 }
 
@@ -164,7 +164,8 @@ fn prompt_lora_generate_cancel_compare_measure_export() {
     let csv_path = root.path().join("metrics.csv");
     dialogs.push(csv_path.clone());
     h.get_by_role_and_label(Role::Button, "Export CSV…").click();
-    h.step();
+    // The dialog answers from its own thread; the file follows a frame or two later.
+    wait_until(&mut h, "the CSV", |_| csv_path.exists());
     let csv = std::fs::read_to_string(&csv_path).expect("csv written");
     assert!(
         csv.lines().count() == 3 && csv.lines().nth(1).is_some_and(|l| l.starts_with("\"base\"")),
@@ -178,7 +179,7 @@ fn prompt_lora_generate_cancel_compare_measure_export() {
     let exported = root.path().join("exported.png");
     dialogs.push(exported.clone());
     h.get_by_role_and_label(Role::Button, "Export…").click();
-    h.step();
+    wait_until(&mut h, "the exported picture", |_| exported.exists());
     let texts = easel::export::png::read_png_text(&exported).expect("exported PNG");
     assert!(
         texts["parameters"].contains("a lighthouse at dusk <lora:inkStyle:0.5>"),
@@ -189,8 +190,9 @@ fn prompt_lora_generate_cancel_compare_measure_export() {
     // Exporting over it again is refused with a message, and the file is unchanged.
     h.step(); // the confirmation line moved the layout
     dialogs.push(exported.clone());
+    let before = h.state().state.notices.len();
     h.get_by_role_and_label(Role::Button, "Export…").click();
-    h.step();
+    wait_until(&mut h, "the refusal", |a| a.state.notices.len() > before);
     let last = h.state().state.notices.last().cloned();
     assert!(last.as_ref().is_some_and(|n| n.is_error && n.text.contains("exported.png")), "{last:?}");
 }
@@ -328,6 +330,10 @@ fn the_gallery_survives_a_restart() {
     again.get_by_role_and_label(Role::Button, "Gallery").click();
     again.run_steps(3);
     assert!(again.query_by_label("#1").is_some() && again.query_by_label("#2").is_some());
+    // A click on a thumbnail opens the picture in the Image tab.
+    again.get_by_label("Open picture #1").click();
+    again.run_steps(3);
+    assert_eq!((again.state().state.selected, again.state().state.settings.tab), (Some(1), Tab::Image));
 }
 
 /// Hides parts that change from run to run (timings) before a snapshot.
@@ -390,4 +396,46 @@ fn snapshots_of_the_main_views() {
     h.get_by_role_and_label(Role::Button, "Metrics").click();
     h.run_steps(3);
     h.snapshot("metrics_form");
+}
+
+/// A file dialog that stays open until the test answers it, as a person takes their time.
+struct HeldDialog(std::sync::Mutex<std::sync::mpsc::Receiver<PathBuf>>);
+
+impl easel::gui::dialogs::Dialogs for HeldDialog {
+    fn open_file(&self, _: &str, _: &[&str]) -> Option<PathBuf> {
+        self.0.lock().ok()?.recv().ok()
+    }
+    fn open_folder(&self, _: &str) -> Option<PathBuf> {
+        self.0.lock().ok()?.recv().ok()
+    }
+    fn save_file(&self, _: &str, _: &str) -> Option<PathBuf> {
+        self.0.lock().ok()?.recv().ok()
+    }
+}
+
+#[test]
+fn a_file_dialog_left_open_does_not_stop_the_render_or_the_window() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let (answer, answers) = std::sync::mpsc::channel();
+    let dialogs = Arc::new(HeldDialog(std::sync::Mutex::new(answers)));
+    let paths = Paths::under(root.path().to_path_buf());
+    let model = Some(tiny_model());
+    let mut h = Harness::builder().with_size([1280.0, 820.0]).build_eframe(move |cc| {
+        EaselApp::new(cc, LaunchOptions { paths, model, dialogs, restore_settings: false })
+    });
+    wait_until(&mut h, "the model to load", ready);
+    quick_settings(&mut h, 6);
+    // The dialog opens and waits; frames go on, a render starts and finishes meanwhile.
+    h.get_by_role_and_label(Role::Button, "Add file…").click();
+    h.step();
+    h.get_by_role_and_label(Role::Button, "Generate").click();
+    h.step();
+    assert_eq!(h.state().state.jobs.len(), 1, "queued while the dialog is open");
+    wait_until(&mut h, "the picture, with the dialog still open", |a| {
+        idle(a) && a.state.history.items.len() == 1
+    });
+    assert!(h.state().state.settings.loras.is_empty(), "nothing chosen yet");
+    let lora = fixtures().join("lora/inkStyle.safetensors");
+    answer.send(lora.clone()).expect("the dialog thread waits");
+    wait_until(&mut h, "the chosen adapter", |a| a.state.settings.loras.iter().any(|s| s.path == lora));
 }

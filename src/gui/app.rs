@@ -12,7 +12,7 @@ use super::canvas::Canvas;
 use super::command::{Commands, UiCommand};
 use super::compare::CompareView;
 use super::controls::PresetsMenu;
-use super::dialogs::{Dialogs, SystemDialogs};
+use super::dialogs::{Answer, DialogRunner, Dialogs, PathRequest, SystemDialogs};
 use super::image_view::ViewTransform;
 use super::lora_panel::LoraBrowser;
 use super::metrics_view::MetricsView;
@@ -28,7 +28,7 @@ pub struct LaunchOptions {
     /// A model to load at once (`easel --model PATH`).
     pub model: Option<String>,
     /// File dialogs.
-    pub dialogs: Box<dyn Dialogs>,
+    pub dialogs: std::sync::Arc<dyn Dialogs>,
     /// Restore the previous session's settings (off in tests).
     pub restore_settings: bool,
 }
@@ -36,7 +36,12 @@ pub struct LaunchOptions {
 impl LaunchOptions {
     /// The system folders and dialogs.
     pub fn system(model: Option<String>) -> Self {
-        Self { paths: Paths::from_system(), model, dialogs: Box::new(SystemDialogs), restore_settings: true }
+        Self {
+            paths: Paths::from_system(),
+            model,
+            dialogs: std::sync::Arc::new(SystemDialogs),
+            restore_settings: true,
+        }
     }
 }
 
@@ -64,7 +69,9 @@ pub struct EaselApp {
     /// Each panel's view state.
     pub panels: Panels,
     pub(super) worker: Worker,
-    pub(super) dialogs: Box<dyn Dialogs>,
+    pub(super) dialogs: DialogRunner,
+    /// A path asked for in the studio's own window, where no file dialog could open.
+    path_request: Option<PathRequest>,
     pub(super) textures: Textures,
     commands: Commands,
     history_saved: Instant,
@@ -93,7 +100,11 @@ impl EaselApp {
             state: AppState::new(settings, options.paths),
             canvas,
             worker,
-            dialogs: options.dialogs,
+            dialogs: {
+                let ctx = cc.egui_ctx.clone();
+                DialogRunner::new(options.dialogs, std::sync::Arc::new(move || ctx.request_repaint()))
+            },
+            path_request: None,
             textures: Textures::default(),
             panels: Panels::default(),
             commands: Commands::default(),
@@ -151,6 +162,18 @@ impl EaselApp {
     fn drain_events(&mut self, ctx: &egui::Context) {
         while let Some(event) = self.worker.try_recv() {
             self.state.apply(event);
+        }
+        for answer in self.dialogs.answers() {
+            match answer {
+                Answer::Chosen(command) => self.run_command(command),
+                Answer::Unavailable(request) => {
+                    self.state.error(format!(
+                        "No file dialog could open on this system (it needs xdg-desktop-portal or zenity); type the {} path in the window instead",
+                        request.title.to_lowercase()
+                    ));
+                    self.path_request = Some(request);
+                }
+            }
         }
         if self.worker.has_stopped() {
             self.restart_worker(ctx);
@@ -218,20 +241,29 @@ impl EaselApp {
         });
     }
 
+    /// Messages, newest first, each wrapped to the window's width and dismissable; a long list
+    /// scrolls in a band of its own instead of pushing the panels down.
     fn notices_ui(&mut self, ui: &mut Ui) {
+        let notices = &mut self.state.notices;
         let mut dismiss = None;
-        for (i, notice) in self.state.notices.iter().enumerate().rev().take(3) {
-            ui.horizontal(|ui| {
-                let color =
-                    if notice.is_error { ui.visuals().error_fg_color } else { ui.visuals().text_color() };
-                if ui.small_button("×").on_hover_text("Dismiss").clicked() {
-                    dismiss = Some(i);
-                }
-                ui.colored_label(color, &notice.text);
-            });
-        }
+        egui::ScrollArea::vertical().max_height(110.0).auto_shrink([false, true]).show(ui, |ui| {
+            for (i, notice) in notices.iter().enumerate().rev() {
+                ui.horizontal(|ui| {
+                    let color =
+                        if notice.is_error { ui.visuals().error_fg_color } else { ui.visuals().text_color() };
+                    if ui.small_button("×").on_hover_text("Dismiss").clicked() {
+                        dismiss = Some(i);
+                    }
+                    ui.add(egui::Label::new(egui::RichText::new(&notice.text).color(color)).wrap());
+                });
+            }
+        });
         if let Some(i) = dismiss {
-            self.state.notices.remove(i);
+            notices.remove(i);
+        }
+        if notices.len() > 1 && ui.small_button("Clear all").on_hover_text("Dismiss every message").clicked()
+        {
+            notices.clear();
         }
     }
 
@@ -306,6 +338,17 @@ impl eframe::App for EaselApp {
             Tab::Metrics => super::metrics_view::metrics_tab_ui(ui, state, &mut panels.metrics, out),
             Tab::Canvas => super::canvas::canvas_tab_ui(ui, &mut self.canvas, state, out),
         });
+        if let Some(request) = &mut self.path_request {
+            match path_window(&ctx, request) {
+                Some(true) => {
+                    if let Some(request) = self.path_request.take() {
+                        out.push(request.finish());
+                    }
+                }
+                Some(false) => self.path_request = None,
+                None => {}
+            }
+        }
         if panels.lora_browser.open {
             super::lora_panel::lora_browser_window(&ctx, state, &mut panels.lora_browser, textures, out);
         }
@@ -335,6 +378,29 @@ impl eframe::App for EaselApp {
             None => self.save_history_now(),
         }
     }
+}
+
+/// The window asking for a path by hand: `Some(true)` when it is given, `Some(false)` when the
+/// artist gives up.
+fn path_window(ctx: &egui::Context, request: &mut PathRequest) -> Option<bool> {
+    let mut done = None;
+    egui::Window::new(request.title).collapsible(false).show(ctx, |ui| {
+        let label = ui.label("Path");
+        let field =
+            ui.add(egui::TextEdit::singleline(&mut request.text).desired_width(360.0)).labelled_by(label.id);
+        let entered = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+        ui.horizontal(|ui| {
+            if ui.add_enabled(!request.text.trim().is_empty(), egui::Button::new("OK")).clicked()
+                || (entered && !request.text.trim().is_empty())
+            {
+                done = Some(true);
+            }
+            if ui.button("Cancel").clicked() {
+                done = Some(false);
+            }
+        });
+    });
+    done
 }
 
 /// The worker thread, waking this window after each event.

@@ -30,6 +30,8 @@ pub enum UiCommand {
     AddLora(PathBuf),
     /// Ask for the folder the LoRA browser lists.
     ChooseLoraFolder,
+    /// List this folder in the LoRA browser.
+    SetLoraFolder(PathBuf),
     /// Queue the current settings as a render.
     Generate,
     /// Stop the running job and drop the queued ones.
@@ -40,10 +42,20 @@ pub enum UiCommand {
     QueueGrid,
     /// Ask where, then write the finished grid as one PNG.
     ExportGrid,
+    /// Write the finished grid as one PNG here.
+    ExportGridTo(PathBuf),
     /// Ask where, then copy a gallery picture.
     ExportPicture(u64),
+    /// Copy a gallery picture here.
+    ExportPictureTo(u64, PathBuf),
     /// Ask for a folder, then copy the ticked gallery pictures.
     ExportMarked,
+    /// Copy the ticked gallery pictures into this folder.
+    ExportMarkedTo(PathBuf),
+    /// Move a gallery picture's file to the gallery's trash folder and take it out of the gallery.
+    DeletePicture(u64),
+    /// Show a gallery picture's file in the system's file manager.
+    RevealPicture(u64),
     /// Take the settings a gallery picture was made with.
     UseSettingsOf(u64),
     /// Ask for a PNG, then take the settings stored in it.
@@ -56,14 +68,20 @@ pub enum UiCommand {
     SavePreset(String),
     /// Ask for a file or folder of the metrics form.
     ChooseMetricsPath(MetricsPath),
+    /// Fill a path of the metrics form.
+    SetMetricsPath(MetricsPath, PathBuf),
     /// Start the metrics comparison the form describes.
     RunComparison,
     /// Stop the metrics comparison.
     StopComparison,
     /// Ask where, then write the metrics table.
     ExportMetrics(TableFormat),
+    /// Write the metrics table here.
+    ExportMetricsTo(TableFormat, PathBuf),
     /// Ask for a picture, then load it onto the canvas.
     ChooseCanvasPicture,
+    /// Load this picture onto the canvas.
+    LoadCanvasPicture(PathBuf),
     /// Put the selected gallery picture on the canvas.
     SelectedToCanvas,
 }

@@ -1,12 +1,20 @@
 //! File dialogs behind a trait: the system's (rfd) in the app, a scripted list of answers in tests,
 //! so every dialog-driven path (open a model, add a LoRA, export) runs under egui_kittest.
+//! A dialog runs on a thread of its own ([`DialogRunner`]): a native dialog blocks the thread
+//! that opens it, and on the window's thread it froze progress and previews while it was open.
+//! Its answer comes back as the command the studio continues with.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::command::UiCommand;
 
 /// The dialogs the studio opens.
-pub trait Dialogs: Send {
+pub trait Dialogs: Send + Sync {
     /// Pick an existing file matching one of the extensions.
     fn open_file(&self, title: &str, extensions: &[&str]) -> Option<PathBuf>;
     /// Pick a folder.
@@ -66,14 +74,137 @@ impl Dialogs for ScriptedDialogs {
     }
 }
 
-impl<T: Dialogs + Sync> Dialogs for std::sync::Arc<T> {
-    fn open_file(&self, title: &str, extensions: &[&str]) -> Option<PathBuf> {
-        (**self).open_file(title, extensions)
+/// What to ask a file dialog.
+#[derive(Clone, Debug)]
+pub enum Ask {
+    /// An existing file with one of these extensions.
+    File {
+        /// The dialog's title.
+        title: &'static str,
+        /// Accepted extensions.
+        extensions: &'static [&'static str],
+    },
+    /// A folder.
+    Folder {
+        /// The dialog's title.
+        title: &'static str,
+    },
+    /// Where to save a new file.
+    Save {
+        /// The dialog's title.
+        title: &'static str,
+        /// The name offered.
+        default_name: String,
+    },
+}
+
+impl Ask {
+    fn title(&self) -> &'static str {
+        match self {
+            Ask::File { title, .. } | Ask::Folder { title } | Ask::Save { title, .. } => title,
+        }
     }
-    fn open_folder(&self, title: &str) -> Option<PathBuf> {
-        (**self).open_folder(title)
+
+    fn run(&self, dialogs: &dyn Dialogs) -> Option<PathBuf> {
+        match self {
+            Ask::File { title, extensions } => dialogs.open_file(title, extensions),
+            Ask::Folder { title } => dialogs.open_folder(title),
+            Ask::Save { title, default_name } => dialogs.save_file(title, default_name),
+        }
     }
-    fn save_file(&self, title: &str, default_name: &str) -> Option<PathBuf> {
-        (**self).save_file(title, default_name)
+}
+
+/// An answer sooner than this is no person's: the system had no dialog to show.
+const NO_DIALOG_WITHIN: Duration = Duration::from_millis(150);
+
+/// The continuation of a dialog: what the studio does with the chosen path.
+type Then = Box<dyn FnOnce(PathBuf) -> UiCommand + Send>;
+
+/// What came back from a dialog thread.
+pub enum Answer {
+    /// A path was chosen: the command to continue with.
+    Chosen(UiCommand),
+    /// The dialog closed at once without a choice, as when the system has no file dialog: the
+    /// studio asks for the path in a field of its own instead.
+    Unavailable(PathRequest),
+}
+
+/// A path the studio asks for in its own window, where no file dialog could open.
+pub struct PathRequest {
+    /// What the dialog was for ("LoRA adapter").
+    pub title: &'static str,
+    /// The path typed so far.
+    pub text: String,
+    then: Then,
+}
+
+impl PathRequest {
+    /// The command the typed path continues with.
+    pub fn finish(self) -> UiCommand {
+        (self.then)(PathBuf::from(self.text.trim()))
+    }
+}
+
+/// Runs one dialog at a time on its own thread and hands back what was chosen.
+pub struct DialogRunner {
+    dialogs: Arc<dyn Dialogs>,
+    open: Arc<AtomicBool>,
+    sender: Sender<Answer>,
+    answers: Receiver<Answer>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl DialogRunner {
+    /// A runner over `dialogs`, calling `wake` when an answer arrives so the window redraws.
+    pub fn new(dialogs: Arc<dyn Dialogs>, wake: Arc<dyn Fn() + Send + Sync>) -> Self {
+        let (sender, answers) = channel();
+        Self { dialogs, open: Arc::new(AtomicBool::new(false)), sender, answers, wake }
+    }
+
+    /// Whether a dialog is open now.
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Opens `ask` on a thread; the chosen path becomes `then(path)`. Refused (with the reason)
+    /// while another dialog is open.
+    pub fn ask(
+        &self,
+        ask: Ask,
+        then: impl FnOnce(PathBuf) -> UiCommand + Send + 'static,
+    ) -> Result<(), String> {
+        let then: Then = Box::new(then);
+        if self.open.swap(true, Ordering::SeqCst) {
+            return Err("A file dialog is already open; finish it first.".into());
+        }
+        let (dialogs, open, sender, wake) =
+            (Arc::clone(&self.dialogs), Arc::clone(&self.open), self.sender.clone(), Arc::clone(&self.wake));
+        let spawned = std::thread::Builder::new().name("easel-dialog".into()).spawn(move || {
+            let started = Instant::now();
+            let answer = match ask.run(dialogs.as_ref()) {
+                Some(path) => Answer::Chosen(then(path)),
+                None if started.elapsed() < NO_DIALOG_WITHIN => {
+                    Answer::Unavailable(PathRequest { title: ask.title(), text: String::new(), then })
+                }
+                // Cancelled by the artist: nothing to say.
+                None => {
+                    open.store(false, Ordering::SeqCst);
+                    return;
+                }
+            };
+            open.store(false, Ordering::SeqCst);
+            // The window may have closed meanwhile; then nobody needs the answer.
+            let _ = sender.send(answer);
+            wake();
+        });
+        spawned.map(|_| ()).map_err(|e| {
+            self.open.store(false, Ordering::SeqCst);
+            format!("cannot open a file dialog ({e})")
+        })
+    }
+
+    /// The answers that arrived since the last call.
+    pub fn answers(&self) -> Vec<Answer> {
+        self.answers.try_iter().collect()
     }
 }

@@ -72,52 +72,100 @@ fn item_details_ui(ui: &mut Ui, item: &HistoryItem, view: &mut ViewTransform, ou
     ui.label(egui::RichText::new(&item.saved_prompt).italics());
 }
 
-/// The Gallery tab.
+/// Width of one gallery cell: a 128 px thumbnail and its margin.
+const CELL_WIDTH: f32 = 144.0;
+
+/// "1 picture", "2 pictures".
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// The Gallery tab: every picture, newest first, in rows that wrap to the tab's width and scroll.
 pub fn gallery_tab_ui(ui: &mut Ui, state: &mut AppState, textures: &mut Textures, out: &mut Commands) {
     let ctx = ui.ctx().clone();
     ui.horizontal(|ui| {
-        ui.label(format!("{} pictures · {} ticked", state.history.items.len(), state.marked.len()));
+        ui.label(format!("{} · {} ticked", count(state.history.items.len(), "picture"), state.marked.len()));
         if ui.add_enabled(!state.marked.is_empty(), egui::Button::new("Export ticked…")).clicked() {
             out.push(UiCommand::ExportMarked);
         }
     });
     let ids: Vec<u64> = state.history.items.iter().rev().map(|i| i.id).collect();
-    egui::ScrollArea::vertical().show(ui, |ui| {
-        ui.horizontal_wrapped(|ui| {
-            for id in ids {
-                ui.vertical(|ui| {
-                    ui.set_width(136.0);
-                    let size = egui::vec2(128.0, 128.0);
-                    let clicked = match textures.get(&ctx, &state.history, id) {
-                        Some(tex) => ui
-                            .add(egui::Button::image(egui::Image::from_texture(&tex).fit_to_exact_size(size)))
-                            // Looked up only while hovered: a per-frame lookup for every
-                            // thumbnail would grow with the square of the gallery.
-                            .on_hover_ui(|ui| {
-                                if let Some(item) = state.history.get(id) {
-                                    ui.label(&item.saved_prompt);
-                                }
-                            })
-                            .accessible_name(format!("Open picture #{id}"))
-                            .clicked(),
-                        None => ui.add_sized(size, egui::Spinner::new()).clicked(),
-                    };
-                    if clicked {
-                        state.selected = Some(id);
-                        state.settings.tab = Tab::Image;
-                    }
-                    let mut ticked = state.marked.contains(&id);
-                    if ui.checkbox(&mut ticked, format!("#{id}")).changed() {
-                        if ticked {
-                            state.marked.insert(id);
-                        } else {
-                            state.marked.remove(&id);
-                        }
-                    }
-                });
+    let columns = ((ui.available_width() / CELL_WIDTH).floor() as usize).max(1);
+    egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
+        egui::Grid::new("gallery").spacing([8.0, 8.0]).show(ui, |ui| {
+            for row in ids.chunks(columns) {
+                for &id in row {
+                    ui.vertical(|ui| cell_ui(ui, &ctx, state, textures, out, id));
+                }
+                ui.end_row();
             }
         });
     });
+}
+
+/// One picture of the gallery: its thumbnail (click to open, right-click for more) and its tick.
+fn cell_ui(
+    ui: &mut Ui,
+    ctx: &egui::Context,
+    state: &mut AppState,
+    textures: &mut Textures,
+    out: &mut Commands,
+    id: u64,
+) {
+    let size = egui::vec2(128.0, 128.0);
+    let thumbnail = match textures.get(ctx, &state.history, id) {
+        Some(tex) => ui.add(egui::Button::image(egui::Image::from_texture(&tex).fit_to_exact_size(size))),
+        None if textures.failed(id) => ui
+            .add_sized(size, egui::Button::new("file missing"))
+            .on_hover_text("The picture's file was moved or deleted"),
+        None => ui.add_sized(size, egui::Spinner::new()),
+    };
+    // Looked up only while hovered: a per-frame lookup for every thumbnail would grow with the
+    // square of the gallery.
+    let thumbnail = thumbnail
+        .on_hover_ui(|ui| {
+            if let Some(item) = state.history.get(id) {
+                ui.label(&item.saved_prompt);
+            }
+        })
+        .accessible_name(format!("Open picture #{id}"));
+    if thumbnail.clicked() {
+        state.selected = Some(id);
+        state.settings.tab = Tab::Image;
+    }
+    thumbnail.context_menu(|ui| {
+        if ui.button("Use these settings").clicked() {
+            out.push(UiCommand::UseSettingsOf(id));
+        }
+        if ui.button("Export…").clicked() {
+            out.push(UiCommand::ExportPicture(id));
+        }
+        if ui.button("Compare as A").clicked() {
+            state.compare.0 = Some(id);
+        }
+        if ui.button("Compare as B").clicked() {
+            state.compare.1 = Some(id);
+        }
+        if ui.button("Show the file").clicked() {
+            out.push(UiCommand::RevealPicture(id));
+        }
+        ui.separator();
+        if ui.button("Delete").on_hover_text("Moves the file to the gallery's trash folder").clicked() {
+            out.push(UiCommand::DeletePicture(id));
+        }
+    });
+    let mut ticked = state.marked.contains(&id);
+    if ui.checkbox(&mut ticked, format!("#{id}")).changed() {
+        if ticked {
+            state.marked.insert(id);
+        } else {
+            state.marked.remove(&id);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -151,5 +199,51 @@ mod tests {
         h.get_by_label("Export…").click();
         h.run_steps(2);
         assert_eq!(pushed(&mut h), [UiCommand::ExportPicture(3)]);
+    }
+}
+
+#[cfg(test)]
+mod grid_tests {
+    use egui_kittest::kittest::Queryable;
+
+    use super::super::test_support::{harness, pushed, session};
+    use super::*;
+
+    #[test]
+    fn thirty_pictures_wrap_into_rows_that_reach_the_oldest() {
+        let (dir, mut state) = session();
+        let png = dir.path().join("p.png");
+        image::RgbImage::new(8, 8).save(&png).expect("a picture");
+        for id in 1..=30 {
+            state.history.items.push(HistoryItem {
+                id,
+                path: png.clone(),
+                request: crate::engine::GenerationRequest::default(),
+                saved_prompt: format!("picture {id}"),
+                model: "tiny".into(),
+                created_unix: 0,
+                timings: Default::default(),
+            });
+        }
+        let mut h = harness(state, Textures::default(), |ui, state, textures, out| {
+            gallery_tab_ui(ui, state, textures, out)
+        });
+        h.run_steps(20);
+        assert!(h.query_by_label("30 pictures · 0 ticked").is_some());
+        let oldest = h.get_by_label("Open picture #1").rect();
+        let newest = h.get_by_label("Open picture #30").rect();
+        assert!(oldest.left() < 900.0, "the rows wrap inside the tab: #1 at {oldest:?}");
+        assert!(oldest.top() > newest.bottom(), "the oldest is rows below the newest");
+        h.get_by_label("Open picture #1").scroll_to_me();
+        h.run_steps(3);
+        let scrolled = h.get_by_label("Open picture #1").rect();
+        assert!(scrolled.bottom() <= 700.0, "scrolled into view: {scrolled:?}");
+        assert!(pushed(&mut h).is_empty());
+    }
+
+    #[test]
+    fn counts_read_as_sentences() {
+        assert_eq!(count(1, "picture"), "1 picture");
+        assert_eq!(count(0, "picture"), "0 pictures");
     }
 }

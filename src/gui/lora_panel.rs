@@ -83,25 +83,31 @@ pub fn lora_stack_ui(ui: &mut Ui, state: &mut AppState, browser: &mut LoraBrowse
     }
 }
 
+/// The slider's span: what most adapters are used at; typed values may go beyond it.
+const SLIDER_RANGE: std::ops::RangeInclusive<f64> = -1.0..=2.0;
+
+/// A weight slider 180 px wide in 0.05 steps, its number field dragged in hundredths.
+fn weight_slider<'a>(weight: &'a mut f64, text: String) -> egui::Slider<'a> {
+    egui::Slider::new(weight, SLIDER_RANGE)
+        .clamping(egui::SliderClamping::Never)
+        .step_by(0.05)
+        .drag_value_speed(0.01)
+        .text(text)
+}
+
+/// A weight as A1111 writes it: two decimals, so a slider's 0.6000000000000001 is 0.6 in the
+/// prompt, the metadata and every label.
+fn rounded(w: f64) -> f64 {
+    (w * 100.0).round() / 100.0
+}
+
 fn weights_ui(ui: &mut Ui, slot: &mut LoraSlot) {
+    ui.spacing_mut().slider_width = 180.0;
     if slot.separate {
-        ui.add(
-            egui::Slider::new(&mut slot.unet_weight, -2.0..=2.0)
-                .clamping(egui::SliderClamping::Never)
-                .text(format!("{} UNet", slot.name)),
-        );
-        ui.add(
-            egui::Slider::new(&mut slot.text_weight, -2.0..=2.0)
-                .clamping(egui::SliderClamping::Never)
-                .text(format!("{} text", slot.name)),
-        );
+        ui.add(weight_slider(&mut slot.unet_weight, format!("{} UNet", slot.name)));
+        ui.add(weight_slider(&mut slot.text_weight, format!("{} text", slot.name)));
     } else {
-        ui.add(
-            egui::Slider::new(&mut slot.weight, -2.0..=2.0)
-                .clamping(egui::SliderClamping::Never)
-                .step_by(0.05)
-                .text(format!("{} weight", slot.name)),
-        );
+        ui.add(weight_slider(&mut slot.weight, format!("{} weight", slot.name)));
     }
     let was = slot.separate;
     ui.checkbox(&mut slot.separate, "Separate UNet / text weights");
@@ -112,7 +118,7 @@ fn weights_ui(ui: &mut Ui, slot: &mut LoraSlot) {
     // Slider text fields accept any number; keep what the engine accepts.
     let limit = crate::engine::request::MAX_LORA_WEIGHT;
     for w in [&mut slot.weight, &mut slot.unet_weight, &mut slot.text_weight] {
-        *w = w.clamp(-limit, limit);
+        *w = rounded(w.clamp(-limit, limit));
     }
 }
 
@@ -126,22 +132,32 @@ pub fn lora_browser_window(
 ) {
     let mut open = browser.open;
     egui::Window::new("LoRA folder").open(&mut open).default_size([420.0, 480.0]).show(ctx, |ui| {
-        ui.horizontal(|ui| {
-            let label = ui.label("Folder");
-            ui.add(egui::TextEdit::singleline(&mut state.settings.lora_dir).desired_width(220.0))
-                .labelled_by(label.id);
-            if ui.button("Choose…").clicked() {
-                out.push(UiCommand::ChooseLoraFolder);
-            }
-        });
+        let typing = ui
+            .horizontal(|ui| {
+                let label = ui.label("Folder");
+                let field = ui
+                    .add(egui::TextEdit::singleline(&mut state.settings.lora_dir).desired_width(220.0))
+                    .labelled_by(label.id);
+                if ui.button("Choose…").clicked() {
+                    out.push(UiCommand::ChooseLoraFolder);
+                }
+                field.has_focus()
+            })
+            .inner;
+        // A folder is listed once its path is committed (the field left), not at every keystroke
+        // of a half-typed path.
         let dir = &state.settings.lora_dir;
-        if browser.listed.as_ref().is_none_or(|(d, _)| d != dir) {
+        if !typing && browser.listed.as_ref().is_none_or(|(d, _)| d != dir) {
             browser.listed = Some((dir.clone(), adapter_files(&PathBuf::from(dir))));
         }
         let files = browser.listed.as_ref().map(|(_, f)| f.clone()).unwrap_or_default();
         let unread: Vec<PathBuf> = files
             .iter()
-            .filter(|f| !state.lora_info.contains_key(*f) && browser.requested.insert((*f).clone()))
+            .filter(|f| {
+                !state.lora_info.contains_key(*f)
+                    && !state.lora_unreadable.contains_key(*f)
+                    && browser.requested.insert((*f).clone())
+            })
             .cloned()
             .collect();
         if !unread.is_empty() {
@@ -172,9 +188,19 @@ pub fn lora_browser_window(
                             });
                         }
                         None => {
-                            ui.label(
-                                path.file_name().map_or(String::new(), |n| n.to_string_lossy().to_string()),
-                            );
+                            ui.vertical(|ui| {
+                                ui.label(
+                                    path.file_name()
+                                        .map_or(String::new(), |n| n.to_string_lossy().to_string()),
+                                );
+                                if let Some(why) = state.lora_unreadable.get(&path) {
+                                    ui.colored_label(
+                                        ui.visuals().error_fg_color,
+                                        format!("Unreadable: {why}"),
+                                    )
+                                    .on_hover_text(why);
+                                }
+                            });
                         }
                     }
                     if ui.button("Add").clicked() {
@@ -215,6 +241,18 @@ mod tests {
 
     use super::super::test_support::{harness, pushed, session};
     use super::*;
+
+    #[test]
+    fn weights_are_kept_to_two_decimals_as_a1111_writes_them() {
+        let (_dir, mut state) = session();
+        let slot = LoraSlot { weight: 0.6000000000000001, ..LoraSlot::new("ink.safetensors".into()) };
+        state.settings.loras.push(slot);
+        let mut h = harness(state, LoraBrowser::default(), lora_stack_ui);
+        h.run();
+        let settings = &h.state().state.settings;
+        assert_eq!(settings.loras[0].weight, 0.6);
+        assert_eq!(settings.saved_prompt(), " <lora:ink:0.6>");
+    }
 
     #[test]
     fn the_browser_lists_its_folder_and_asks_for_each_file_once() {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::app::EaselApp;
 use super::command::{MetricsPath, TableFormat, UiCommand};
+use super::dialogs::Ask;
 use super::state::{CanvasUse, Download, EvalStatus, JobKind, ModelStatus};
 use crate::engine::device::DeviceChoice;
 use crate::presets::Preset;
@@ -26,16 +27,14 @@ impl EaselApp {
                 }
             }
             UiCommand::ChooseModelFile => {
-                if let Some(p) =
-                    self.dialogs.open_file("Stable Diffusion checkpoint", &["safetensors", "ckpt"])
-                {
-                    self.load_model(p.display().to_string());
-                }
+                let ask =
+                    Ask::File { title: "Stable Diffusion checkpoint", extensions: &["safetensors", "ckpt"] };
+                self.ask(ask, |p| UiCommand::LoadModel(p.display().to_string()));
             }
             UiCommand::ChooseModelFolder => {
-                if let Some(p) = self.dialogs.open_folder("Diffusers model folder") {
-                    self.load_model(p.display().to_string());
-                }
+                self.ask(Ask::Folder { title: "Diffusers model folder" }, |p| {
+                    UiCommand::LoadModel(p.display().to_string())
+                });
             }
             UiCommand::PullModel => {
                 let repo_id = self.state.settings.hub_repo.trim().to_string();
@@ -53,45 +52,77 @@ impl EaselApp {
                 }
             }
             UiCommand::ChooseLoraFile => {
-                if let Some(path) = self.dialogs.open_file("LoRA adapter", &["safetensors"]) {
-                    self.add_lora(path);
-                }
+                self.ask(
+                    Ask::File { title: "LoRA adapter", extensions: &["safetensors"] },
+                    UiCommand::AddLora,
+                );
             }
             UiCommand::AddLora(path) => self.add_lora(path),
             UiCommand::ChooseLoraFolder => {
-                if let Some(dir) = self.dialogs.open_folder("LoRA folder") {
-                    self.state.settings.lora_dir = dir.display().to_string();
-                }
+                self.ask(Ask::Folder { title: "LoRA folder" }, UiCommand::SetLoraFolder)
             }
+            UiCommand::SetLoraFolder(dir) => self.state.settings.lora_dir = dir.display().to_string(),
             UiCommand::Generate => self.generate(),
             UiCommand::CancelAll => self.state.cancel_all(),
             UiCommand::CancelJob(id) => self.state.cancel_job(id),
             UiCommand::QueueGrid => self.queue_grid(),
-            UiCommand::ExportGrid => self.export_grid(),
-            UiCommand::ExportPicture(id) => self.export_picture(id),
-            UiCommand::ExportMarked => self.export_marked(),
+            UiCommand::ExportGrid => {
+                let ask = Ask::Save { title: "Export grid", default_name: "lora-grid.png".into() };
+                self.ask(ask, UiCommand::ExportGridTo);
+            }
+            UiCommand::ExportGridTo(dest) => self.export_grid(&dest),
+            UiCommand::ExportPicture(id) => {
+                let Some(item) = self.state.history.get(id) else { return };
+                let name =
+                    item.path.file_name().map_or("easel.png".into(), |n| n.to_string_lossy().to_string());
+                self.ask(Ask::Save { title: "Export picture", default_name: name }, move |dest| {
+                    UiCommand::ExportPictureTo(id, dest)
+                });
+            }
+            UiCommand::ExportPictureTo(id, dest) => self.export_picture(id, &dest),
+            UiCommand::ExportMarked => {
+                self.ask(Ask::Folder { title: "Export ticked pictures to" }, UiCommand::ExportMarkedTo);
+            }
+            UiCommand::ExportMarkedTo(dir) => self.export_marked(&dir),
             UiCommand::UseSettingsOf(id) => self.use_settings_of(id),
+            UiCommand::DeletePicture(id) => self.delete_picture(id),
+            UiCommand::RevealPicture(id) => self.reveal_picture(id),
             UiCommand::ChooseImportPicture => {
-                if let Some(path) = self.dialogs.open_file("Picture with settings", &["png"]) {
-                    self.import_settings(&path);
-                }
+                let ask = Ask::File { title: "Picture with settings", extensions: &["png"] };
+                self.ask(ask, UiCommand::ImportSettings);
             }
             UiCommand::ImportSettings(path) => self.import_settings(&path),
             UiCommand::ApplyPreset(name) => self.apply_preset(&name),
             UiCommand::SavePreset(name) => self.save_preset(&name),
-            UiCommand::ChooseMetricsPath(which) => self.choose_metrics_path(which),
+            UiCommand::ChooseMetricsPath(which) => {
+                let ask = match which {
+                    MetricsPath::References => Ask::Folder { title: "Reference pictures" },
+                    MetricsPath::Prompts => Ask::File { title: "Prompt list", extensions: &["txt"] },
+                    MetricsPath::Inception => {
+                        Ask::File { title: "FID Inception weights", extensions: &["pth", "safetensors"] }
+                    }
+                };
+                self.ask(ask, move |p| UiCommand::SetMetricsPath(which, p));
+            }
+            UiCommand::SetMetricsPath(which, path) => self.set_metrics_path(which, &path),
             UiCommand::RunComparison => self.run_comparison(),
             UiCommand::StopComparison => {
                 if let EvalStatus::Running { cancel, .. } = &self.state.eval {
                     cancel.store(true, std::sync::atomic::Ordering::SeqCst);
                 }
             }
-            UiCommand::ExportMetrics(format) => self.export_metrics(format),
-            UiCommand::ChooseCanvasPicture => {
-                if let Some(p) = self.dialogs.open_file("Picture", &PICTURE_EXTENSIONS) {
-                    self.load_canvas_picture(&p);
-                }
+            UiCommand::ExportMetrics(format) => {
+                let name = format!("easel-metrics.{}", format.extension());
+                self.ask(Ask::Save { title: "Export metrics", default_name: name }, move |dest| {
+                    UiCommand::ExportMetricsTo(format, dest)
+                });
             }
+            UiCommand::ExportMetricsTo(format, dest) => self.export_metrics(format, &dest),
+            UiCommand::ChooseCanvasPicture => {
+                let ask = Ask::File { title: "Picture", extensions: &PICTURE_EXTENSIONS };
+                self.ask(ask, UiCommand::LoadCanvasPicture);
+            }
+            UiCommand::LoadCanvasPicture(p) => self.load_canvas_picture(&p),
             UiCommand::SelectedToCanvas => {
                 let path =
                     self.state.selected.and_then(|id| self.state.history.get(id)).map(|i| i.path.clone());
@@ -99,6 +130,13 @@ impl EaselApp {
                     self.load_canvas_picture(&p);
                 }
             }
+        }
+    }
+
+    /// Opens a file dialog on its own thread; the chosen path comes back as `then(path)`.
+    fn ask(&mut self, ask: Ask, then: impl FnOnce(PathBuf) -> UiCommand + Send + 'static) {
+        if let Err(e) = self.dialogs.ask(ask, then) {
+            self.state.error(e);
         }
     }
 
@@ -201,31 +239,26 @@ impl EaselApp {
         }
     }
 
-    fn export_grid(&mut self) {
+    fn export_grid(&mut self, dest: &Path) {
         let (picture, text) = match super::compare::grid_picture(&self.state) {
             Ok(p) => p,
             Err(e) => return self.state.error(format!("The grid cannot be exported: {e}")),
         };
-        let Some(dest) = self.dialogs.save_file("Export grid", "lora-grid.png") else { return };
-        match crate::export::png::save_png(&dest, &picture, &[("Description".into(), text)], false) {
+        match crate::export::png::save_png(dest, &picture, &[("Description".into(), text)], false) {
             Ok(()) => self.state.info(format!("Exported the grid to {}", dest.display())),
             Err(e) => self.state.error(e.in_studio_words()),
         }
     }
 
-    fn export_picture(&mut self, id: u64) {
+    fn export_picture(&mut self, id: u64, dest: &Path) {
         let Some(item) = self.state.history.get(id) else { return };
-        let src = item.path.clone();
-        let name = src.file_name().map_or("easel.png".into(), |n| n.to_string_lossy().to_string());
-        let Some(dest) = self.dialogs.save_file("Export picture", &name) else { return };
-        match copy_new(&src, &dest) {
+        match copy_new(&item.path, dest) {
             Ok(()) => self.state.info(format!("Exported {}", dest.display())),
             Err(e) => self.state.error(e.in_studio_words()),
         }
     }
 
-    fn export_marked(&mut self) {
-        let Some(dir) = self.dialogs.open_folder("Export ticked pictures to") else { return };
+    fn export_marked(&mut self, dir: &Path) {
         let (mut done, mut skipped) = (0, Vec::new());
         for id in self.state.marked.clone() {
             let Some(item) = self.state.history.get(id) else { continue };
@@ -239,6 +272,43 @@ impl EaselApp {
             self.state.info(format!("Exported {done} picture(s) to {}", dir.display()));
         } else {
             self.state.error(format!("Exported {done}; not exported: {}", skipped.join("; ")));
+        }
+    }
+
+    /// Moves the picture's file into `gallery/.trash` (a file that is already gone is only taken
+    /// out of the gallery) and forgets it everywhere the session refers to it.
+    fn delete_picture(&mut self, id: u64) {
+        let Some(item) = self.state.history.get(id) else { return };
+        let path = item.path.clone();
+        if path.exists() {
+            let trash = self.state.paths.gallery().join(".trash");
+            let name = path.file_name().map_or(format!("{id}.png"), |n| n.to_string_lossy().to_string());
+            let moved =
+                std::fs::create_dir_all(&trash).and_then(|()| std::fs::rename(&path, trash.join(&name)));
+            if let Err(e) = moved {
+                let e = crate::Error::io("cannot move the picture to the trash folder", e, &path);
+                return self.state.error(e.in_studio_words());
+            }
+            self.state.info(format!("Picture #{id} moved to {}", trash.display()));
+        }
+        self.state.forget_picture(id);
+    }
+
+    /// Opens the folder of the picture's file in the system's file manager.
+    fn reveal_picture(&mut self, id: u64) {
+        let Some(item) = self.state.history.get(id) else { return };
+        let dir = item.path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let opener = if cfg!(target_os = "macos") {
+            "open"
+        } else if cfg!(windows) {
+            "explorer"
+        } else {
+            "xdg-open"
+        };
+        // Spawned, not waited on: the file manager runs on its own.
+        if let Err(e) = std::process::Command::new(opener).arg(&dir).spawn() {
+            self.state
+                .error(format!("Cannot open {} with {opener} ({e}); the picture is there", dir.display()));
         }
     }
 
@@ -302,15 +372,7 @@ impl EaselApp {
         }
     }
 
-    fn choose_metrics_path(&mut self, which: MetricsPath) {
-        let chosen = match which {
-            MetricsPath::References => self.dialogs.open_folder("Reference pictures"),
-            MetricsPath::Prompts => self.dialogs.open_file("Prompt list", &["txt"]),
-            MetricsPath::Inception => {
-                self.dialogs.open_file("FID Inception weights", &["pth", "safetensors"])
-            }
-        };
-        let Some(path) = chosen else { return };
+    fn set_metrics_path(&mut self, which: MetricsPath, path: &Path) {
         let form = &mut self.state.settings.metrics;
         let field = match which {
             MetricsPath::References => &mut form.reference_dir,
@@ -331,15 +393,13 @@ impl EaselApp {
         }
     }
 
-    fn export_metrics(&mut self, format: TableFormat) {
+    fn export_metrics(&mut self, format: TableFormat, dest: &Path) {
         let EvalStatus::Done(results) = &self.state.eval else { return };
         let text = match super::metrics_view::table_text(results, format) {
             Ok(t) => t,
             Err(e) => return self.state.error(e),
         };
-        let name = format!("easel-metrics.{}", format.extension());
-        let Some(dest) = self.dialogs.save_file("Export metrics", &name) else { return };
-        match crate::files::write_atomically(&dest, text.as_bytes(), false) {
+        match crate::files::write_atomically(dest, text.as_bytes(), false) {
             Ok(()) => self.state.info(format!("Exported {}", dest.display())),
             Err(e) => self.state.error(e.in_studio_words()),
         }

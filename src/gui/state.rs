@@ -426,6 +426,8 @@ pub struct AppState {
     pub pull: Option<Download>,
     /// Adapter descriptions by file.
     pub lora_info: HashMap<PathBuf, LoraInfo>,
+    /// Adapter files that could not be read, with why (the folder browser shows them).
+    pub lora_unreadable: HashMap<PathBuf, String>,
     /// What the last merge reported, by adapter name.
     pub lora_reports: HashMap<String, AdapterReport>,
     /// The queue, running job first.
@@ -471,6 +473,7 @@ impl AppState {
             model: ModelStatus::None,
             pull: None,
             lora_info: HashMap::new(),
+            lora_unreadable: HashMap::new(),
             lora_reports: HashMap::new(),
             jobs: VecDeque::new(),
             preview: None,
@@ -559,6 +562,22 @@ impl AppState {
         reload
     }
 
+    /// Takes a picture out of the gallery and every place that shows it.
+    pub fn forget_picture(&mut self, id: u64) {
+        self.history.items.retain(|i| i.id != id);
+        self.marked.remove(&id);
+        if self.selected == Some(id) {
+            self.selected = self.history.items.last().map(|i| i.id);
+        }
+        for slot in [&mut self.compare.0, &mut self.compare.1] {
+            if *slot == Some(id) {
+                *slot = None;
+            }
+        }
+        self.grid.cells.retain(|_, cell| *cell != id);
+        self.history_dirty = true;
+    }
+
     /// Takes in one event from the worker.
     pub fn apply(&mut self, event: Event) {
         match event {
@@ -594,8 +613,13 @@ impl AppState {
                 self.lora_info.insert(info.path.clone(), info);
             }
             Event::LoraInspected(Err((path, message))) => {
-                self.settings.loras.retain(|s| s.path != path);
-                self.error(format!("Could not read the adapter: {message}"));
+                // An adapter in the stack is taken out, and the artist told; a file the folder
+                // browser merely lists shows its problem on its own card.
+                if self.settings.loras.iter().any(|s| s.path == path) {
+                    self.settings.loras.retain(|s| s.path != path);
+                    self.error(format!("Could not read the adapter {}: {message}", path.display()));
+                }
+                self.lora_unreadable.insert(path, message);
             }
             Event::LoraReports { reports, .. } => {
                 for r in reports {
@@ -739,6 +763,28 @@ mod tests {
         s.apply(Event::JobFinished { id, outcome: JobOutcome::Done });
         assert!(s.jobs.is_empty() && s.preview.is_none());
         assert_eq!((s.history.items.len(), s.selected, s.history_dirty), (1, Some(1), true));
+    }
+
+    #[test]
+    fn a_forgotten_picture_leaves_every_view() {
+        let (_dir, mut s) = state();
+        for id in [1, 2] {
+            s.history.items.push(HistoryItem {
+                id,
+                path: format!("{id}.png").into(),
+                request: GenerationRequest::default(),
+                saved_prompt: String::new(),
+                model: "tiny".into(),
+                created_unix: 0,
+                timings: Default::default(),
+            });
+        }
+        (s.selected, s.compare) = (Some(2), (Some(2), Some(1)));
+        s.marked.insert(2);
+        s.grid.cells.insert((0, 0), 2);
+        s.forget_picture(2);
+        assert_eq!((s.history.items.len(), s.selected, s.compare), (1, Some(1), (None, Some(1))));
+        assert!(s.marked.is_empty() && s.grid.cells.is_empty() && s.history_dirty);
     }
 
     #[test]

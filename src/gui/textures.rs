@@ -73,6 +73,11 @@ impl Textures {
         }
     }
 
+    /// Whether a gallery picture's file could not be read.
+    pub fn failed(&self, id: u64) -> bool {
+        self.failed.contains(&id)
+    }
+
     /// An adapter's thumbnail, uploaded once.
     pub fn thumbnail(
         &mut self,

@@ -178,30 +178,24 @@ mod tests {
         let (w, h) = (a.width() as usize, a.height() as usize);
         let g = gaussian(WINDOW, 1.5);
         let (c1, c2) = (0.01f64.powi(2), 0.03f64.powi(2));
-        let blur = |p: &[f64]| -> Vec<f64> {
-            let r = (g.len() / 2) as isize;
-            let mut tmp = vec![0.0; w * h];
-            for y in 0..h {
-                for x in 0..w {
-                    tmp[y * w + x] = g
-                        .iter()
-                        .enumerate()
-                        .map(|(k, &gk)| gk * p[y * w + reflect(x as isize + k as isize - r, w)])
-                        .sum();
-                }
-            }
+        let r = (g.len() / 2) as isize;
+        // One pass of the separable window along x (`step` 1) or y (`step` w), mirrored at the edge.
+        let pass = |p: &[f64], along_x: bool| -> Vec<f64> {
+            let (step, len) = if along_x { (1, w) } else { (w, h) };
             let mut out = vec![0.0; w * h];
             for y in 0..h {
                 for x in 0..w {
+                    let (at, base) = if along_x { (x, y * w) } else { (y, x) };
                     out[y * w + x] = g
                         .iter()
                         .enumerate()
-                        .map(|(k, &gk)| gk * tmp[reflect(y as isize + k as isize - r, h) * w + x])
+                        .map(|(k, &gk)| gk * p[base + reflect(at as isize + k as isize - r, len) * step])
                         .sum();
                 }
             }
             out
         };
+        let blur = |p: &[f64]| pass(&pass(p, true), false);
         let (mut total, mut count) = (0.0, 0usize);
         for c in 0..3 {
             let plane = |img: &RgbImage| -> Vec<f64> {

@@ -29,14 +29,6 @@ impl Sampler for Ddim {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(&self, x: &Tensor, _i: usize) -> Result<Tensor> {
-        Ok(x.clone())
-    }
-
     fn step(&mut self, output: &Tensor, i: usize, x: &Tensor, _noise: &mut NoiseFn) -> Result<Tensor> {
         let t = self.timesteps[i];
         // diffusers steps back by T/n from the current timestep, whatever the spacing.

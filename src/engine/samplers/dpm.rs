@@ -75,14 +75,6 @@ impl Sampler for DpmPp2m {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(&self, x: &Tensor, _i: usize) -> Result<Tensor> {
-        Ok(x.clone())
-    }
-
     fn step(&mut self, output: &Tensor, i: usize, x: &Tensor, _noise: &mut NoiseFn) -> Result<Tensor> {
         let (alpha_s0, sigma_s0, lambda_s0) = alpha_sigma_lambda(self.sigmas[i]);
         let x0 = match self.prediction {

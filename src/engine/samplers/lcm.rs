@@ -35,14 +35,6 @@ impl Sampler for Lcm {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(&self, x: &Tensor, _i: usize) -> Result<Tensor> {
-        Ok(x.clone())
-    }
-
     fn step(&mut self, output: &Tensor, i: usize, x: &Tensor, noise: &mut NoiseFn) -> Result<Tensor> {
         let t = self.timesteps[i];
         let a_t = self.cfg.alphas_cumprod[t as usize];

@@ -141,10 +141,16 @@ impl FromStr for SamplerKind {
 pub trait Sampler: Send {
     /// The timesteps the UNet is called at, highest noise first.
     fn timesteps(&self) -> &[f64];
-    /// The factor diffusers multiplies `latents=` (unit noise) by before the first step.
-    fn init_noise_sigma(&self) -> f64;
-    /// Scales the latents before they go into the UNet at step `i`.
-    fn scale_model_input(&self, x: &Tensor, i: usize) -> Result<Tensor>;
+    /// The factor diffusers multiplies `latents=` (unit noise) by before the first step: 1 for
+    /// the samplers that work on the VP latents, σ_max for Euler's.
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
+    /// Scales the latents before they go into the UNet at step `i` (only Euler's σ-scaled
+    /// latents need it).
+    fn scale_model_input(&self, x: &Tensor, _i: usize) -> Result<Tensor> {
+        Ok(x.clone())
+    }
     /// Advances the latents from step `i` to step `i + 1` given the UNet's output.
     fn step(&mut self, model_output: &Tensor, i: usize, x: &Tensor, noise: &mut NoiseFn) -> Result<Tensor>;
     /// Noises clean latents to the level of step `i` (img2img's start and inpainting's blend).
