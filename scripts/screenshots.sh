@@ -2,7 +2,8 @@
 # Makes the README's screenshots: the real release binary in a real window under Xvfb (Mesa's
 # lavapipe renders), with the tiny test model, the inkStyle test LoRA and the metric fixtures.
 # Needs: xvfb, xdotool, imagemagick, mesa-vulkan-drivers; the formula Inception weights that
-# `cargo test --test gui` leaves in target/tmp. Settings are seeded through eframe's storage file.
+# `cargo test --test gui` leaves in target/tmp. Settings are seeded through eframe's storage file,
+# which EASEL_HOME puts in its config folder.
 # Everything the window shows lives under a neutral folder (/tmp/easel-demo, opened as the working
 # folder) so no path of the machine that took them appears. EASEL_BIN picks the binary (default
 # the release build; the dev build's `target/debug/easel` draws the same window).
@@ -18,9 +19,9 @@ cp -r tests/fixtures/tiny-sd "$demo/models/tiny-sd"
 cp tests/fixtures/lora/inkStyle.safetensors "$demo/models/lora/"
 cp -r tests/fixtures/metrics/reference "$demo/reference"
 cp target/tmp/formula-inception.safetensors "$demo/models/inception.safetensors"
-export EASEL_HOME="$work/home" XDG_DATA_HOME="$work/xdg" DISPLAY=:97
-mkdir -p "$XDG_DATA_HOME/easel"
-python3 - "$XDG_DATA_HOME/easel/app.ron" <<'PY'
+export EASEL_HOME="$work/home" DISPLAY=:97
+mkdir -p "$EASEL_HOME/config"
+python3 - "$EASEL_HOME/config/app.ron" <<'PY'
 import sys
 out = sys.argv[1]
 settings = (

@@ -396,6 +396,25 @@ fn snapshots_of_the_main_views() {
     h.get_by_role_and_label(Role::Button, "Metrics").click();
     h.run_steps(3);
     h.snapshot("metrics_form");
+
+    // A small window: every control of the Canvas and Metrics tabs stays inside it.
+    h.set_size(egui::vec2(1024.0, 700.0));
+    let inside = |r: egui::Rect| r.right() <= 1024.0 && r.bottom() <= 700.0;
+    h.run_steps(3);
+    for control in ["Run comparison", "Inception weights", "Sweep weights"] {
+        for node in h.get_all_by_label(control) {
+            assert!(inside(node.rect()), "{control} at {:?}", node.rect());
+        }
+    }
+    h.snapshot("metrics_form_1024x700");
+    h.get_by_role_and_label(Role::Button, "Canvas").click();
+    h.run_steps(3);
+    for control in ["Opacity", "Clear", "New canvas at the generation size"] {
+        for node in h.get_all_by_label(control) {
+            assert!(inside(node.rect()), "{control} at {:?}", node.rect());
+        }
+    }
+    h.snapshot("canvas_tab_1024x700");
 }
 
 /// A file dialog that stays open until the test answers it, as a person takes their time.
@@ -438,4 +457,21 @@ fn a_file_dialog_left_open_does_not_stop_the_render_or_the_window() {
     let lora = fixtures().join("lora/inkStyle.safetensors");
     answer.send(lora.clone()).expect("the dialog thread waits");
     wait_until(&mut h, "the chosen adapter", |a| a.state.settings.loras.iter().any(|s| s.path == lora));
+}
+
+#[test]
+fn a_message_longer_than_the_window_wraps_and_is_read_whole() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut h = studio(root.path(), None, Arc::new(ScriptedDialogs::default()));
+    h.step();
+    let text =
+        format!("Could not download someone/model: {}the end", "the hub did not answer in time; ".repeat(12));
+    h.state_mut().state.error(text.clone());
+    h.state_mut().state.info("A second message");
+    h.run_steps(3);
+    let r = h.get_by_label(&text).rect();
+    assert!(r.right() <= 1280.0 && r.height() > 20.0, "wrapped onto more lines inside the window: {r:?}");
+    h.get_by_role_and_label(Role::Button, "Clear all").click();
+    h.run_steps(2);
+    assert!(h.state().state.notices.is_empty());
 }

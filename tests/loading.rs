@@ -105,3 +105,53 @@ fn inpainting_model_without_a_mask_says_what_it_needs() {
     assert!(stderr(&res).contains("inpainting model") && stderr(&res).contains("--mask"), "{}", stderr(&res));
     assert!(!out.exists());
 }
+
+#[test]
+fn keep_unmasked_puts_the_start_pixels_back_outside_the_mask() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = inpainting_model(dir.path());
+    let init = fixtures().join("golden/ddim.png");
+    let mask = fixtures().join("mask.png");
+    let run = |name: &str, keep: bool| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "generate",
+            "--model",
+            model.to_str().expect("utf-8"),
+            "--prompt",
+            "a red boat",
+            "--steps",
+            "3",
+            "--init-image",
+            init.to_str().expect("utf-8"),
+            "--mask",
+            mask.to_str().expect("utf-8"),
+            "--seed",
+            "3",
+            "-o",
+            out.to_str().expect("utf-8"),
+        ];
+        if keep {
+            args.push("--keep-unmasked");
+        }
+        let res = easel(&args);
+        assert!(res.status.success(), "{}", stderr(&res));
+        image::open(&out).expect("written").to_rgb8()
+    };
+    let (plain, kept) = (run("plain.png", false), run("kept.png", true));
+    let start = image::open(&init).expect("init").to_rgb8();
+    let mask = image::open(&mask).expect("mask").to_luma8();
+    let (mut outside, mut changed_outside) = (0, 0);
+    for ((m, k), (s, p)) in mask.pixels().zip(kept.pixels()).zip(start.pixels().zip(plain.pixels())) {
+        match m.0[0] {
+            0 => {
+                outside += 1;
+                assert_eq!(k, s, "outside the mask the start picture is kept exactly");
+                changed_outside += usize::from(p != s);
+            }
+            255 => assert_eq!(k, p, "inside the mask the generated picture is kept"),
+            _ => {}
+        }
+    }
+    assert!(outside > 0 && changed_outside > 0, "without the option the VAE changes kept pixels too");
+}

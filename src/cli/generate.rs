@@ -63,6 +63,10 @@ pub struct GenerateArgs {
     /// Pictures to make.
     #[arg(long)]
     batch: Option<usize>,
+    /// With --mask: put the init image's own pixels back outside the mask after decoding, as A1111
+    /// does (diffusers, and Easel by default, keep the decoded picture everywhere).
+    #[arg(long, requires = "mask")]
+    keep_unmasked: bool,
     /// A LoRA to merge: FILE[:WEIGHT[:TE_WEIGHT]] (weights default to 1; repeat for a stack).
     #[arg(long = "lora", value_name = "FILE[:W[:TE]]")]
     loras: Vec<String>,
@@ -155,6 +159,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         mask: args.mask.clone(),
         noise: args.noise.clone(),
         loras,
+        keep_unmasked: args.keep_unmasked,
     };
     request.validate()?;
     check_output(&args.output)?;

@@ -108,7 +108,10 @@ pub fn generate_each(
         let latents = denoise(model, request, inputs, &context, seed, index, on_progress, cancel)?;
         timings.denoise_secs = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
-        let image = decode_to_image(model, &latents)?;
+        let mut image = decode_to_image(model, &latents)?;
+        if let (true, Some(init), Some(mask)) = (request.keep_unmasked, &inputs.init_image, &inputs.mask) {
+            keep_unmasked(&mut image, init, mask);
+        }
         timings.decode_secs = t1.elapsed().as_secs_f64();
         on_image(GeneratedImage { image, seed, timings })?;
     }
@@ -382,6 +385,22 @@ pub fn decode_to_image(model: &StableDiffusion, latents: &Tensor) -> Result<RgbI
         ));
     }
     pixels_to_image(&pixels)
+}
+
+/// Puts `init`'s pixels back where `mask` keeps them: each channel becomes
+/// `init·(1 − m) + picture·m` with `m` the mask's value over 255, so a soft mask edge blends.
+/// Sizes that differ (never from Easel's own inputs) leave the picture as it is.
+pub fn keep_unmasked(picture: &mut RgbImage, init: &RgbImage, mask: &GrayImage) {
+    if picture.dimensions() != init.dimensions() || picture.dimensions() != mask.dimensions() {
+        return;
+    }
+    for ((out, kept), m) in picture.pixels_mut().zip(init.pixels()).zip(mask.pixels()) {
+        let m = f32::from(m.0[0]) / 255.0;
+        for c in 0..3 {
+            let v = f32::from(kept.0[c]) * (1.0 - m) + f32::from(out.0[c]) * m;
+            out.0[c] = v.round().clamp(0.0, 255.0) as u8;
+        }
+    }
 }
 
 /// Whether every value of `t` is finite: `0·x` is 0 for those and NaN otherwise, so one sum

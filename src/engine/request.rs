@@ -40,6 +40,11 @@ pub struct GenerationRequest {
     pub noise: Option<PathBuf>,
     /// Style adapters merged into the model for this request, in order.
     pub loras: Vec<LoraSpec>,
+    /// Inpainting: put the start picture's own pixels back outside the mask after decoding, as
+    /// A1111 does (the VAE round trip otherwise softens what was not repainted). Off by default,
+    /// as in diffusers, whose pictures Easel reproduces.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_unmasked: bool,
 }
 
 /// One adapter a request uses.
@@ -94,6 +99,7 @@ impl Default for GenerationRequest {
             mask: None,
             noise: None,
             loras: Vec::new(),
+            keep_unmasked: false,
         }
     }
 }

@@ -13,7 +13,6 @@ use super::command::{Commands, UiCommand};
 use super::compare::CompareView;
 use super::controls::PresetsMenu;
 use super::dialogs::{Answer, DialogRunner, Dialogs, PathRequest, SystemDialogs};
-use super::image_view::ViewTransform;
 use super::lora_panel::LoraBrowser;
 use super::metrics_view::MetricsView;
 use super::state::{AppState, Settings, Tab};
@@ -48,8 +47,8 @@ impl LaunchOptions {
 /// Each panel's own view state: what it shows, apart from the settings and the session.
 #[derive(Debug, Default)]
 pub struct Panels {
-    /// Zoom and pan of the Image tab.
-    pub image: ViewTransform,
+    /// The Image tab.
+    pub image: super::gallery::ImageView,
     /// The Compare tab.
     pub compare: CompareView,
     /// The LoRA folder window.
@@ -286,7 +285,14 @@ impl EaselApp {
                     );
                     let eta =
                         if eta.is_finite() { format!("{eta:.0} s left") } else { "estimating…".into() };
+                    let cancelling = self.state.running().is_some_and(|j| j.is_cancelled());
+                    let eta = if cancelling { "cancelling…".to_string() } else { eta };
                     ui.label(format!("{label} · {elapsed_secs:.1} s · {eta}"));
+                }
+                _ if matches!(self.state.eval, super::state::EvalStatus::Running { .. }) => {
+                    if let super::state::EvalStatus::Running { stage, done, total, .. } = &self.state.eval {
+                        ui.label(format!("Metrics comparison: {stage} · {done}/{total} pictures"));
+                    }
                 }
                 _ => {
                     ui.label(match &self.state.model {

@@ -461,15 +461,13 @@ fn save_addressed(
 /// The Canvas tab.
 pub fn canvas_tab_ui(ui: &mut Ui, canvas: &mut Canvas, state: &AppState, out: &mut Commands) {
     let c = &mut *canvas;
+    // Tools and history on one row, the brush on the next: a slider with its label does not wrap,
+    // so one long row cut the opacity control off in a small window.
     ui.horizontal_wrapped(|ui| {
         ui.selectable_value(&mut c.tool, Tool::Brush, "Brush");
         ui.selectable_value(&mut c.tool, Tool::Eraser, "Eraser");
         ui.selectable_value(&mut c.tool, Tool::Mask, "Mask");
         ui.selectable_value(&mut c.tool, Tool::Unmask, "Unmask");
-        ui.separator();
-        ui.add(egui::Slider::new(&mut c.size, 1.0..=200.0).logarithmic(true).text("Size"));
-        ui.color_edit_button_srgb(&mut c.color).on_hover_text("Brush colour");
-        ui.add(egui::Slider::new(&mut c.opacity, 0.05..=1.0).text("Opacity"));
         ui.separator();
         let (can_undo, can_redo) = c.can_undo_redo();
         let undo_keys = ui.input(|i| i.modifiers.command && i.key_pressed(egui::Key::Z));
@@ -482,6 +480,11 @@ pub fn canvas_tab_ui(ui: &mut Ui, canvas: &mut Canvas, state: &AppState, out: &m
         if ui.button("Clear").clicked() {
             c.clear();
         }
+    });
+    ui.horizontal_wrapped(|ui| {
+        ui.add(egui::Slider::new(&mut c.size, 1.0..=200.0).logarithmic(true).text("Size"));
+        ui.color_edit_button_srgb(&mut c.color).on_hover_text("Brush colour");
+        ui.add(egui::Slider::new(&mut c.opacity, 0.05..=1.0).text("Opacity"));
     });
     ui.horizontal(|ui| {
         if ui.button("Load picture…").clicked() {

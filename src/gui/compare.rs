@@ -27,15 +27,22 @@ pub enum CompareMode {
 pub struct CompareView {
     /// The mode shown.
     pub mode: CompareMode,
-    /// Where the wipe line is, 0 (all B) to 1 (all A).
+    /// Where the wipe line is across the picture, 0 (all B) to 1 (all A).
     pub wipe: f32,
-    /// Zoom and pan, shared by both pictures.
-    pub view: ViewTransform,
+    /// Zoom and pan of the wipe view.
+    pub wipe_view: ViewTransform,
+    /// Zoom and pan of side by side, shared by both pictures (each mode keeps its own).
+    pub side_view: ViewTransform,
 }
 
 impl Default for CompareView {
     fn default() -> Self {
-        Self { mode: CompareMode::Wipe, wipe: 0.5, view: ViewTransform::default() }
+        Self {
+            mode: CompareMode::Wipe,
+            wipe: 0.5,
+            wipe_view: ViewTransform::default(),
+            side_view: ViewTransform::default(),
+        }
     }
 }
 
@@ -67,7 +74,7 @@ fn pick_ui(ui: &mut Ui, state: &mut AppState, which: &str, slot: usize) {
         for item in state.history.items.iter().rev().take(200) {
             let label: String =
                 format!("#{} {}", item.id, item.saved_prompt.chars().take(40).collect::<String>());
-            ui.selectable_value(&mut chosen, Some(item.id), label);
+            ui.selectable_value(&mut chosen, Some(item.id), label).on_hover_text(&item.saved_prompt);
         }
     });
     if slot == 0 {
@@ -92,6 +99,10 @@ fn ab_ui(ui: &mut Ui, state: &mut AppState, view: &mut CompareView, textures: &m
         if view.mode == CompareMode::Wipe {
             ui.add(egui::Slider::new(&mut view.wipe, 0.0..=1.0).show_value(false).text("Wipe"));
         }
+        if ui.button("Fit").on_hover_text("Back to the whole picture (or double-click it)").clicked() {
+            view.wipe_view = ViewTransform::default();
+            view.side_view = ViewTransform::default();
+        }
     });
     let ctx = ui.ctx().clone();
     let (Some(a), Some(b)) = (state.compare.0, state.compare.1) else {
@@ -105,12 +116,24 @@ fn ab_ui(ui: &mut Ui, state: &mut AppState, view: &mut CompareView, textures: &m
     };
     match view.mode {
         CompareMode::Wipe => {
+            ui.weak("Drag to move the line; drag with the right button to pan, scroll to zoom.");
             let size = ui.available_size();
             let (rect, response) = ui.allocate_exact_size(size, egui::Sense::click_and_drag());
-            view.view.interact(ui, &response);
+            view.wipe_view.interact_zoom(ui, &response);
+            if response.dragged_by(egui::PointerButton::Secondary)
+                || response.dragged_by(egui::PointerButton::Middle)
+            {
+                view.wipe_view.pan += response.drag_delta();
+            }
             let painter = ui.painter_at(rect);
             painter.rect_filled(rect, 0.0, Color32::from_gray(24));
-            let pic = view.view.picture_rect(rect, ta.size_vec2());
+            let pic = view.wipe_view.picture_rect(rect, ta.size_vec2());
+            if let (true, Some(pos)) = (response.is_pointer_button_down_on(), response.interact_pointer_pos())
+            {
+                if ui.input(|i| i.pointer.primary_down()) && pic.width() > 0.0 {
+                    view.wipe = ((pos.x - pic.left()) / pic.width()).clamp(0.0, 1.0);
+                }
+            }
             let uv = Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0));
             painter.image(ta.id(), pic, uv, Color32::WHITE);
             // B shows right of the wipe line.
@@ -119,15 +142,41 @@ fn ab_ui(ui: &mut Ui, state: &mut AppState, view: &mut CompareView, textures: &m
             let uv_right = Rect::from_min_max(egui::pos2(view.wipe, 0.0), egui::pos2(1.0, 1.0));
             painter.image(tb.id(), right, uv_right, Color32::WHITE);
             painter.vline(split, pic.y_range(), egui::Stroke::new(2.0, Color32::WHITE));
+            let top = pic.top().max(rect.top()) + 4.0;
+            caption(
+                &painter,
+                egui::pos2(pic.left().max(rect.left()) + 4.0, top),
+                egui::Align2::LEFT_TOP,
+                &format!("A · #{a}"),
+            );
+            caption(
+                &painter,
+                egui::pos2(pic.right().min(rect.right()) - 4.0, top),
+                egui::Align2::RIGHT_TOP,
+                &format!("B · #{b}"),
+            );
             response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, "A/B wipe"));
         }
         _ => {
+            let prompt = |id: u64| state.history.get(id).map_or(String::new(), |i| i.saved_prompt.clone());
             ui.columns(2, |cols| {
-                super::image_view::image_view_ui(&mut cols[0], &ta, &mut view.view, "Picture A");
-                super::image_view::image_view_ui(&mut cols[1], &tb, &mut view.view, "Picture B");
+                for (col, (which, id, tex)) in cols.iter_mut().zip([("A", a, &ta), ("B", b, &tb)]) {
+                    col.add(egui::Label::new(format!("{which} · #{id} · {}", prompt(id))).truncate())
+                        .on_hover_text(prompt(id));
+                    let name = format!("Picture {which}");
+                    super::image_view::image_view_ui(col, tex, &mut view.side_view, &name);
+                }
             });
         }
     }
+}
+
+/// A picture's caption drawn over it, on a dark plate so it reads on any picture.
+fn caption(painter: &egui::Painter, at: egui::Pos2, anchor: egui::Align2, text: &str) {
+    let galley = painter.layout_no_wrap(text.to_string(), egui::FontId::proportional(13.0), Color32::WHITE);
+    let rect = anchor.anchor_size(at, galley.size()).expand(3.0);
+    painter.rect_filled(rect, 3.0, Color32::from_black_alpha(170));
+    painter.galley(rect.min + egui::vec2(3.0, 3.0), galley, Color32::WHITE);
 }
 
 /// Parses "0, 0.25, 1" into weights.

@@ -152,20 +152,21 @@ fn prompt_ui(ui: &mut Ui, state: &mut AppState) {
             .hint_text("What to draw"),
     )
     .labelled_by(label.id);
-    // Trigger words of active adapters, one click to add.
-    let mut words: Vec<String> = Vec::new();
-    for slot in s.loras.iter().filter(|l| l.enabled) {
+    // Trigger words of the stack's adapters, one click to add; a disabled adapter's are shown
+    // greyed rather than hidden, so toggling one never moves the controls under the cursor.
+    let mut words: Vec<(String, bool)> = Vec::new();
+    for slot in &s.loras {
         if let Some(info) = state.lora_info.get(&slot.path) {
-            words.extend(info.trigger_words.iter().take(6).cloned());
+            words.extend(info.trigger_words.iter().take(6).map(|w| (w.clone(), slot.enabled)));
         }
     }
     if !words.is_empty() {
         ui.horizontal_wrapped(|ui| {
             ui.weak("Triggers:");
-            for w in words {
+            for (w, enabled) in words {
                 let present = s.prompt.contains(&w);
                 if ui
-                    .add_enabled(!present, egui::Button::new(&w).small())
+                    .add_enabled(enabled && !present, egui::Button::new(&w).small())
                     .on_hover_text("Add to the prompt")
                     .clicked()
                 {
@@ -238,6 +239,10 @@ fn settings_ui(ui: &mut Ui, state: &mut AppState) {
         ui.add(egui::Slider::new(&mut s.strength, 0.05..=1.0).text("Strength"))
             .on_hover_text("How far to move from the canvas");
     }
+    if s.canvas_use == CanvasUse::Inpaint {
+        ui.checkbox(&mut s.keep_unmasked, "Keep the canvas outside the mask")
+            .on_hover_text("Put the canvas's own pixels back where the mask is black, as A1111 does");
+    }
 }
 
 fn generate_ui(ui: &mut Ui, state: &AppState, out: &mut Commands) {
@@ -268,10 +273,12 @@ fn generate_ui(ui: &mut Ui, state: &AppState, out: &mut Commands) {
                 out.push(UiCommand::CancelJob(job.id));
             }
             let state = match job.status {
+                _ if job.is_cancelled() => "cancelling…".to_string(),
                 JobStatus::Queued => "waiting".to_string(),
                 JobStatus::Running { step, total, .. } => format!("{step}/{total}"),
             };
-            ui.label(format!("{} — {state}", job.label));
+            // Truncated, so a long prompt never widens the panel.
+            ui.add(egui::Label::new(format!("{} — {state}", job.label)).truncate());
         });
     }
 }

@@ -10,25 +10,43 @@ use super::textures::Textures;
 use crate::history::HistoryItem;
 use crate::worker::PreviewKind;
 
+/// The Image tab's own state.
+#[derive(Debug, Default)]
+pub struct ImageView {
+    /// Zoom and pan.
+    pub transform: ViewTransform,
+    /// Show the chosen picture instead of the live preview while a render runs.
+    pub hide_preview: bool,
+}
+
 /// The Image tab.
 pub fn image_tab_ui(
     ui: &mut Ui,
     state: &AppState,
-    view: &mut ViewTransform,
+    view: &mut ImageView,
     textures: &mut Textures,
     out: &mut Commands,
 ) {
     let ctx = ui.ctx().clone();
     let running = state.running().is_some();
     if let (true, Some(preview)) = (running, &state.preview) {
-        let tex = textures.preview(&ctx, preview, state.preview_version);
         let tiny =
             matches!(&state.model, ModelStatus::Ready(m) if matches!(m.preview, PreviewKind::TinyDecoder(_)));
         let kind = if tiny { "tiny decoder" } else { "approximate colours" };
-        ui.weak(format!("Live preview ({kind}; the finished picture replaces it)"));
-        image_view_ui(ui, &tex, view, "Live preview");
-        return;
+        ui.horizontal(|ui| {
+            ui.checkbox(&mut view.hide_preview, "Show the chosen picture")
+                .on_hover_text("Look at (or export) an earlier picture while this one renders");
+            if !view.hide_preview {
+                ui.weak(format!("Live preview ({kind}; the finished picture replaces it)"));
+            }
+        });
+        if !view.hide_preview {
+            let tex = textures.preview(&ctx, preview, state.preview_version);
+            image_view_ui(ui, &tex, &mut view.transform, "Live preview");
+            return;
+        }
     }
+    let view = &mut view.transform;
     let Some(item) = state.selected.and_then(|id| state.history.get(id)) else {
         ui.centered_and_justified(|ui| ui.label("Type a prompt and press Generate."));
         return;
@@ -57,7 +75,7 @@ fn item_details_ui(ui: &mut Ui, item: &HistoryItem, view: &mut ViewTransform, ou
             r.width,
             r.height,
             item.total_secs(),
-            view.zoom * 100.0
+            view.pixel_percent()
         ));
         if ui.button("Use these settings").clicked() {
             out.push(UiCommand::UseSettingsOf(item.id));
@@ -66,7 +84,10 @@ fn item_details_ui(ui: &mut Ui, item: &HistoryItem, view: &mut ViewTransform, ou
             out.push(UiCommand::ExportPicture(item.id));
         }
         if ui.button("Fit").clicked() {
-            *view = ViewTransform::default();
+            *view = ViewTransform { fit: view.fit, ..Default::default() };
+        }
+        if ui.button("1:1").on_hover_text("One picture pixel per screen pixel").clicked() {
+            view.actual_size();
         }
     });
     ui.label(egui::RichText::new(&item.saved_prompt).italics());
@@ -189,7 +210,7 @@ mod tests {
         });
         state.selected = Some(3);
         // The file is missing, so the picture's spinner keeps the frame busy: step, not settle.
-        let mut h = harness(state, ViewTransform::default(), |ui, state, view, out| {
+        let mut h = harness(state, ImageView::default(), |ui, state, view, out| {
             image_tab_ui(ui, state, view, &mut Textures::default(), out)
         });
         h.run_steps(2);

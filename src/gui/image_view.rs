@@ -10,15 +10,29 @@ pub struct ViewTransform {
     pub zoom: f32,
     /// Offset of the picture's centre from the view's centre, in view points.
     pub pan: Vec2,
+    /// View points per picture pixel at zoom 1, as last drawn (so zoom can be told in pixels).
+    pub fit: f32,
 }
 
 impl Default for ViewTransform {
     fn default() -> Self {
-        Self { zoom: 1.0, pan: Vec2::ZERO }
+        Self { zoom: 1.0, pan: Vec2::ZERO, fit: 1.0 }
     }
 }
 
 impl ViewTransform {
+    /// The magnification in picture pixels: 100 % shows one pixel per point.
+    pub fn pixel_percent(&self) -> f32 {
+        self.zoom * self.fit * 100.0
+    }
+
+    /// One picture pixel per point, centred.
+    pub fn actual_size(&mut self) {
+        if self.fit > 0.0 {
+            *self = Self { zoom: 1.0 / self.fit, pan: Vec2::ZERO, fit: self.fit };
+        }
+    }
+
     /// Where the picture lands in `view`.
     pub fn picture_rect(&self, view: Rect, picture: Vec2) -> Rect {
         let fit = (view.width() / picture.x).min(view.height() / picture.y);
@@ -31,6 +45,12 @@ impl ViewTransform {
         if response.dragged() {
             self.pan += response.drag_delta();
         }
+        self.interact_zoom(ui, response);
+    }
+
+    /// Applies this frame's scroll (zoom about the cursor) and double-click (fit) over
+    /// `response`, leaving drags to the caller.
+    pub fn interact_zoom(&mut self, ui: &Ui, response: &Response) {
         if response.double_clicked() {
             *self = Self::default();
         }
@@ -62,7 +82,9 @@ pub fn image_view_ui(
     transform.interact(ui, &response);
     let painter = ui.painter_at(rect);
     painter.rect_filled(rect, 0.0, Color32::from_gray(24));
-    let picture = transform.picture_rect(rect, texture.size_vec2());
+    let size = texture.size_vec2();
+    transform.fit = (rect.width() / size.x).min(rect.height() / size.y);
+    let picture = transform.picture_rect(rect, size);
     painter.image(
         texture.id(),
         picture,
@@ -82,8 +104,8 @@ mod tests {
         let view = Rect::from_min_size(egui::pos2(0.0, 0.0), Vec2::new(400.0, 200.0));
         let r = ViewTransform::default().picture_rect(view, Vec2::new(100.0, 100.0));
         assert_eq!(r, Rect::from_center_size(egui::pos2(200.0, 100.0), Vec2::splat(200.0)));
-        let zoomed =
-            ViewTransform { zoom: 2.0, pan: Vec2::new(10.0, 0.0) }.picture_rect(view, Vec2::splat(100.0));
+        let zoomed = ViewTransform { zoom: 2.0, pan: Vec2::new(10.0, 0.0), ..Default::default() }
+            .picture_rect(view, Vec2::splat(100.0));
         assert_eq!(zoomed.width(), 400.0);
         assert_eq!(zoomed.center(), egui::pos2(210.0, 100.0));
     }

@@ -26,6 +26,13 @@ pub struct MetricsView {
 
 /// The Metrics tab.
 pub fn metrics_tab_ui(ui: &mut Ui, state: &mut AppState, view: &mut MetricsView, out: &mut Commands) {
+    // A small window scrolls to every control and column instead of cutting them off.
+    egui::ScrollArea::vertical()
+        .auto_shrink([false, false])
+        .show(ui, |ui| tab_contents_ui(ui, state, view, out));
+}
+
+fn tab_contents_ui(ui: &mut Ui, state: &mut AppState, view: &mut MetricsView, out: &mut Commands) {
     form_ui(ui, state, out);
     ui.separator();
     match &state.eval {
@@ -38,7 +45,7 @@ pub fn metrics_tab_ui(ui: &mut Ui, state: &mut AppState, view: &mut MetricsView,
                 ui.add(
                     egui::ProgressBar::new(*done as f32 / (*total).max(1) as f32)
                         .desired_width(240.0)
-                        .text(format!("{stage} {done}/{total}")),
+                        .text(format!("{stage} · {done}/{total} pictures")),
                 );
                 if ui.button("Stop comparison").clicked() {
                     out.push(UiCommand::StopComparison);
@@ -173,6 +180,25 @@ fn results_ui(ui: &mut Ui, results: &EvalResults, view: &mut MetricsView, out: &
         results.settings.steps,
         results.settings.sampler.id()
     ));
+    egui::ScrollArea::horizontal().id_salt("metrics-table-scroll").show(ui, |ui| table_ui(ui, results));
+    for row in &results.rows {
+        for w in &row.report.warnings {
+            ui.add(egui::Label::new(egui::RichText::new(format!("{}: {w}", row.config.label)).weak()).wrap());
+        }
+        // Pictures left out are named with the reason, so a number is never silently over fewer.
+        for skipped in row.report.unreadable.iter().chain(&row.report.skipped_pairs) {
+            ui.add(
+                egui::Label::new(
+                    egui::RichText::new(format!("{}: skipped {skipped}", row.config.label)).weak(),
+                )
+                .wrap(),
+            );
+        }
+    }
+    results_footer_ui(ui, results, view, out);
+}
+
+fn table_ui(ui: &mut Ui, results: &EvalResults) {
     egui::Grid::new("metrics-table").striped(true).num_columns(9).spacing([14.0, 4.0]).show(ui, |ui| {
         for h in
             ["configuration", "pictures", "FID", "KID", "IS", "PSNR", "SSIM", "s / picture", "peak memory"]
@@ -194,15 +220,9 @@ fn results_ui(ui: &mut Ui, results: &EvalResults, view: &mut MetricsView, out: &
             ui.end_row();
         }
     });
-    for row in &results.rows {
-        for w in &row.report.warnings {
-            ui.weak(format!("{}: {w}", row.config.label));
-        }
-        // Pictures left out are named with the reason, so a number is never silently over fewer.
-        for skipped in row.report.unreadable.iter().chain(&row.report.skipped_pairs) {
-            ui.weak(format!("{}: skipped {skipped}", row.config.label));
-        }
-    }
+}
+
+fn results_footer_ui(ui: &mut Ui, results: &EvalResults, view: &mut MetricsView, out: &mut Commands) {
     ui.horizontal(|ui| {
         if ui.button("Export CSV…").clicked() {
             out.push(UiCommand::ExportMetrics(TableFormat::Csv));

@@ -33,6 +33,9 @@ pub fn run(options: LaunchOptions) -> anyhow::Result<()> {
             .with_inner_size([1360.0, 860.0])
             .with_min_inner_size([900.0, 600.0])
             .with_drag_and_drop(true),
+        // With EASEL_HOME the window's own settings live there too, beside everything else.
+        persistence_path: std::env::var_os("EASEL_HOME")
+            .map(|_| crate::paths::Paths::from_system().config.join("app.ron")),
         ..Default::default()
     };
     eframe::run_native("easel", native, Box::new(move |cc| Ok(Box::new(EaselApp::new(cc, options)))))

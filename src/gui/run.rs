@@ -185,6 +185,13 @@ impl EaselApp {
         }
         let (mut init_image, mut mask) = (None, None);
         if self.state.settings.canvas_use != CanvasUse::Off {
+            let (cw, ch) = self.canvas.size_px();
+            if (cw as usize, ch as usize) != (request.width, request.height) {
+                self.state.info(format!(
+                    "The {cw}×{ch} canvas is scaled to the generation size, {}×{}, for this picture",
+                    request.width, request.height
+                ));
+            }
             match self.canvas.inputs(&self.state.paths.inputs(), request.width as u32, request.height as u32)
             {
                 Ok(inputs) => {

@@ -144,6 +144,8 @@ pub struct Settings {
     pub strength: f64,
     /// How the canvas is used.
     pub canvas_use: CanvasUse,
+    /// Inpainting keeps the canvas's own pixels outside the mask.
+    pub keep_unmasked: bool,
     /// The LoRA stack.
     pub loras: Vec<LoraSlot>,
     /// Where the LoRA browser looks.
@@ -181,6 +183,7 @@ impl Default for Settings {
             batch: 1,
             strength: r.strength,
             canvas_use: CanvasUse::Off,
+            keep_unmasked: true,
             loras: Vec::new(),
             lora_dir: "models/lora".into(),
             recent_models: Vec::new(),
@@ -209,6 +212,7 @@ impl Settings {
             batch: self.batch,
             strength: self.strength,
             loras: self.loras.iter().filter(|s| s.enabled).map(LoraSlot::spec).collect(),
+            keep_unmasked: self.canvas_use == CanvasUse::Inpaint && self.keep_unmasked,
             ..Default::default()
         }
     }
@@ -349,6 +353,13 @@ pub struct JobView {
     pub cancel: Arc<AtomicBool>,
     /// What it is for.
     pub kind: JobKind,
+}
+
+impl JobView {
+    /// Whether a cancel was asked for (the worker stops it within a step).
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
 }
 
 /// A message for the user.
