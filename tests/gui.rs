@@ -334,6 +334,17 @@ fn the_gallery_survives_a_restart() {
     again.get_by_label("Open picture #1").click();
     again.run_steps(3);
     assert_eq!((again.state().state.selected, again.state().state.settings.tab), (Some(1), Tab::Image));
+    // Right-click → Delete moves the file to the trash folder and takes it out of the gallery.
+    again.get_by_role_and_label(Role::Button, "Gallery").click();
+    again.run_steps(3);
+    let path = again.state().state.history.items[0].path.clone();
+    again.get_by_label("Open picture #1").click_secondary();
+    again.run_steps(3);
+    again.get_by_label("Delete").click();
+    again.run_steps(3);
+    assert_eq!(again.state().state.history.items.iter().map(|i| i.id).collect::<Vec<_>>(), vec![2]);
+    let trashed = path.parent().expect("gallery").join(".trash").join(path.file_name().expect("name"));
+    assert!(!path.exists() && trashed.is_file(), "moved to {}", trashed.display());
 }
 
 /// Hides parts that change from run to run (timings) before a snapshot.
