@@ -16,6 +16,7 @@ pub mod image_view;
 pub mod lora_panel;
 pub mod metrics_view;
 mod run;
+pub mod settings;
 pub mod state;
 #[cfg(test)]
 mod test_support;
