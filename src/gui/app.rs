@@ -71,6 +71,8 @@ pub struct EaselApp {
     pub(super) dialogs: DialogRunner,
     /// A path asked for in the studio's own window, where no file dialog could open.
     path_request: Option<PathRequest>,
+    /// The artist was told why paths are asked for in a window.
+    told_no_dialog: bool,
     pub(super) textures: Textures,
     commands: Commands,
     history_saved: Instant,
@@ -104,6 +106,7 @@ impl EaselApp {
                 DialogRunner::new(options.dialogs, std::sync::Arc::new(move || ctx.request_repaint()))
             },
             path_request: None,
+            told_no_dialog: false,
             textures: Textures::default(),
             panels: Panels::default(),
             commands: Commands::default(),
@@ -166,10 +169,12 @@ impl EaselApp {
             match answer {
                 Answer::Chosen(command) => self.run_command(command),
                 Answer::Unavailable(request) => {
-                    self.state.error(format!(
-                        "No file dialog could open on this system (it needs xdg-desktop-portal or zenity); type the {} path in the window instead",
-                        request.title.to_lowercase()
-                    ));
+                    // Said once a session: the window that asks for the path explains itself.
+                    if !std::mem::replace(&mut self.told_no_dialog, true) {
+                        self.state.info(
+                            "No file dialog could open on this system (it needs xdg-desktop-portal or zenity), so Easel asks for paths in a window of its own",
+                        );
+                    }
                     self.path_request = Some(request);
                 }
             }
@@ -390,10 +395,15 @@ impl eframe::App for EaselApp {
 /// artist gives up.
 fn path_window(ctx: &egui::Context, request: &mut PathRequest) -> Option<bool> {
     let mut done = None;
-    egui::Window::new(request.title).collapsible(false).show(ctx, |ui| {
+    let window = egui::Window::new(request.title).collapsible(false);
+    window.anchor(egui::Align2::CENTER_TOP, egui::vec2(0.0, 80.0)).show(ctx, |ui| {
+        ui.label("Type the path of the file or folder:");
         let label = ui.label("Path");
         let field =
             ui.add(egui::TextEdit::singleline(&mut request.text).desired_width(360.0)).labelled_by(label.id);
+        if !std::mem::replace(&mut request.focused, true) {
+            field.request_focus();
+        }
         let entered = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
         ui.horizontal(|ui| {
             if ui.add_enabled(!request.text.trim().is_empty(), egui::Button::new("OK")).clicked()

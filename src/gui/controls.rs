@@ -283,11 +283,13 @@ fn generate_ui(ui: &mut Ui, state: &AppState, out: &mut Commands) {
     }
 }
 
-/// The text field's contents of the presets menu.
+/// The presets menu's own state.
 #[derive(Debug, Default)]
 pub struct PresetsMenu {
     /// The name to save the current settings under.
     pub name: String,
+    /// The "save preset" window is open (a text field inside the menu closed it on the first click).
+    pub saving: bool,
 }
 
 /// The presets menu (shipped and user presets to load, "save current settings") and the import
@@ -301,21 +303,49 @@ pub fn presets_menu_ui(ui: &mut Ui, state: &AppState, menu: &mut PresetsMenu, ou
             }
         }
         ui.separator();
-        ui.horizontal(|ui| {
-            let label = ui.label("Name");
-            ui.add(egui::TextEdit::singleline(&mut menu.name).desired_width(120.0)).labelled_by(label.id);
-            if ui.button("Save preset").clicked() {
-                out.push(UiCommand::SavePreset(menu.name.clone()));
-                ui.close();
-            }
-        });
+        if ui.button("Save current settings…").clicked() {
+            menu.saving = true;
+            ui.close();
+        }
     });
+    if menu.saving {
+        save_preset_window(ui.ctx(), menu, out);
+    }
     if ui
         .button("Import settings…")
         .on_hover_text("Read the settings stored in a PNG (or drop one on the window)")
         .clicked()
     {
         out.push(UiCommand::ChooseImportPicture);
+    }
+}
+
+/// The window naming a new preset.
+fn save_preset_window(ctx: &egui::Context, menu: &mut PresetsMenu, out: &mut Commands) {
+    let mut open = true;
+    egui::Window::new("Save preset")
+        .open(&mut open)
+        .collapsible(false)
+        .anchor(egui::Align2::CENTER_TOP, egui::vec2(0.0, 80.0))
+        .show(ctx, |ui| {
+            ui.horizontal(|ui| {
+                let label = ui.label("Name");
+                let field = ui
+                    .add(egui::TextEdit::singleline(&mut menu.name).desired_width(200.0))
+                    .labelled_by(label.id);
+                if !field.has_focus() && menu.name.is_empty() {
+                    field.request_focus();
+                }
+                let entered = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+                let named = !menu.name.trim().is_empty();
+                if ui.add_enabled(named, egui::Button::new("Save preset")).clicked() || (entered && named) {
+                    out.push(UiCommand::SavePreset(menu.name.trim().to_string()));
+                    menu.saving = false;
+                }
+            });
+        });
+    if !open {
+        menu.saving = false;
     }
 }
 
@@ -425,6 +455,27 @@ mod tests {
         h.get_all_by_label("×").next().expect("a remove button per job").click();
         h.run();
         assert_eq!(pushed(&mut h), [UiCommand::CancelJob(first)]);
+    }
+
+    #[test]
+    fn a_preset_is_named_in_a_window_that_stays_open_while_typing() {
+        let (_dir, state) = session();
+        let mut h = harness(state, PresetsMenu::default(), |ui, state, menu, out| {
+            presets_menu_ui(ui, state, menu, out)
+        });
+        h.run();
+        h.get_by_label("Presets").click();
+        h.run();
+        h.get_by_label("Save current settings…").click();
+        h.run();
+        assert!(h.state().view.saving, "the naming window is open");
+        h.get_by_label("Name").type_text("my ink");
+        h.run();
+        assert!(h.state().view.saving, "typing keeps it open");
+        h.get_by_role_and_label(egui::accesskit::Role::Button, "Save preset").click();
+        h.run();
+        assert_eq!(pushed(&mut h), [UiCommand::SavePreset("my ink".into())]);
+        assert!(!h.state().view.saving);
     }
 
     #[test]

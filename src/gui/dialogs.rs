@@ -133,8 +133,10 @@ pub enum Answer {
 pub struct PathRequest {
     /// What the dialog was for ("LoRA adapter").
     pub title: &'static str,
-    /// The path typed so far.
+    /// The path typed so far (a save starts from the offered name).
     pub text: String,
+    /// The field was given the keyboard once.
+    pub focused: bool,
     then: Then,
 }
 
@@ -184,7 +186,11 @@ impl DialogRunner {
             let answer = match ask.run(dialogs.as_ref()) {
                 Some(path) => Answer::Chosen(then(path)),
                 None if started.elapsed() < NO_DIALOG_WITHIN => {
-                    Answer::Unavailable(PathRequest { title: ask.title(), text: String::new(), then })
+                    let text = match &ask {
+                        Ask::Save { default_name, .. } => default_name.clone(),
+                        _ => String::new(),
+                    };
+                    Answer::Unavailable(PathRequest { title: ask.title(), text, then, focused: false })
                 }
                 // Cancelled by the artist: nothing to say.
                 None => {

@@ -86,12 +86,14 @@ pub fn lora_stack_ui(ui: &mut Ui, state: &mut AppState, browser: &mut LoraBrowse
 /// The slider's span: what most adapters are used at; typed values may go beyond it.
 const SLIDER_RANGE: std::ops::RangeInclusive<f64> = -1.0..=2.0;
 
-/// A weight slider 180 px wide in 0.05 steps, its number field dragged in hundredths.
+/// A weight slider 180 px wide, its number field dragged in hundredths; a typed value is taken as
+/// typed (no snapping to steps), then kept to two decimals.
 fn weight_slider<'a>(weight: &'a mut f64, text: String) -> egui::Slider<'a> {
     egui::Slider::new(weight, SLIDER_RANGE)
         .clamping(egui::SliderClamping::Never)
-        .step_by(0.05)
+        .smart_aim(true)
         .drag_value_speed(0.01)
+        .max_decimals(2)
         .text(text)
 }
 

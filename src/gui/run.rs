@@ -70,7 +70,7 @@ impl EaselApp {
                 let ask = Ask::Save { title: "Export grid", default_name: "lora-grid.png".into() };
                 self.ask(ask, UiCommand::ExportGridTo);
             }
-            UiCommand::ExportGridTo(dest) => self.export_grid(&dest),
+            UiCommand::ExportGridTo(dest) => self.export_grid(&with_extension(dest, "png")),
             UiCommand::ExportPicture(id) => {
                 let Some(item) = self.state.history.get(id) else { return };
                 let name =
@@ -79,7 +79,7 @@ impl EaselApp {
                     UiCommand::ExportPictureTo(id, dest)
                 });
             }
-            UiCommand::ExportPictureTo(id, dest) => self.export_picture(id, &dest),
+            UiCommand::ExportPictureTo(id, dest) => self.export_picture(id, &with_extension(dest, "png")),
             UiCommand::ExportMarked => {
                 self.ask(Ask::Folder { title: "Export ticked pictures to" }, UiCommand::ExportMarkedTo);
             }
@@ -117,7 +117,9 @@ impl EaselApp {
                     UiCommand::ExportMetricsTo(format, dest)
                 });
             }
-            UiCommand::ExportMetricsTo(format, dest) => self.export_metrics(format, &dest),
+            UiCommand::ExportMetricsTo(format, dest) => {
+                self.export_metrics(format, &with_extension(dest, format.extension()))
+            }
             UiCommand::ChooseCanvasPicture => {
                 let ask = Ask::File { title: "Picture", extensions: &PICTURE_EXTENSIONS };
                 self.ask(ask, UiCommand::LoadCanvasPicture);
@@ -314,8 +316,9 @@ impl EaselApp {
         };
         // Spawned, not waited on: the file manager runs on its own.
         if let Err(e) = std::process::Command::new(opener).arg(&dir).spawn() {
+            let path = item.path.display();
             self.state
-                .error(format!("Cannot open {} with {opener} ({e}); the picture is there", dir.display()));
+                .error(format!("No file manager could be opened ({opener}: {e}); the picture is {path}"));
         }
     }
 
@@ -437,6 +440,15 @@ fn job_label(prompt: &str, batch: usize, seed: u64) -> String {
         format!("{text} ×{batch} (seed {seed})")
     } else {
         format!("{text} (seed {seed})")
+    }
+}
+
+/// `path`, with `.extension` added when it has none (a name typed without it).
+fn with_extension(path: PathBuf, extension: &str) -> PathBuf {
+    if path.extension().is_some() {
+        path
+    } else {
+        path.with_extension(extension)
     }
 }
 

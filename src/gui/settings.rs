@@ -243,6 +243,8 @@ impl Settings {
         self.seed = r.seed;
         self.seed_locked = true;
         self.strength = r.strength;
+        // The picture's stack replaces the current one, also when it had none.
+        self.loras.clear();
         if !r.loras.is_empty() {
             self.loras = r.loras.iter().map(LoraSlot::from_spec).collect();
         } else if let Ok(found) = tags::parse_tags(&r.prompt) {
@@ -301,5 +303,7 @@ mod tests {
         let mut back = Settings::default();
         back.use_request(&GenerationRequest { prompt: settings.saved_prompt(), ..Default::default() });
         assert_eq!((back.prompt.as_str(), back.loras.len(), back.loras[0].weight), ("a cat", 1, 0.5));
+        back.use_request(&GenerationRequest { prompt: "a dog".into(), ..Default::default() });
+        assert!(back.loras.is_empty(), "a picture made without adapters brings none back");
     }
 }

@@ -227,12 +227,12 @@ impl AppState {
 
     /// Shows an error.
     pub fn error(&mut self, text: impl Into<String>) {
-        self.notices.push(Notice { text: text.into(), is_error: true });
+        self.notices.push(Notice { text: sentence(text.into()), is_error: true });
     }
 
     /// Shows information.
     pub fn info(&mut self, text: impl Into<String>) {
-        self.notices.push(Notice { text: text.into(), is_error: false });
+        self.notices.push(Notice { text: sentence(text.into()), is_error: false });
     }
 
     /// A new job id, with its entry in the queue.
@@ -413,6 +413,15 @@ impl AppState {
         self.fresh_images.push((item.id, image));
         self.history.items.push(item);
         self.history_dirty = true;
+    }
+}
+
+/// A message as a sentence: the library's errors start in lower case ("output folder not found").
+fn sentence(text: String) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) if first.is_lowercase() => first.to_uppercase().chain(chars).collect(),
+        _ => text,
     }
 }
 

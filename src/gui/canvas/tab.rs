@@ -54,7 +54,9 @@ pub fn canvas_tab_ui(ui: &mut Ui, canvas: &mut Canvas, state: &AppState, out: &m
             };
         }
     });
-    ui.weak("Choose “Canvas” or “Inpaint” under “Start from” on the left to generate from this canvas.");
+    if state.settings.canvas_use == super::super::state::CanvasUse::Off {
+        ui.weak("Choose “Canvas” or “Inpaint” under “Start from” on the left to generate from this canvas.");
+    }
     canvas_area_ui(ui, canvas);
 }
 
