@@ -1,11 +1,11 @@
 //! The job layer the CLI and the studio's worker share: a preset laid over a request, a LoRA
-//! stack built from specs and merged, and the provenance a picture's metadata records. Each is
+//! stack built from specs, and the provenance a picture's metadata records. Each is
 //! written once here so `easel generate` and the Generate button cannot drift apart.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::engine::lora::{self, Adapter, AdapterReport, StackEntry};
+use crate::engine::lora::{Adapter, StackEntry};
 use crate::engine::{GenerationRequest, LoraSpec, StableDiffusion};
 use crate::error::Result;
 use crate::export::parameters::Provenance;
@@ -49,12 +49,6 @@ pub fn stack(
             })
         })
         .collect()
-}
-
-/// Merges `stack` into `model` (an empty stack restores the pristine weights) and returns one
-/// report per adapter.
-pub fn merge(model: &mut StableDiffusion, stack: &[StackEntry]) -> Result<Vec<AdapterReport>> {
-    lora::apply(model, stack)
 }
 
 /// What a picture made with `model` and `stack` records about where it came from: the model's

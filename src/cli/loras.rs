@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use easel::engine::lora::{tags, Adapter, StackEntry};
+use easel::engine::lora::{self, tags, Adapter, StackEntry};
 use easel::engine::{LoraSpec, StableDiffusion};
 use easel::Error;
 
@@ -71,7 +71,7 @@ pub fn apply(model: &mut StableDiffusion, specs: &[LoraSpec]) -> anyhow::Result<
         return Ok(Vec::new());
     }
     let stack = easel::job::stack(specs, |path| Adapter::load(path).map(Arc::new))?;
-    let reports = easel::job::merge(model, &stack)?;
+    let reports = lora::apply(model, &stack)?;
     for report in &reports {
         eprintln!("{}", report.summary());
         if !report.trigger_words.is_empty() {

@@ -3,7 +3,6 @@
 //! the commands they pushed (`run.rs`). Closing the window saves settings (eframe persistence) and
 //! the gallery history.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use egui::Ui;
@@ -127,8 +126,7 @@ impl EaselApp {
         if let Some(m) = model {
             app.run_command(UiCommand::LoadModel(m));
         }
-        let paths: Vec<PathBuf> = app.state.settings.loras.iter().map(|s| s.path.clone()).collect();
-        app.run_command(UiCommand::InspectLoras(paths));
+        app.inspect_stack();
         app
     }
 
@@ -183,8 +181,7 @@ impl EaselApp {
             self.restart_worker(ctx);
         }
         if std::mem::take(&mut self.state.recheck_loras) {
-            let paths: Vec<PathBuf> = self.state.settings.loras.iter().map(|s| s.path.clone()).collect();
-            self.run_command(UiCommand::InspectLoras(paths));
+            self.inspect_stack();
         }
         for (id, image) in std::mem::take(&mut self.state.fresh_images) {
             self.textures.insert(ctx, id, &image);

@@ -166,7 +166,7 @@ impl EaselApp {
     }
 
     /// Asks the worker to read every adapter of the stack again (after the stack was replaced).
-    fn inspect_stack(&mut self) {
+    pub(super) fn inspect_stack(&mut self) {
         let paths: Vec<PathBuf> = self.state.settings.loras.iter().map(|s| s.path.clone()).collect();
         self.run_command(UiCommand::InspectLoras(paths));
     }

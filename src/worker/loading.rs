@@ -242,7 +242,7 @@ impl State {
         }
         // A failure part-way leaves an unknown mix, so the next job merges again whatever it asks.
         loaded.merged = None;
-        let reports = crate::job::merge(&mut loaded.model, &stack)?;
+        let reports = lora::apply(&mut loaded.model, &stack)?;
         loaded.merged = Some(specs.to_vec());
         Ok((stack, Some(reports)))
     }
