@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 use clap::Args;
+use easel::engine::conditioning::Conditioning;
 use easel::engine::config::{read_json, TinyVaeConfig, UNetConfig, VaeConfig};
 use easel::engine::device::{DeviceChoice, Precision};
 use easel::engine::lora::delta::Delta;
@@ -112,11 +113,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let vb = VarBuilder::from_backend(Box::new(RandomWeights(Arc::clone(&recorded))), dtype, device.clone());
     let unet = UNet::new(vb.clone(), &unet_cfg)?;
     let unet_weights = recorded.lock().map(|m| m.clone()).unwrap_or_default();
-    let context =
-        Tensor::randn(0f32, 1.0, (1, 77, unet_cfg.cross_attention_dim), &device)?.to_dtype(dtype)?;
-
     let mut unet_rows = Vec::new();
     for &size in &args.sizes {
+        let context = Conditioning::stand_in(&unet_cfg, 77, (size, size), dtype, &device)?;
         let latent = size / 8;
         let x =
             Tensor::randn(0f32, 1.0, (1, unet_cfg.in_channels, latent, latent), &device)?.to_dtype(dtype)?;
@@ -134,9 +133,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(rank) = args.lora_rank {
         let size = *args.sizes.iter().max().unwrap_or(&512);
         let (adapter, modules) = random_adapter(&unet_weights, rank, &device)?;
+        let context = Conditioning::stand_in(&unet_cfg, 77, (size, size), dtype, &device)?;
         let base = MergeBase {
             unet: &unet_weights,
             text: &TensorMap::new(),
+            text_2: None,
+            context_width: unet_cfg.cross_attention_dim,
             family: easel::engine::Family::of_unet(&unet_cfg),
             dtype,
             device: &device,
@@ -146,8 +148,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         let reweight = time_median(args.runs, &device, || {
             weight += 0.25;
             let stack = [StackEntry::new(Arc::clone(&adapter), weight)];
-            let (merged, _, _) = lora::merge(&base, &stack)?;
-            merged_unet = Some(UNet::new(VarBuilder::from_tensors(merged, dtype, &device), &unet_cfg)?);
+            let merged = lora::merge(&base, &stack)?;
+            merged_unet = Some(UNet::new(VarBuilder::from_tensors(merged.unet, dtype, &device), &unet_cfg)?);
             Ok(())
         })?;
         let merged_unet = merged_unet.ok_or_else(|| anyhow::anyhow!("no merge was timed"))?;

@@ -42,12 +42,24 @@ pub struct GenerateArgs {
     /// Seed of the first picture (picture k of a batch uses seed + k); random when omitted.
     #[arg(long)]
     seed: Option<u64>,
-    /// Width in pixels, a multiple of 8; without it an init image gives its own.
+    /// Width in pixels, a multiple of 8; without it an init image gives its own, or the model's
+    /// family its native size (SDXL 1024).
     #[arg(long)]
     width: Option<usize>,
-    /// Height in pixels, a multiple of 8; without it an init image gives its own.
+    /// Height in pixels, a multiple of 8; without it an init image gives its own, or the model's
+    /// family its native size (SDXL 1024).
     #[arg(long)]
     height: Option<usize>,
+    /// SDXL: the size WIDTHxHEIGHT the model is told the source picture had (default: the
+    /// picture's own; larger values steer away from upscaled-looking pictures).
+    #[arg(long, value_name = "WxH", value_parser = parse_size)]
+    original_size: Option<[usize; 2]>,
+    /// SDXL: the crop TOP,LEFT the model is told the picture is (default 0,0).
+    #[arg(long, value_name = "TOP,LEFT", value_parser = parse_pair)]
+    crop_top_left: Option<[usize; 2]>,
+    /// SDXL: the size WIDTHxHEIGHT the model is told to aim for (default: the picture's own).
+    #[arg(long, value_name = "WxH", value_parser = parse_size)]
+    target_size: Option<[usize; 2]>,
     /// A safetensors file with an f32 tensor `noise` [1, 4, H/8, W/8] used instead of seeded noise.
     #[arg(long)]
     noise: Option<PathBuf>,
@@ -112,6 +124,25 @@ pub fn with_defaults(command: clap::Command) -> clap::Command {
     })
 }
 
+/// `WIDTHxHEIGHT` (also with `×` or `X`), each a positive number of pixels.
+fn parse_size(s: &str) -> Result<[usize; 2], String> {
+    let (w, h) = s
+        .split_once(['x', 'X', '×'])
+        .ok_or_else(|| format!("{s:?} is not a size; write WIDTHxHEIGHT, e.g. 1024x1024"))?;
+    match parse_pair(&format!("{w},{h}"))? {
+        [0, _] | [_, 0] => Err(format!("{s:?} has a zero side")),
+        size => Ok(size),
+    }
+}
+
+/// `A,B`, two whole numbers.
+fn parse_pair(s: &str) -> Result<[usize; 2], String> {
+    let (a, b) = s.split_once(',').ok_or_else(|| format!("{s:?} is not two numbers A,B"))?;
+    let num =
+        |v: &str| v.trim().parse::<usize>().map_err(|_| format!("{v:?} in {s:?} is not a whole number"));
+    Ok([num(a)?, num(b)?])
+}
+
 pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     let preset = match &args.preset {
         Some(spec) => easel::presets::load(spec)?,
@@ -144,7 +175,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     let (default_w, default_h) = init
         .as_ref()
         .map_or((base.width, base.height), |i| (i.width() as usize / 8 * 8, i.height() as usize / 8 * 8));
-    let request = GenerationRequest {
+    let mut request = GenerationRequest {
         prompt: args.prompt.clone(),
         negative_prompt: args.negative.clone().unwrap_or(base.negative_prompt),
         sampler: args.sampler.unwrap_or(base.sampler),
@@ -160,6 +191,11 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         noise: args.noise.clone(),
         loras,
         keep_unmasked: args.keep_unmasked,
+        micro: easel::engine::request::MicroConditioning {
+            original_size: args.original_size,
+            crop_top_left: args.crop_top_left.unwrap_or_default(),
+            target_size: args.target_size,
+        },
     };
     request.validate()?;
     check_output(&args.output)?;
@@ -167,6 +203,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     for path in &outputs {
         easel::files::check_destination(path, args.overwrite)?;
     }
+    let sized = args.width.is_some() || args.height.is_some() || init.is_some();
     let inputs = read_inputs(&request, init)?;
     let model_path = super::resolve_model(&args.model)?;
     let device = args.device.open()?;
@@ -176,6 +213,10 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
     let mut model = StableDiffusion::load(&model_path, &device, dtype)?;
     spinner.finish_and_clear();
+    // Without a size from a flag, an init image or the preset, pictures take the family's own.
+    if !sized && preset.width.is_none() && preset.height.is_none() {
+        (request.width, request.height) = model.family.native_size();
+    }
     if let Some(p) = args.prediction {
         model.scheduler_config.insert("prediction_type".into(), serde_json::Value::String(p.id().into()));
     }

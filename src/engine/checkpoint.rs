@@ -1,11 +1,13 @@
 //! Single-file checkpoints in the original CompVis/A1111 layout: the family is inferred from tensor
 //! shapes (they carry no config), and keys are renamed to diffusers' names so the same model code
-//! loads them. SD 2.x's OpenCLIP text encoder has its fused q/k/v split here.
+//! loads them. SD 2.x's and SDXL's OpenCLIP text encoders have their fused q/k/v split here.
+//! SDXL files (`conditioner.embedders.*`) carry CLIP ViT-L and OpenCLIP bigG; like diffusers'
+//! single-file loader, Easel assumes SDXL's published 64-wide attention heads.
 
 use std::path::Path;
 
 use candle_core::Tensor;
-use serde_json::json;
+use serde_json::{json, Map, Value};
 
 use super::config::{ClipConfig, PerBlock, UNetConfig, VaeConfig};
 use super::family::Family;
@@ -28,24 +30,68 @@ pub struct SingleFileParts {
     pub text: TensorMap,
     /// Text-encoder architecture.
     pub clip_config: ClipConfig,
+    /// SDXL's second text encoder (OpenCLIP bigG under transformers' names, with its projection).
+    pub text_2: Option<(TensorMap, ClipConfig)>,
 }
 
 const UNET_PREFIX: &str = "model.diffusion_model.";
 const VAE_PREFIX: &str = "first_stage_model.";
 const SD1_TEXT_PREFIX: &str = "cond_stage_model.transformer.";
 const SD2_TEXT_PREFIX: &str = "cond_stage_model.model.";
+const SDXL_TEXT_PREFIX: &str = "conditioner.embedders.0.transformer.";
+const SDXL_TEXT2_PREFIX: &str = "conditioner.embedders.1.model.";
+/// The SDXL refiner keeps OpenCLIP bigG as its only (first) embedder.
+const REFINER_TEXT_PREFIX: &str = "conditioner.embedders.0.model.";
 
-/// Whether a single file's tensor is one of the three models (not EMA copies, optimiser state or
+/// Whether a single file's tensor is one of the models (not EMA copies, optimiser state or
 /// other extras), so loading can skip the rest without reading it.
 pub fn is_model_tensor(key: &str) -> bool {
-    [UNET_PREFIX, VAE_PREFIX, SD1_TEXT_PREFIX, SD2_TEXT_PREFIX].iter().any(|p| key.starts_with(p))
+    [UNET_PREFIX, VAE_PREFIX, SD1_TEXT_PREFIX, SD2_TEXT_PREFIX, SDXL_TEXT_PREFIX, SDXL_TEXT2_PREFIX]
+        .iter()
+        .any(|p| key.starts_with(p))
+}
+
+/// Whether a tensor name is one of the empty marker keys v-prediction fine-tunes carry
+/// (`v_pred`, and `ztsnr` for zero-terminal-SNR training, as NoobAI's v-pred files do).
+pub fn is_marker(key: &str) -> bool {
+    key == "v_pred" || key == "ztsnr"
+}
+
+/// The family's scheduler config with what the file's markers say: `v_pred` means the model
+/// predicts v; `ztsnr` that it was trained with zero terminal SNR, which diffusers samples with
+/// rescaled betas and trailing timesteps. ComfyUI reads the same keys.
+pub fn with_markers(mut cfg: Map<String, Value>, markers: &[String]) -> Map<String, Value> {
+    if markers.iter().any(|m| m == "v_pred") {
+        cfg.insert("prediction_type".into(), json!("v_prediction"));
+    }
+    if markers.iter().any(|m| m == "ztsnr") {
+        cfg.insert("rescale_betas_zero_snr".into(), json!(true));
+        cfg.insert("timestep_spacing".into(), json!("trailing"));
+    }
+    cfg
 }
 
 /// Refuses files whose tensor names show they are not a model Easel loads, before any tensor is
 /// read; `path` only names the file in errors.
 pub fn check_keys<'a>(mut keys: impl Iterator<Item = &'a str> + Clone, path: &Path) -> Result<()> {
-    if keys.clone().any(|k| k.starts_with("conditioner.embedders.")) {
-        return Err(Error::bad_file("this is an SDXL checkpoint, which Easel does not support yet", path));
+    let has = |prefix: &str| keys.clone().any(|k| k.starts_with(prefix));
+    if has(REFINER_TEXT_PREFIX) {
+        return Err(Error::bad_file(super::config::REFINER, path));
+    }
+    let (first, second) = (has(SDXL_TEXT_PREFIX), has(SDXL_TEXT2_PREFIX));
+    if first != second {
+        let missing = if first {
+            "its second text encoder (OpenCLIP bigG, `conditioner.embedders.1.model.`)"
+        } else {
+            "its first text encoder (CLIP ViT-L, `conditioner.embedders.0.transformer.`)"
+        };
+        return Err(Error::bad_file(
+            format!(
+                "this SDXL checkpoint lacks {missing}; SDXL needs both, so the file is incomplete \
+                 (download it again, or use the full model rather than a UNet-only or pruned file)"
+            ),
+            path,
+        ));
     }
     if !keys.any(|k| k.starts_with(UNET_PREFIX)) {
         return Err(Error::bad_file(
@@ -64,6 +110,7 @@ pub fn split(tensors: TensorMap, path: &Path) -> Result<SingleFileParts> {
     let mut vae = TensorMap::new();
     let mut text = TensorMap::new();
     let mut open_clip = TensorMap::new();
+    let mut open_clip_2 = TensorMap::new();
     for (key, t) in tensors {
         if let Some(rest) = key.strip_prefix(UNET_PREFIX) {
             if let Some(name) = unet_key(rest) {
@@ -73,25 +120,37 @@ pub fn split(tensors: TensorMap, path: &Path) -> Result<SingleFileParts> {
             if let Some((name, t)) = vae_key(rest, t)? {
                 vae.insert(name, t);
             }
-        } else if let Some(rest) = key.strip_prefix(SD1_TEXT_PREFIX) {
+        } else if let Some(rest) =
+            key.strip_prefix(SD1_TEXT_PREFIX).or_else(|| key.strip_prefix(SDXL_TEXT_PREFIX))
+        {
             text.insert(rest.strip_prefix("text_model.").unwrap_or(rest).to_string(), t);
         } else if let Some(rest) = key.strip_prefix(SD2_TEXT_PREFIX) {
             open_clip.insert(rest.to_string(), t);
+        } else if let Some(rest) = key.strip_prefix(SDXL_TEXT2_PREFIX) {
+            open_clip_2.insert(rest.to_string(), t);
         }
     }
     // The VAE decoder's levels are stored in reverse order; now that all are known, renumber.
     let vae = renumber_decoder(vae);
-    let unet_config = infer_unet(&unet, path)?;
+    let text_2 = match open_clip_2.is_empty() {
+        true => None,
+        false => Some(convert_open_clip(open_clip_2, 0, path)?),
+    };
+    let pooled = text_2.as_ref().and_then(|(_, cfg)| cfg.projection_dim);
+    let unet_config = infer_unet(&unet, pooled, path)?;
     let family = Family::of_unet(&unet_config);
     let unet_config = with_family_heads(unet_config, family);
-    let vae_config = infer_vae(&vae, path)?;
+    let mut vae_config = infer_vae(&vae, path)?;
+    vae_config.scaling_factor = family.vae_scaling_factor();
+    vae_config.force_upcast = family == Family::Sdxl;
     let (text, clip_config) = if !open_clip.is_empty() {
-        convert_open_clip(open_clip, path)?
+        // SD 2.x reads the penultimate layer, so its last is left out.
+        convert_open_clip(open_clip, 1, path)?
     } else {
         let cfg = infer_clip(&text, "quick_gelu", 0, path)?;
         (text, cfg)
     };
-    Ok(SingleFileParts { family, unet, unet_config, vae, vae_config, text, clip_config })
+    Ok(SingleFileParts { family, unet, unet_config, vae, vae_config, text, clip_config, text_2 })
 }
 
 fn resnet_name(rest: &str) -> String {
@@ -117,6 +176,8 @@ fn unet_key(rest: &str) -> Option<String> {
     let simple = [
         ("time_embed.0.", "time_embedding.linear_1."),
         ("time_embed.2.", "time_embedding.linear_2."),
+        ("label_emb.0.0.", "add_embedding.linear_1."),
+        ("label_emb.0.2.", "add_embedding.linear_2."),
         ("input_blocks.0.0.", "conv_in."),
         ("out.0.", "conv_norm_out."),
         ("out.2.", "conv_out."),
@@ -245,7 +306,8 @@ fn count_indices(map: &TensorMap, prefix: &str) -> usize {
         .map_or(0, |m| m + 1)
 }
 
-fn infer_unet(unet: &TensorMap, path: &Path) -> Result<UNetConfig> {
+/// The UNet's architecture from its tensors; `pooled` is the width of SDXL's pooled text vector.
+fn infer_unet(unet: &TensorMap, pooled: Option<usize>, path: &Path) -> Result<UNetConfig> {
     let n = count_indices(unet, "down_blocks.");
     let channels = (0..n)
         .map(|i| dim(unet, &format!("down_blocks.{i}.resnets.0.conv1.weight"), 0, path))
@@ -262,11 +324,11 @@ fn infer_unet(unet: &TensorMap, path: &Path) -> Result<UNetConfig> {
         .find(|(k, _)| k.ends_with("attn2.to_k.weight"))
         .ok_or_else(|| Error::bad_file("the checkpoint's UNet has no cross-attention", path))?;
     let proj_in = unet.iter().find(|(k, _)| k.ends_with("proj_in.weight")).map(|(_, t)| t.rank());
-    let depth = (0..n)
-        .find(|&i| has_attn("down_blocks", i))
-        .map(|i| count_indices(unet, &format!("down_blocks.{i}.attentions.0.transformer_blocks.")))
-        .unwrap_or(1);
-    let cfg = json!({
+    // SDXL stacks more transformer blocks deeper down; levels without attention read as 1.
+    let depth: Vec<usize> = (0..n)
+        .map(|i| count_indices(unet, &format!("down_blocks.{i}.attentions.0.transformer_blocks.")).max(1))
+        .collect();
+    let mut cfg = json!({
         "in_channels": dim(unet, "conv_in.weight", 1, path)?,
         "out_channels": dim(unet, "conv_out.weight", 0, path)?,
         "block_out_channels": channels,
@@ -275,17 +337,26 @@ fn infer_unet(unet: &TensorMap, path: &Path) -> Result<UNetConfig> {
         "layers_per_block": count_indices(unet, "down_blocks.0.resnets."),
         "cross_attention_dim": to_k.1.dim(1)?,
         "use_linear_projection": proj_in == Some(2),
-        "transformer_layers_per_block": depth.max(1),
+        "transformer_layers_per_block": depth,
     });
+    if let Some(input) = unet.get("add_embedding.linear_1.weight").map(|t| t.dims()[1]) {
+        // A single file records no time-embedding width; it is what the pooled text leaves.
+        let time = pooled.map_or(0, |p| input.saturating_sub(p) / 6);
+        cfg["addition_embed_type"] = json!("text_time");
+        cfg["addition_time_embed_dim"] = json!(time);
+        cfg["projection_class_embeddings_input_dim"] = json!(input);
+    }
     serde_json::from_value(cfg)
         .map_err(|e| Error::bad_file(format!("cannot read the UNet's shape ({e})"), path))
 }
 
-/// SD 1.x uses 8 heads everywhere; SD 2.x uses 64-wide heads.
+/// SD 1.x uses 8 heads everywhere; SD 2.x and SDXL use 64-wide heads.
 fn with_family_heads(mut cfg: UNetConfig, family: Family) -> UNetConfig {
     cfg.attention_head_dim = match family {
         Family::Sd1 => PerBlock::One(8),
-        Family::Sd2 => PerBlock::Each(cfg.block_out_channels.iter().map(|c| (c / 64).max(1)).collect()),
+        Family::Sd2 | Family::Sdxl => {
+            PerBlock::Each(cfg.block_out_channels.iter().map(|c| (c / 64).max(1)).collect())
+        }
     };
     cfg
 }
@@ -323,12 +394,18 @@ fn infer_clip(text: &TensorMap, act: &str, drop_layers: usize, path: &Path) -> R
         .map_err(|e| Error::bad_file(format!("cannot read the text encoder's shape ({e})"), path))
 }
 
-/// Renames OpenCLIP's layout to transformers' CLIP names, splitting fused q/k/v. SD 2.x uses the
-/// penultimate layer's output, so the last layer is dropped from the config.
-fn convert_open_clip(src: TensorMap, path: &Path) -> Result<(TensorMap, ClipConfig)> {
+/// Renames OpenCLIP's layout to transformers' CLIP names, splitting fused q/k/v; `drop_layers`
+/// leaves the last layers out of the config (SD 2.x reads the penultimate layer's output). The
+/// projection, stored to be used as `x @ W`, becomes transformers' `text_projection` linear layer.
+fn convert_open_clip(src: TensorMap, drop_layers: usize, path: &Path) -> Result<(TensorMap, ClipConfig)> {
     let mut out = TensorMap::new();
+    let mut projection_dim = None;
     for (key, t) in src {
-        let name = if key == "token_embedding.weight" {
+        let name = if key == "text_projection" && drop_layers == 0 {
+            projection_dim = Some(t.dim(1)?);
+            out.insert("text_projection.weight".into(), t.t()?.contiguous()?);
+            continue;
+        } else if key == "token_embedding.weight" {
             "embeddings.token_embedding.weight".to_string()
         } else if key == "positional_embedding" {
             "embeddings.position_embedding.weight".to_string()
@@ -359,7 +436,8 @@ fn convert_open_clip(src: TensorMap, path: &Path) -> Result<(TensorMap, ClipConf
         };
         out.insert(name, t);
     }
-    let cfg = infer_clip(&out, "gelu", 1, path)?;
+    let mut cfg = infer_clip(&out, "gelu", drop_layers, path)?;
+    cfg.projection_dim = projection_dim;
     Ok((out, cfg))
 }
 
@@ -389,6 +467,37 @@ mod tests {
     }
 
     #[test]
+    fn sdxl_keys_are_mapped_and_markers_read() {
+        assert_eq!(unet_key("label_emb.0.2.weight").as_deref(), Some("add_embedding.linear_2.weight"));
+        assert_eq!(
+            unet_key("input_blocks.8.1.transformer_blocks.9.attn2.to_k.weight").as_deref(),
+            Some("down_blocks.2.attentions.1.transformer_blocks.9.attn2.to_k.weight")
+        );
+        assert_eq!(
+            unet_key("output_blocks.5.2.conv.weight").as_deref(),
+            Some("up_blocks.1.upsamplers.0.conv.weight")
+        );
+        let cfg = with_markers(Family::Sdxl.scheduler_config(), &["v_pred".into(), "ztsnr".into()]);
+        assert_eq!(cfg["prediction_type"], "v_prediction");
+        assert_eq!(cfg["rescale_betas_zero_snr"], true);
+        let plain = with_markers(Family::Sdxl.scheduler_config(), &[]);
+        assert_eq!(plain["prediction_type"], "epsilon");
+    }
+
+    #[test]
+    fn incomplete_sdxl_files_and_the_refiner_are_refused_by_name() {
+        let path = Path::new("x.safetensors");
+        let err = |keys: &[&str]| check_keys(keys.iter().copied(), path).expect_err("refused").to_string();
+        let unet = "model.diffusion_model.input_blocks.0.0.weight";
+        let first = "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight";
+        let second = "conditioner.embedders.1.model.token_embedding.weight";
+        assert!(err(&[unet, first]).contains("second text encoder (OpenCLIP bigG"));
+        assert!(err(&[unet, second]).contains("first text encoder (CLIP ViT-L"));
+        assert!(err(&[unet, "conditioner.embedders.0.model.ln_final.weight"]).contains("SDXL refiner"));
+        check_keys([unet, first, second].into_iter(), path).expect("a full SDXL file");
+    }
+
+    #[test]
     fn open_clip_fused_qkv_is_split() -> Result<()> {
         let mut src = TensorMap::new();
         let fused = Tensor::arange(0f32, 12., &Device::Cpu)?.reshape((6, 2))?;
@@ -403,7 +512,7 @@ mod tests {
             "transformer.resblocks.1.ln_1.weight".into(),
             Tensor::zeros(128, DType::F32, &Device::Cpu)?,
         );
-        let (out, cfg) = convert_open_clip(src, Path::new("x.safetensors"))?;
+        let (out, cfg) = convert_open_clip(src, 1, Path::new("x.safetensors"))?;
         let k = out["encoder.layers.0.self_attn.k_proj.weight"].flatten_all()?.to_vec1::<f32>()?;
         assert_eq!(k, vec![4., 5., 6., 7.]);
         assert_eq!(cfg.num_hidden_layers, 1, "the penultimate layer is the output");

@@ -1,5 +1,6 @@
-//! The CLIP text encoder (transformers' `CLIPTextModel`), reading weights by transformers' names
-//! without the `text_model.` prefix (the loader strips it when present).
+//! The CLIP text encoder (transformers' `CLIPTextModel`, and `CLIPTextModelWithProjection` for
+//! SDXL's second encoder), reading weights by transformers' names without the `text_model.`
+//! prefix (the loader strips it when present).
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -74,7 +75,18 @@ pub struct ClipTextEncoder {
     position_embedding: Tensor,
     layers: Vec<EncoderLayer>,
     final_norm: LayerNorm,
+    projection: Option<Linear>,
+    pooled_width: usize,
     hidden: usize,
+}
+
+/// What SDXL reads from one encoder: the penultimate layer's hidden states (no final norm) and,
+/// from an encoder with a projection, the pooled vector.
+pub struct PenultimateOutput {
+    /// Hidden states after all but the last layer, `[batch, n, hidden]`.
+    pub hidden: Tensor,
+    /// The final-normed last layer at the end token, projected: `[batch, projection_dim]`.
+    pub pooled: Option<Tensor>,
 }
 
 impl ClipTextEncoder {
@@ -99,6 +111,15 @@ impl ClipTextEncoder {
                 .get((cfg.max_position_embeddings, cfg.hidden_size), "position_embedding.weight")?,
             layers,
             final_norm: LayerNorm::new(vb.pp("final_layer_norm"), cfg.hidden_size, cfg.layer_norm_eps)?,
+            // transformers writes `projection_dim` for every CLIP config; only the
+            // `…WithProjection` models carry the layer.
+            projection: match cfg.projection_dim {
+                Some(p) if vb.contains_tensor("text_projection.weight") => {
+                    Some(Linear::no_bias(vb.pp("text_projection"), cfg.hidden_size, p)?)
+                }
+                _ => None,
+            },
+            pooled_width: cfg.projection_dim.unwrap_or(cfg.hidden_size),
             hidden: cfg.hidden_size,
         })
     }
@@ -108,19 +129,68 @@ impl ClipTextEncoder {
         self.hidden
     }
 
-    /// Encodes `[batch, n]` token ids.
+    /// Width of the pooled vector, when the encoder has a projection.
+    pub fn projection_dim(&self) -> Option<usize> {
+        self.projection.as_ref().map(|_| self.pooled_width)
+    }
+
+    /// Encodes `[batch, n]` token ids: the last layer's hidden states, final-normed.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        let (b, n) = ids.dims2()?;
-        let tokens = self.token_embedding.index_select(&ids.flatten_all()?, 0)?;
-        let tokens = tokens.reshape((b, n, self.hidden))?;
-        let positions = self.position_embedding.narrow(0, 0, n)?;
-        let mut x = tokens.broadcast_add(&positions)?;
-        let mask = causal_mask(n, x.device())?;
+        let (mut x, mask) = self.embed(ids)?;
         for layer in &self.layers {
             x = layer.forward(&x, &mask)?;
         }
         self.final_norm.forward(&x)
     }
+
+    /// Encodes `[batch, n]` token ids as SDXL reads them (transformers' `hidden_states[-2]`, and
+    /// `text_embeds` when the encoder has a projection).
+    pub fn forward_penultimate(&self, ids: &Tensor) -> Result<PenultimateOutput> {
+        let (mut x, mask) = self.embed(ids)?;
+        let Some((last, rest)) = self.layers.split_last() else {
+            return Err(Error::Internal("a text encoder without layers".into()));
+        };
+        for layer in rest {
+            x = layer.forward(&x, &mask)?;
+        }
+        let pooled = match &self.projection {
+            Some(projection) => {
+                let top = self.final_norm.forward(&last.forward(&x, &mask)?)?;
+                let rows = end_positions(ids)?
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, at)| top.get(i)?.get(at)?.unsqueeze(0))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                Some(projection.forward(&Tensor::cat(&rows, 0)?)?)
+            }
+            None => None,
+        };
+        Ok(PenultimateOutput { hidden: x, pooled })
+    }
+
+    /// Token and position embeddings of `ids`, and the causal mask.
+    fn embed(&self, ids: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, n) = ids.dims2()?;
+        let tokens = self.token_embedding.index_select(&ids.flatten_all()?, 0)?;
+        let tokens = tokens.reshape((b, n, self.hidden))?;
+        let positions = self.position_embedding.narrow(0, 0, n)?;
+        let x = tokens.broadcast_add(&positions)?;
+        let mask = causal_mask(n, x.device())?;
+        Ok((x, mask))
+    }
+}
+
+/// Where each row's end token is: transformers pools at the first position of the largest id
+/// (`argmax`), which is the end token in CLIP's vocabulary whatever the padding.
+fn end_positions(ids: &Tensor) -> Result<Vec<usize>> {
+    let rows = ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let max = row.iter().copied().max().unwrap_or(0);
+            row.iter().position(|&id| id == max).unwrap_or(0)
+        })
+        .collect())
 }
 
 fn causal_mask(n: usize, device: &Device) -> Result<Tensor> {

@@ -74,6 +74,12 @@ pub struct UNetConfig {
     pub addition_embed_type: Option<String>,
     #[serde(default)]
     pub class_embed_type: Option<String>,
+    /// SDXL: width of the sinusoidal embedding of each micro-conditioning number.
+    #[serde(default)]
+    pub addition_time_embed_dim: Option<usize>,
+    /// SDXL: input width of the added embedding (pooled text + six time embeddings).
+    #[serde(default)]
+    pub projection_class_embeddings_input_dim: Option<usize>,
 }
 
 impl UNetConfig {
@@ -87,8 +93,10 @@ impl UNetConfig {
         let refuse = |what: &str| {
             Err(Error::bad_file(format!("this UNet uses {what}, which Easel does not support yet"), path))
         };
-        if self.addition_embed_type.is_some() {
-            return refuse("added text/time conditioning (SDXL or later)");
+        match self.addition_embed_type.as_deref() {
+            None => {}
+            Some("text_time") => self.check_text_time(path)?,
+            Some(other) => return refuse(&format!("the added conditioning {other:?}")),
         }
         if self.class_embed_type.is_some() {
             return refuse("class embeddings (an upscaler or variation model)");
@@ -120,6 +128,47 @@ impl UNetConfig {
 }
 
 impl UNetConfig {
+    /// Whether the UNet takes SDXL's added text/time embedding.
+    pub fn has_text_time(&self) -> bool {
+        self.addition_embed_type.as_deref() == Some("text_time")
+    }
+
+    /// SDXL's added embedding needs both of its widths; the refiner's (five numbers beside the
+    /// pooled text, its aesthetic score among them) is refused by name once the pooled width is
+    /// known, in [`UNetConfig::check_pooled_width`].
+    fn check_text_time(&self, path: &Path) -> Result<()> {
+        match (self.addition_time_embed_dim, self.projection_class_embeddings_input_dim) {
+            (Some(t), Some(p)) if t > 0 && t.is_multiple_of(2) && p > 6 * t => Ok(()),
+            _ => Err(Error::bad_file(
+                "the UNet config asks for SDXL's text/time embedding but its addition_time_embed_dim \
+                 and projection_class_embeddings_input_dim are missing or do not fit",
+                path,
+            )),
+        }
+    }
+
+    /// Checks that the added embedding reads `pooled` text features plus six time embeddings,
+    /// as the SDXL base and its fine-tunes do; the refiner (five) is refused by name.
+    pub fn check_pooled_width(&self, pooled: usize, path: &Path) -> Result<()> {
+        let (Some(t), Some(p)) = (self.addition_time_embed_dim, self.projection_class_embeddings_input_dim)
+        else {
+            return Ok(());
+        };
+        if p == pooled + 6 * t {
+            return Ok(());
+        }
+        if p == pooled + 5 * t {
+            return Err(Error::bad_file(REFINER, path));
+        }
+        Err(Error::bad_file(
+            format!(
+                "the UNet's added embedding reads {p} numbers, but the text encoder gives {pooled} pooled \
+                 features plus 6 × {t} time embeddings; the parts of this model do not belong together"
+            ),
+            path,
+        ))
+    }
+
     /// Sizes the model is built from: a zero or a list of the wrong length would otherwise
     /// divide by zero or index past the end while the UNet is put together.
     fn check_sizes(&self, path: &Path) -> Result<()> {
@@ -165,6 +214,10 @@ impl UNetConfig {
         Ok(())
     }
 }
+
+/// Why the SDXL refiner is refused, in one sentence.
+pub const REFINER: &str = "this is the SDXL refiner, which Easel does not run; it only polishes pictures \
+     an SDXL base model made, so load the SDXL base model (or a fine-tune of it) instead";
 
 /// `Err` naming the first key whose value is 0.
 fn positive(values: &[(&str, usize)]) -> std::result::Result<(), String> {
@@ -216,6 +269,10 @@ pub struct VaeConfig {
     pub shift_factor: Option<f64>,
     #[serde(default = "yes")]
     pub mid_block_add_attention: bool,
+    /// Whether the autoencoder overflows in float16 and must decode in float32 (SDXL's does;
+    /// diffusers' default, which the SDXL pipelines honour and fp16-fix VAEs turn off).
+    #[serde(default = "yes")]
+    pub force_upcast: bool,
 }
 
 impl VaeConfig {
@@ -320,6 +377,9 @@ pub struct ClipConfig {
     pub hidden_act: String,
     #[serde(default = "default_ln_eps")]
     pub layer_norm_eps: f64,
+    /// Width of `text_projection` (`CLIPTextModelWithProjection`, SDXL's second encoder).
+    #[serde(default)]
+    pub projection_dim: Option<usize>,
 }
 
 impl ClipConfig {
@@ -443,10 +503,26 @@ mod tests {
     }
 
     #[test]
-    fn sdxl_is_refused_by_name() {
+    fn sdxl_text_time_is_checked_and_the_refiner_refused() {
         let cfg: UNetConfig = serde_json::from_str(r#"{"addition_embed_type": "text_time"}"#).expect("valid");
         let err = cfg.check_supported(Path::new("unet/config.json")).expect_err("refused");
-        assert!(err.to_string().contains("SDXL"));
+        assert!(err.to_string().contains("addition_time_embed_dim"), "{err}");
+        let base: UNetConfig = serde_json::from_str(
+            r#"{"addition_embed_type": "text_time", "addition_time_embed_dim": 256,
+                "projection_class_embeddings_input_dim": 2816, "cross_attention_dim": 2048}"#,
+        )
+        .expect("valid");
+        base.check_supported(Path::new("u")).expect("SDXL base");
+        base.check_pooled_width(1280, Path::new("u")).expect("SDXL base");
+        let refiner: UNetConfig = serde_json::from_str(
+            r#"{"addition_embed_type": "text_time", "addition_time_embed_dim": 256,
+                "projection_class_embeddings_input_dim": 2560, "cross_attention_dim": 1280}"#,
+        )
+        .expect("valid");
+        let err = refiner.check_pooled_width(1280, Path::new("u")).expect_err("refiner").to_string();
+        assert!(err.contains("SDXL refiner"), "{err}");
+        let other: UNetConfig = serde_json::from_str(r#"{"addition_embed_type": "image"}"#).expect("valid");
+        assert!(other.check_supported(Path::new("u")).is_err());
     }
 
     #[test]

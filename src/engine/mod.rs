@@ -5,6 +5,7 @@
 mod blocks;
 pub mod checkpoint;
 pub mod clip;
+pub mod conditioning;
 pub mod config;
 pub mod device;
 pub mod family;

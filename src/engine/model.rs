@@ -1,5 +1,6 @@
-//! A loaded Stable Diffusion model: the three networks, the tokenizer and the scheduler config,
-//! from a diffusers folder, a single-file checkpoint, or a hub id already in the local cache.
+//! A loaded Stable Diffusion model: the networks (SDXL has a second text encoder), the tokenizers
+//! and the scheduler config, from a diffusers folder, a single-file checkpoint, or a hub id
+//! already in the local cache.
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +29,10 @@ pub struct StableDiffusion {
     pub text_encoder: ClipTextEncoder,
     /// The tokenizer.
     pub tokenizer: Tokenizer,
+    /// SDXL's second text encoder (OpenCLIP bigG with its projection) and its tokenizer.
+    pub second: Option<SecondEncoder>,
+    /// Whether an empty negative prompt is encoded as zeros (SDXL's `force_zeros_for_empty_prompt`).
+    pub zero_empty_negative: bool,
     /// The model's `scheduler_config.json` (or its family's published one).
     pub scheduler_config: Map<String, Value>,
     /// Where the model was loaded from.
@@ -42,12 +47,21 @@ pub struct StableDiffusion {
     base: PristineWeights,
 }
 
+/// SDXL's second text encoder and the tokenizer that feeds it (it pads with `!`, not the end).
+pub struct SecondEncoder {
+    /// The encoder.
+    pub encoder: ClipTextEncoder,
+    /// Its tokenizer.
+    pub tokenizer: Tokenizer,
+}
+
 /// The pristine UNet and text-encoder weights, on the device in the compute dtype.
 struct PristineWeights {
     unet: TensorMap,
     unet_config: UNetConfig,
     text: TensorMap,
     clip_config: ClipConfig,
+    text_2: Option<(TensorMap, ClipConfig)>,
 }
 
 impl StableDiffusion {
@@ -83,11 +97,19 @@ impl StableDiffusion {
         &self.base.text
     }
 
-    /// Rebuilds the UNet and text encoder from `unet` and `text`, maps with the base weights'
-    /// names and shapes (the base with adapters merged in). Building shares the tensors.
-    pub fn rebuild(&mut self, unet: &TensorMap, text: &TensorMap) -> Result<()> {
+    /// SDXL's second text-encoder weights as loaded (transformers names without `text_model.`).
+    pub fn base_text2_weights(&self) -> Option<&TensorMap> {
+        self.base.text_2.as_ref().map(|(w, _)| w)
+    }
+
+    /// Rebuilds the UNet and text encoders from maps with the base weights' names and shapes
+    /// (the base with adapters merged in). Building shares the tensors.
+    pub fn rebuild(&mut self, unet: &TensorMap, text: &TensorMap, text_2: Option<&TensorMap>) -> Result<()> {
         self.unet = build_unet(unet, &self.base.unet_config, &self.device, self.dtype, &self.source)?;
         self.text_encoder = build_text(text, &self.base.clip_config, &self.device, self.dtype, &self.source)?;
+        if let (Some(second), Some(w), Some((_, cfg))) = (&mut self.second, text_2, &self.base.text_2) {
+            second.encoder = build_text(w, cfg, &self.device, self.dtype, &self.source)?;
+        }
         Ok(())
     }
 
@@ -98,6 +120,10 @@ impl StableDiffusion {
                  choose the folder that holds unet/, vae/ and text_encoder/",
                 dir,
             ));
+        }
+        let index: Map<String, Value> = read_json(&dir.join("model_index.json"))?;
+        if index.get("requires_aesthetics_score").and_then(Value::as_bool) == Some(true) {
+            return Err(Error::bad_file(super::config::REFINER, dir));
         }
         let unet_cfg: UNetConfig = read_json(&dir.join("unet/config.json"))?;
         unet_cfg.check_supported(&dir.join("unet/config.json"))?;
@@ -113,17 +139,34 @@ impl StableDiffusion {
         let (vae_file, vae_w) = read_part(dir, "vae", "diffusion_pytorch_model", dtype)?;
         let (text_file, text_w) = read_part(dir, "text_encoder", "model", dtype)?;
         let family = Family::of_unet(&unet_cfg);
+        let second = load_second_encoder(dir, family, &unet_cfg, device, dtype)?;
         let unet_w = weights::to_compute(unet_w, dtype, device)?;
         let text_w = weights::to_compute(strip_text_prefix(text_w), dtype, device)?;
         let unet = build_unet(&unet_w, &unet_cfg, device, dtype, &unet_file)?;
-        let vae = build_vae(modernize_vae_keys(vae_w), &vae_cfg, device, dtype, &vae_file)?;
+        let vae = build_vae(
+            modernize_vae_keys(vae_w),
+            &vae_cfg,
+            device,
+            vae_dtype(family, &vae_cfg, dtype),
+            &vae_file,
+        )?;
         let text_encoder = build_text(&text_w, &clip_cfg, device, dtype, &text_file)?;
+        let zero_empty_negative = family == Family::Sdxl
+            && index.get("force_zeros_for_empty_prompt").and_then(Value::as_bool).unwrap_or(true);
+        let (second, text_2) = match second {
+            Some((encoder, tokenizer, w, cfg)) => {
+                (Some(SecondEncoder { encoder, tokenizer }), Some((w, cfg)))
+            }
+            None => (None, None),
+        };
         Ok(Self {
             family,
             unet,
             vae,
             text_encoder,
             tokenizer,
+            second,
+            zero_empty_negative,
             scheduler_config,
             source: dir.to_path_buf(),
             name: display_name(dir),
@@ -134,20 +177,27 @@ impl StableDiffusion {
                 unet_config: unet_cfg,
                 text: text_w,
                 clip_config: clip_cfg,
+                text_2,
             },
         })
     }
 
     fn load_single_file(path: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        let markers: Vec<String>;
         let tensors = match ext.as_str() {
             "safetensors" => {
-                // Refuse SDXL and non-models from the names alone, before gigabytes are read.
+                // Refuse the refiner and non-models from the names alone, before gigabytes are read.
                 let header = weights::read_safetensors_header(path)?;
                 checkpoint::check_keys(header.names.iter().map(String::as_str), path)?;
+                markers = header.names.iter().filter(|n| checkpoint::is_marker(n)).cloned().collect();
                 weights::read_safetensors_selected(path, Some(dtype), &checkpoint::is_model_tensor)?
             }
-            "ckpt" | "pt" | "pth" | "bin" => weights::read_pickle_checkpoint(path)?,
+            "ckpt" | "pt" | "pth" | "bin" => {
+                let tensors = weights::read_pickle_checkpoint(path)?;
+                markers = tensors.keys().filter(|n| checkpoint::is_marker(n)).cloned().collect();
+                tensors
+            }
             _ => {
                 return Err(Error::bad_file(
                     "this is not a model file Easel reads; give a diffusers folder, a .safetensors \
@@ -167,13 +217,37 @@ impl StableDiffusion {
         let pad = if parts.family == Family::Sd2 { 0 } else { EOS };
         let unet_w = weights::to_compute(parts.unet, dtype, device)?;
         let text_w = weights::to_compute(parts.text, dtype, device)?;
+        let text_2 = match parts.text_2 {
+            Some((w, cfg)) => {
+                if let Some(pooled) = cfg.projection_dim {
+                    parts.unet_config.check_pooled_width(pooled, path)?;
+                }
+                Some((weights::to_compute(w, dtype, device)?, cfg))
+            }
+            None if parts.family == Family::Sdxl => return Err(Error::bad_file(
+                "this SDXL checkpoint has no second text encoder (OpenCLIP bigG); Easel needs a full model",
+                path,
+            )),
+            None => None,
+        };
+        let second = match &text_2 {
+            // SDXL's second tokenizer pads with "!" (id 0) after the end token.
+            Some((w, cfg)) => Some(SecondEncoder {
+                encoder: build_text(w, cfg, device, dtype, path)?,
+                tokenizer: Tokenizer::bundled(0)?,
+            }),
+            None => None,
+        };
+        let vae_dtype = vae_dtype(parts.family, &parts.vae_config, dtype);
         Ok(Self {
             family: parts.family,
             unet: build_unet(&unet_w, &parts.unet_config, device, dtype, path)?,
-            vae: build_vae(parts.vae, &parts.vae_config, device, dtype, path)?,
+            vae: build_vae(parts.vae, &parts.vae_config, device, vae_dtype, path)?,
             text_encoder: build_text(&text_w, &parts.clip_config, device, dtype, path)?,
             tokenizer: Tokenizer::bundled(pad)?,
-            scheduler_config: parts.family.scheduler_config(),
+            second,
+            zero_empty_negative: parts.family == Family::Sdxl,
+            scheduler_config: checkpoint::with_markers(parts.family.scheduler_config(), &markers),
             source: path.to_path_buf(),
             name: display_name(path),
             device: device.clone(),
@@ -183,8 +257,60 @@ impl StableDiffusion {
                 unet_config: parts.unet_config,
                 text: text_w,
                 clip_config: parts.clip_config,
+                text_2,
             },
         })
+    }
+}
+
+/// The pieces of SDXL's second text encoder from a diffusers folder: the encoder, its tokenizer,
+/// its weights (kept pristine for adapters) and its config.
+type SecondParts = (ClipTextEncoder, Tokenizer, TensorMap, ClipConfig);
+
+/// Loads `text_encoder_2/` and `tokenizer_2/` when the folder is SDXL's; other families have none.
+fn load_second_encoder(
+    dir: &Path,
+    family: Family,
+    unet_cfg: &UNetConfig,
+    device: &Device,
+    dtype: DType,
+) -> Result<Option<SecondParts>> {
+    let folder = dir.join("text_encoder_2");
+    if family != Family::Sdxl {
+        return Ok(None);
+    }
+    if !folder.join("config.json").exists() {
+        return Err(Error::bad_file(
+            "this SDXL folder has no text_encoder_2/ (OpenCLIP bigG); SDXL needs both text encoders",
+            dir,
+        ));
+    }
+    let cfg: ClipConfig = read_json(&folder.join("config.json"))?;
+    cfg.check_sizes(&folder.join("config.json"))?;
+    let pooled = cfg.projection_dim.ok_or_else(|| {
+        Error::bad_file("text_encoder_2 has no projection_dim; SDXL's second encoder needs one", &folder)
+    })?;
+    unet_cfg.check_pooled_width(pooled, &dir.join("unet/config.json"))?;
+    let (file, w) = read_part(dir, "text_encoder_2", "model", dtype)?;
+    let w = weights::to_compute(strip_text_prefix(w), dtype, device)?;
+    let encoder = build_text(&w, &cfg, device, dtype, &file)?;
+    if encoder.projection_dim().is_none() {
+        return Err(Error::bad_file(
+            "SDXL's second text encoder must have its text_projection (CLIPTextModelWithProjection)",
+            &file,
+        ));
+    }
+    let tokenizer = Tokenizer::from_folder(&dir.join("tokenizer_2"))?;
+    Ok(Some((encoder, tokenizer, w, cfg)))
+}
+
+/// SDXL's autoencoder overflows in float16, so it decodes in float32 there (diffusers'
+/// `force_upcast`); VAEs marked safe (the fp16-fix) and other families keep the compute dtype.
+fn vae_dtype(family: Family, cfg: &VaeConfig, dtype: DType) -> DType {
+    if family == Family::Sdxl && dtype == DType::F16 && cfg.force_upcast {
+        DType::F32
+    } else {
+        dtype
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Instant;
 use candle_core::{DType, Tensor};
 use image::{GrayImage, RgbImage};
 
+use super::conditioning::Conditioning;
 use super::model::StableDiffusion;
 use super::request::GenerationRequest;
 use super::rng::TorchRng;
@@ -98,7 +99,7 @@ pub fn generate_each(
     request.validate()?;
     let started = Instant::now();
     let guided = request.cfg_scale > 1.0;
-    let context = encode_prompts(model, request, guided)?;
+    let context = super::conditioning::encode(model, request, guided)?;
     let text_secs = started.elapsed().as_secs_f64();
     for index in 0..request.batch {
         let seed = request.seed.wrapping_add(index as u64);
@@ -116,36 +117,6 @@ pub fn generate_each(
         on_image(GeneratedImage { image, seed, timings })?;
     }
     Ok(())
-}
-
-/// Text embeddings `[1 or 2, 77·chunks, dim]`: negative first, as diffusers batches them.
-fn encode_prompts(model: &StableDiffusion, request: &GenerationRequest, guided: bool) -> Result<Tensor> {
-    let tok = &model.tokenizer;
-    // Adapter tags select LoRAs; like A1111, the text encoder never sees them.
-    let prompt = super::lora::tags::strip_tags(&request.prompt);
-    let negative = super::lora::tags::strip_tags(&request.negative_prompt);
-    let mut cond = tok.encode_chunks(&prompt, 1);
-    let uncond = tok.encode_chunks(&negative, cond.len());
-    if uncond.len() > cond.len() {
-        // A longer negative prompt: pad the prompt with empty chunks to the same length.
-        cond = tok.encode_chunks(&prompt, uncond.len());
-    }
-    let embed = |chunks: &[Vec<u32>]| -> Result<Tensor> {
-        let parts = chunks
-            .iter()
-            .map(|ids| {
-                let ids = Tensor::new(ids.as_slice(), &model.device)?.unsqueeze(0)?;
-                model.text_encoder.forward(&ids)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Tensor::cat(&parts, 1)?)
-    };
-    let cond = embed(&cond)?;
-    if guided {
-        Ok(Tensor::cat(&[embed(&uncond)?, cond], 0)?)
-    } else {
-        Ok(cond)
-    }
 }
 
 /// Standard normal noise `[1, c, h, w]` from the image's own generator.
@@ -183,7 +154,7 @@ fn mask_tensor(mask: &GrayImage, model: &StableDiffusion) -> Result<Tensor> {
 struct Run<'a> {
     model: &'a StableDiffusion,
     request: &'a GenerationRequest,
-    context: &'a Tensor,
+    context: &'a Conditioning,
     /// The picture's place in the batch (only the first takes given starting noise).
     index: usize,
     /// Latent shape `[1, channels, height/8, width/8]`.
@@ -211,7 +182,7 @@ fn denoise(
     model: &StableDiffusion,
     request: &GenerationRequest,
     inputs: &GenerationInputs,
-    context: &Tensor,
+    context: &Conditioning,
     seed: u64,
     index: usize,
     on_progress: &mut dyn FnMut(Progress),
@@ -326,7 +297,7 @@ fn step_loop(
     on_progress: &mut dyn FnMut(Progress),
     cancel: &AtomicBool,
 ) -> Result<Tensor> {
-    let (model, guided) = (run.model, run.context.dim(0)? == 2);
+    let (model, guided) = (run.model, run.context.batch()? == 2);
     let nine_channel = model.is_inpainting();
     let timesteps: Vec<f64> = sampler.timesteps().to_vec();
     let total = timesteps.len();

@@ -45,6 +45,39 @@ pub struct GenerationRequest {
     /// as in diffusers, whose pictures Easel reproduces.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_unmasked: bool,
+    /// SDXL's micro-conditioning (other families ignore it).
+    #[serde(default, skip_serializing_if = "MicroConditioning::is_default")]
+    pub micro: MicroConditioning,
+}
+
+/// The sizes SDXL was trained to be told about each picture (diffusers' `original_size`,
+/// `crops_coords_top_left`, `target_size`); unset sizes are the picture's own, as in diffusers
+/// and A1111.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MicroConditioning {
+    /// `[width, height]` the source picture is said to have had.
+    pub original_size: Option<[usize; 2]>,
+    /// `[top, left]` of the crop the picture is said to be.
+    pub crop_top_left: [usize; 2],
+    /// `[width, height]` the picture is said to aim for.
+    pub target_size: Option<[usize; 2]>,
+}
+
+impl MicroConditioning {
+    /// Whether nothing was set (the picture's own sizes, no crop).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// SDXL's six `add_time_ids` for a `width`×`height` picture, in diffusers' order:
+    /// original (height, width), crop (top, left), target (height, width).
+    pub fn time_ids(&self, width: usize, height: usize) -> [f32; 6] {
+        let [ow, oh] = self.original_size.unwrap_or([width, height]);
+        let [top, left] = self.crop_top_left;
+        let [tw, th] = self.target_size.unwrap_or([width, height]);
+        [oh, ow, top, left, th, tw].map(|v| v as f32)
+    }
 }
 
 /// One adapter a request uses.
@@ -100,6 +133,7 @@ impl Default for GenerationRequest {
             noise: None,
             loras: Vec::new(),
             keep_unmasked: false,
+            micro: MicroConditioning::default(),
         }
     }
 }
@@ -184,6 +218,18 @@ mod tests {
         let req = GenerationRequest { width: 500, ..Default::default() };
         let msg = req.validate().expect_err("500 is refused").to_string();
         assert!(msg.contains("multiples of 8") && msg.contains("504"), "{msg}");
+    }
+
+    #[test]
+    fn micro_conditioning_defaults_to_the_picture_size_in_diffusers_order() {
+        let micro = MicroConditioning::default();
+        assert_eq!(micro.time_ids(1216, 832), [832., 1216., 0., 0., 832., 1216.]);
+        let micro = MicroConditioning {
+            original_size: Some([4096, 2048]),
+            crop_top_left: [16, 32],
+            target_size: None,
+        };
+        assert_eq!(micro.time_ids(1024, 1024), [2048., 4096., 16., 32., 1024., 1024.]);
     }
 
     #[test]

@@ -196,6 +196,7 @@ pub struct Vae {
     post_quant_conv: Conv2d,
     decoder: Decoder,
     config: VaeConfig,
+    dtype: DType,
 }
 
 /// The encoder's output distribution over latents (before scaling).
@@ -211,6 +212,7 @@ impl Vae {
     pub fn new(vb: VarBuilder, cfg: &VaeConfig) -> Result<Self> {
         let l = cfg.latent_channels;
         Ok(Self {
+            dtype: vb.dtype(),
             encoder: Encoder::new(vb.pp("encoder"), cfg)?,
             quant_conv: Conv2d::new(vb.pp("quant_conv"), 2 * l, 2 * l, 1, 1, 0)?,
             post_quant_conv: Conv2d::new(vb.pp("post_quant_conv"), l, l, 1, 1, 0)?,
@@ -225,18 +227,26 @@ impl Vae {
     }
 
     /// Encodes pixels in [-1, 1] `[b, 3, h, w]` to the latent distribution.
+    /// Computes in the autoencoder's own dtype (f32 where it would overflow in f16, as diffusers'
+    /// `force_upcast`) and answers in the dtype of `pixels`.
     pub fn encode(&self, pixels: &Tensor) -> Result<LatentDistribution> {
-        let moments = self.quant_conv.forward(&self.encoder.forward(pixels)?)?;
+        let out = pixels.dtype();
+        let moments = self.quant_conv.forward(&self.encoder.forward(&pixels.to_dtype(self.dtype)?)?)?;
         let l = self.config.latent_channels;
         let mean = moments.narrow(1, 0, l)?;
         let logvar = moments.narrow(1, l, l)?.clamp(-30f32, 20f32)?;
-        let std = (logvar.to_dtype(DType::F32)? * 0.5)?.exp()?.to_dtype(mean.dtype())?;
-        Ok(LatentDistribution { mean, std })
+        let std = (logvar.to_dtype(DType::F32)? * 0.5)?.exp()?.to_dtype(out)?;
+        Ok(LatentDistribution { mean: mean.to_dtype(out)?, std })
+    }
+
+    /// The dtype the autoencoder computes in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// Decodes scaled latents to pixels in [-1, 1].
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
-        let mut z = (latents / self.config.scaling_factor)?;
+        let mut z = (latents.to_dtype(self.dtype)? / self.config.scaling_factor)?;
         if let Some(shift) = self.config.shift_factor {
             z = (z + shift)?;
         }

@@ -10,10 +10,6 @@ use crate::engine::device::Precision;
 use crate::engine::SamplerKind;
 use crate::worker::PreviewKind;
 
-/// Size presets offered in the size menu (width, height).
-const SIZES: [(usize, usize); 7] =
-    [(512, 512), (768, 768), (512, 768), (768, 512), (640, 448), (384, 384), (256, 256)];
-
 /// The left panel: Generate / Cancel always in view, the rest scrolls.
 pub fn controls_ui(ui: &mut Ui, state: &mut AppState, browser: &mut LoraBrowser, out: &mut Commands) {
     generate_ui(ui, state, out);
@@ -189,6 +185,11 @@ fn prompt_ui(ui: &mut Ui, state: &mut AppState) {
 }
 
 fn settings_ui(ui: &mut Ui, state: &mut AppState) {
+    // The size menu offers the loaded model's family's sizes (SDXL's one-megapixel buckets).
+    let family = match &state.model {
+        ModelStatus::Ready(info) => info.family,
+        _ => crate::engine::Family::Sd1,
+    };
     let s = &mut state.settings;
     egui::ComboBox::from_label("Sampler").selected_text(sampler_name(s.sampler)).show_ui(ui, |ui| {
         for kind in SamplerKind::ALL {
@@ -211,7 +212,7 @@ fn settings_ui(ui: &mut Ui, state: &mut AppState) {
         egui::ComboBox::from_label("Size").selected_text(format!("{}×{}", s.width, s.height)).show_ui(
             ui,
             |ui| {
-                for (w, h) in SIZES {
+                for &(w, h) in family.size_presets() {
                     if ui.selectable_label(s.width == w && s.height == h, format!("{w}×{h}")).clicked() {
                         (s.width, s.height) = (w, h);
                     }

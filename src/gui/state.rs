@@ -312,12 +312,26 @@ impl AppState {
         self.history_dirty = true;
     }
 
+    /// A model of another family takes its own native size when the size was the previous
+    /// family's (a size the artist chose stays): SDXL at 512² makes broken pictures.
+    fn size_for_family(&mut self, family: crate::engine::Family) {
+        let before = match &self.model {
+            ModelStatus::Ready(info) => info.family,
+            _ => crate::engine::Family::Sd1,
+        };
+        let size = (self.settings.width, self.settings.height);
+        if before != family && size == before.native_size() {
+            (self.settings.width, self.settings.height) = family.native_size();
+        }
+    }
+
     /// Takes in one event from the worker.
     pub fn apply(&mut self, event: Event) {
         match event {
             Event::ModelLoading { source } => self.model = ModelStatus::Loading(source),
             Event::ModelLoaded(info) => {
                 self.settings.remember_model(&info.source);
+                self.size_for_family(info.family);
                 self.pull = None;
                 self.model = ModelStatus::Ready(info);
                 self.lora_reports.clear();
@@ -459,7 +473,7 @@ mod tests {
         let info = ModelInfo {
             source: "tiny".into(),
             name: "tiny".into(),
-            family: "SD 1.x".into(),
+            family: crate::engine::Family::Sd1,
             inpainting: false,
             device: "cpu".into(),
             precision: Precision::F32,

@@ -21,7 +21,7 @@ pub fn session_with_model() -> (tempfile::TempDir, AppState) {
     state.model = ModelStatus::Ready(ModelInfo {
         source: "tiny".into(),
         name: "tiny".into(),
-        family: "SD 1.x".into(),
+        family: crate::engine::Family::Sd1,
         inpainting: false,
         device: "cpu".into(),
         precision: crate::engine::device::Precision::F32,

@@ -151,7 +151,7 @@ fn load_model(source: &str, device: DeviceChoice, precision: Precision) -> Resul
     let info = ModelInfo {
         source: source.to_string(),
         name: model.name.clone(),
-        family: model.family.label().to_string(),
+        family: model.family,
         inpainting: model.is_inpainting(),
         device: format!("{:?}", model.device.location()).to_lowercase(),
         precision,

@@ -84,8 +84,8 @@ pub struct ModelInfo {
     pub source: String,
     /// Display name.
     pub name: String,
-    /// "SD 1.x", "SD 2.x"…
-    pub family: String,
+    /// The model's family (SD 1.x, SD 2.x, SDXL).
+    pub family: crate::engine::Family,
     /// A 9-channel inpainting model.
     pub inpainting: bool,
     /// "cpu", "cuda:0"…

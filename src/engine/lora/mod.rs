@@ -85,24 +85,94 @@ impl AdapterReport {
 
 /// Checks that `adapter` was made for `model`'s family and counts what it matches.
 pub fn check(adapter: &Adapter, model: &StableDiffusion) -> Result<AdapterReport> {
-    let unet = ModuleIndex::unet(model.base_unet_weights());
-    let text = ModuleIndex::text(model.base_text_weights());
-    check_with(adapter, model.family, &unet, &text)
+    let indexes = Indexes::of(&MergeBase::of(model));
+    check_with(adapter, model.family, &indexes)
 }
 
-fn check_with(
-    adapter: &Adapter,
-    family: Family,
-    unet: &ModuleIndex,
-    text: &ModuleIndex,
-) -> Result<AdapterReport> {
+/// The module lookups of one model: UNet, text encoder, and SDXL's second text encoder.
+struct Indexes {
+    unet: ModuleIndex,
+    text: ModuleIndex,
+    text_2: Option<ModuleIndex>,
+    /// Width of the text embeddings the UNet's cross-attention reads.
+    context_width: usize,
+}
+
+impl Indexes {
+    fn of(base: &MergeBase) -> Self {
+        Self {
+            unet: ModuleIndex::unet(base.unet),
+            text: ModuleIndex::text(base.text),
+            text_2: base.text_2.map(ModuleIndex::text),
+            context_width: base.context_width,
+        }
+    }
+}
+
+/// The family a cross-attention width belongs to, for messages.
+fn family_of_width(width: usize) -> String {
+    match width {
+        768 => "SD 1.x".into(),
+        1024 => "SD 2.x".into(),
+        2048 => "SDXL".into(),
+        w => format!("a model with {w}-wide text embeddings"),
+    }
+}
+
+/// The width of text embeddings an adapter's cross-attention keys read, when it has such a key.
+fn adapter_context_width(adapter: &Adapter) -> Option<usize> {
+    adapter.modules.iter().find_map(|m| {
+        let name = match &m.name {
+            ModuleName::Flat(s) | ModuleName::Dotted(s) => s,
+        };
+        let reads_text =
+            ["attn2_to_k", "attn2.to_k", "attn2_to_v", "attn2.to_v"].iter().any(|s| name.ends_with(s));
+        match (&m.delta, reads_text && m.target == Target::Unet) {
+            (delta::Delta::LoRa { down, .. }, true) => down.dim(1).ok(),
+            _ => None,
+        }
+    })
+}
+
+fn check_with(adapter: &Adapter, family: Family, indexes: &Indexes) -> Result<AdapterReport> {
     let trained_for = adapter.metadata.trained_for.clone();
     let fits = matches!(
         (&trained_for, family),
         (None | Some(TrainedFor::Other(_)), _)
             | (Some(TrainedFor::Sd1), Family::Sd1)
             | (Some(TrainedFor::Sd2), Family::Sd2)
+            | (Some(TrainedFor::Sdxl), Family::Sdxl)
     );
+    let refuse = |made_for: String, detail: String| {
+        Err(Error::bad_file(
+            format!(
+                "{} was made for {made_for}{detail}, but the model is {}; LoRAs only work on the family \
+                 they were trained for, so use it with {made_for} model",
+                adapter.name,
+                family.label(),
+            )
+            .replace("for SD", "for an SD")
+            .replace("with SD", "with an SD")
+            .replace("with a model with", "with a model of that kind, not this one:")
+            .replace("with SDXL", "with an SDXL"),
+            &adapter.path,
+        ))
+    };
+    if let Some(width) = adapter_context_width(adapter) {
+        if width != indexes.context_width {
+            return refuse(
+                family_of_width(width),
+                format!(
+                    " (its cross-attention reads {width}-wide text embeddings, this model's {})",
+                    indexes.context_width
+                ),
+            );
+        }
+    }
+    let has_second = adapter.modules.iter().any(|m| m.target == Target::Text2);
+    if has_second && indexes.text_2.is_none() {
+        return refuse("SDXL".into(), " (it changes a second text encoder)".into());
+    }
     if !fits {
         let made_for = trained_for.as_ref().map(TrainedFor::label).unwrap_or_default();
         return Err(Error::bad_file(
@@ -125,9 +195,11 @@ fn check_with(
     };
     for m in &adapter.modules {
         let found = match m.target {
-            Target::Unet => unet.resolve(&m.name).map(|_| &mut report.unet_modules),
-            Target::Text => text.resolve(&m.name).map(|_| &mut report.text_modules),
-            Target::Text2 => None,
+            Target::Unet => indexes.unet.resolve(&m.name).map(|_| &mut report.unet_modules),
+            Target::Text => indexes.text.resolve(&m.name).map(|_| &mut report.text_modules),
+            Target::Text2 => {
+                indexes.text_2.as_ref().and_then(|i| i.resolve(&m.name)).map(|_| &mut report.text_modules)
+            }
         };
         match found {
             Some(count) => *count += 1,
@@ -142,16 +214,21 @@ fn check_with(
 /// Merges `stack` into `model`, starting from its pristine weights, and reports per adapter.
 /// An adapter for another family, or one whose shapes do not fit, is refused with a sentence.
 pub fn apply(model: &mut StableDiffusion, stack: &[StackEntry]) -> Result<Vec<AdapterReport>> {
-    let base = MergeBase {
-        unet: model.base_unet_weights(),
-        text: model.base_text_weights(),
-        family: model.family,
-        dtype: model.dtype,
-        device: &model.device,
-    };
-    let (unet, text, reports) = merge(&base, stack)?;
-    model.rebuild(&unet, &text)?;
-    Ok(reports)
+    let merged = merge(&MergeBase::of(model), stack)?;
+    model.rebuild(&merged.unet, &merged.text, merged.text_2.as_ref())?;
+    Ok(merged.reports)
+}
+
+/// A stack merged into a model's weights (unchanged tensors shared with the base).
+pub struct Merged {
+    /// UNet weights.
+    pub unet: TensorMap,
+    /// Text-encoder weights.
+    pub text: TensorMap,
+    /// SDXL's second text encoder's weights.
+    pub text_2: Option<TensorMap>,
+    /// One report per enabled adapter.
+    pub reports: Vec<AdapterReport>,
 }
 
 /// The pristine weights a stack is merged into.
@@ -160,6 +237,10 @@ pub struct MergeBase<'a> {
     pub unet: &'a TensorMap,
     /// Text-encoder weights by transformers name.
     pub text: &'a TensorMap,
+    /// SDXL's second text encoder's weights by transformers name.
+    pub text_2: Option<&'a TensorMap>,
+    /// Width of the text embeddings the UNet's cross-attention reads.
+    pub context_width: usize,
     /// The model family, checked against each adapter's.
     pub family: Family,
     /// The dtype merged weights are stored in.
@@ -168,21 +249,36 @@ pub struct MergeBase<'a> {
     pub device: &'a candle_core::Device,
 }
 
-/// The UNet and text-encoder weights with `stack` merged in (unchanged tensors are shared with
-/// the base), and a report per enabled adapter.
-pub fn merge(base: &MergeBase, stack: &[StackEntry]) -> Result<(TensorMap, TensorMap, Vec<AdapterReport>)> {
-    let unet_index = ModuleIndex::unet(base.unet);
-    let text_index = ModuleIndex::text(base.text);
+impl<'a> MergeBase<'a> {
+    /// The pristine weights of `model`.
+    pub fn of(model: &'a StableDiffusion) -> Self {
+        Self {
+            unet: model.base_unet_weights(),
+            text: model.base_text_weights(),
+            text_2: model.base_text2_weights(),
+            context_width: model.unet.config().cross_attention_dim,
+            family: model.family,
+            dtype: model.dtype,
+            device: &model.device,
+        }
+    }
+}
+
+/// The model's weights with `stack` merged in (unchanged tensors are shared with the base), and
+/// a report per enabled adapter.
+pub fn merge(base: &MergeBase, stack: &[StackEntry]) -> Result<Merged> {
+    let indexes = Indexes::of(base);
     let mut reports = Vec::new();
     let mut deltas: HashMap<(Target, String), Tensor> = HashMap::new();
     for entry in stack.iter().filter(|e| e.enabled) {
         let adapter = &entry.adapter;
-        reports.push(check_with(adapter, base.family, &unet_index, &text_index)?);
+        reports.push(check_with(adapter, base.family, &indexes)?);
         for m in &adapter.modules {
-            let (index, weights, weight) = match m.target {
-                Target::Unet => (&unet_index, base.unet, entry.unet_weight),
-                Target::Text => (&text_index, base.text, entry.text_weight),
-                Target::Text2 => continue,
+            let (index, weights, weight) = match (m.target, &indexes.text_2, base.text_2) {
+                (Target::Unet, _, _) => (&indexes.unet, base.unet, entry.unet_weight),
+                (Target::Text, _, _) => (&indexes.text, base.text, entry.text_weight),
+                (Target::Text2, Some(index), Some(w)) => (index, w, entry.text_weight),
+                (Target::Text2, _, _) => continue,
             };
             let Some(module) = index.resolve(&m.name) else { continue };
             if weight == 0.0 {
@@ -206,7 +302,11 @@ pub fn merge(base: &MergeBase, stack: &[StackEntry]) -> Result<(TensorMap, Tenso
     }
     let unet = merged(base.unet, &deltas, Target::Unet, base.dtype)?;
     let text = merged(base.text, &deltas, Target::Text, base.dtype)?;
-    Ok((unet, text, reports))
+    let text_2 = match base.text_2 {
+        Some(w) => Some(merged(w, &deltas, Target::Text2, base.dtype)?),
+        None => None,
+    };
+    Ok(Merged { unet, text, text_2, reports })
 }
 
 fn accumulate(

@@ -1,5 +1,6 @@
-//! The denoising UNet (diffusers' `UNet2DConditionModel` for SD 1.x/2.x), built from its config
-//! and reading weights by diffusers' names.
+//! The denoising UNet (diffusers' `UNet2DConditionModel` for SD 1.x/2.x and SDXL), built from its
+//! config and reading weights by diffusers' names. SDXL adds an embedding of the pooled text and
+//! the micro-conditioning numbers to the timestep's.
 
 mod transformer;
 
@@ -9,6 +10,7 @@ use candle_nn::VarBuilder;
 pub use transformer::{Transformer2D, TransformerSpec};
 
 use super::blocks::{Downsample, ResnetBlock, ResnetSpec, Upsample};
+use super::conditioning::Conditioning;
 use super::config::UNetConfig;
 use super::ops::{self, Conv2d, GroupNorm, Linear};
 use crate::error::Result;
@@ -32,6 +34,14 @@ pub struct UNet {
     up: Vec<Level>,
     norm_out: GroupNorm,
     conv_out: Conv2d,
+    added: Option<AddedEmbedding>,
+}
+
+/// SDXL's `add_embedding`: pooled text and sinusoidal time-id embeddings, through two layers.
+struct AddedEmbedding {
+    linear_1: Linear,
+    linear_2: Linear,
+    time_dim: usize,
 }
 
 impl UNet {
@@ -114,7 +124,20 @@ impl UNet {
             up.push(level);
         }
 
+        let added = match (
+            cfg.has_text_time(),
+            cfg.addition_time_embed_dim,
+            cfg.projection_class_embeddings_input_dim,
+        ) {
+            (true, Some(time_dim), Some(input)) => Some(AddedEmbedding {
+                linear_1: Linear::new(vb.pp("add_embedding.linear_1"), input, temb)?,
+                linear_2: Linear::new(vb.pp("add_embedding.linear_2"), temb, temb)?,
+                time_dim,
+            }),
+            _ => None,
+        };
         Ok(Self {
+            added,
             config: cfg.clone(),
             conv_in: Conv2d::new(vb.pp("conv_in"), cfg.in_channels, ch[0], 3, 1, 1)?,
             time_1: Linear::new(vb.pp("time_embedding.linear_1"), ch[0], temb)?,
@@ -133,12 +156,22 @@ impl UNet {
         &self.config
     }
 
+    /// Whether the UNet reads SDXL's pooled text and micro-conditioning.
+    pub fn takes_added_conditioning(&self) -> bool {
+        self.added.is_some()
+    }
+
     /// Predicts the model output for latents `x` `[b, in, h, w]` at `timestep`, conditioned on
-    /// `context` `[b, tokens, cross_attention_dim]`.
-    pub fn forward(&self, x: &Tensor, timestep: f64, context: &Tensor) -> Result<Tensor> {
+    /// `cond` (text embeddings `[b, tokens, cross_attention_dim]`, and SDXL's added inputs).
+    pub fn forward(&self, x: &Tensor, timestep: f64, cond: &Conditioning) -> Result<Tensor> {
+        let context = &cond.context;
         let b = x.dim(0)?;
-        let t = self.timestep_embedding(timestep, b, x.device())?.to_dtype(x.dtype())?;
-        let temb = self.time_2.forward(&ops::silu(&self.time_1.forward(&t)?)?)?;
+        let dim = self.config.block_out_channels[0];
+        let t = self.sinusoids(&[timestep as f32], dim, x.device())?.repeat((b, 1))?.to_dtype(x.dtype())?;
+        let mut temb = self.time_2.forward(&ops::silu(&self.time_1.forward(&t)?)?)?;
+        if let Some(added) = &self.added {
+            temb = (temb + self.added_embedding(added, cond, b, x)?)?;
+        }
 
         let mut h = self.conv_in.forward(x)?;
         let mut skips = vec![h.clone()];
@@ -178,24 +211,45 @@ impl UNet {
         self.conv_out.forward_normalised_silu(&h, &self.norm_out)
     }
 
-    /// diffusers' sinusoidal `Timesteps` projection of one timestep, repeated for the batch.
-    fn timestep_embedding(&self, timestep: f64, batch: usize, device: &Device) -> Result<Tensor> {
-        let dim = self.config.block_out_channels[0];
+    /// SDXL's added embedding: `[pooled text, sinusoids of the six time ids]` through two layers.
+    fn added_embedding(
+        &self,
+        added: &AddedEmbedding,
+        cond: &Conditioning,
+        b: usize,
+        x: &Tensor,
+    ) -> Result<Tensor> {
+        let (Some(pooled), Some(time_ids)) = (&cond.pooled, &cond.time_ids) else {
+            return Err(crate::error::Error::Internal(
+                "an SDXL UNet was run without its pooled text and micro-conditioning".into(),
+            ));
+        };
+        let ids = time_ids.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let per_row = ids.len() / b.max(1);
+        let time =
+            self.sinusoids(&ids, added.time_dim, x.device())?.reshape((b, per_row * added.time_dim))?;
+        let input = Tensor::cat(&[pooled.to_dtype(x.dtype())?, time.to_dtype(x.dtype())?], 1)?;
+        added.linear_2.forward(&ops::silu(&added.linear_1.forward(&input)?)?)
+    }
+
+    /// diffusers' sinusoidal `Timesteps` projection: one `[n, dim]` row per value, in f32.
+    fn sinusoids(&self, values: &[f32], dim: usize, device: &Device) -> Result<Tensor> {
         let half = dim / 2;
-        let t = timestep as f32;
-        let mut emb = Vec::with_capacity(dim);
         let freqs: Vec<f32> = (0..half)
             .map(|i| (-(10000f32.ln()) * i as f32 / (half as f32 - self.config.freq_shift as f32)).exp())
             .collect();
-        let (sin, cos): (Vec<f32>, Vec<f32>) = freqs.iter().map(|f| ((t * f).sin(), (t * f).cos())).unzip();
-        if self.config.flip_sin_to_cos {
-            emb.extend(cos);
-            emb.extend(sin);
-        } else {
-            emb.extend(sin);
-            emb.extend(cos);
+        let mut emb = Vec::with_capacity(values.len() * dim);
+        for &t in values {
+            let (sin, cos): (Vec<f32>, Vec<f32>) =
+                freqs.iter().map(|f| ((t * f).sin(), (t * f).cos())).unzip();
+            if self.config.flip_sin_to_cos {
+                emb.extend(cos);
+                emb.extend(sin);
+            } else {
+                emb.extend(sin);
+                emb.extend(cos);
+            }
         }
-        let row = Tensor::from_vec(emb, (1, dim), device)?;
-        Ok(row.repeat((batch, 1))?)
+        Ok(Tensor::from_vec(emb, (values.len(), dim), device)?)
     }
 }
