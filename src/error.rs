@@ -97,6 +97,8 @@ pub enum Setting {
     NegativePrompt,
     /// The sampler.
     Sampler,
+    /// How the sampler spreads its timesteps.
+    Spacing,
     /// Denoising steps.
     Steps,
     /// Classifier-free guidance scale.
@@ -129,10 +131,11 @@ pub enum Setting {
 
 impl Setting {
     /// Every setting, for tests that check each surface names all of them.
-    pub const ALL: [Setting; 17] = [
+    pub const ALL: [Setting; 18] = [
         Setting::Prompt,
         Setting::NegativePrompt,
         Setting::Sampler,
+        Setting::Spacing,
         Setting::Steps,
         Setting::Guidance,
         Setting::Width,
@@ -155,6 +158,7 @@ impl Setting {
             Setting::Prompt => "prompt",
             Setting::NegativePrompt => "negative prompt",
             Setting::Sampler => "sampler",
+            Setting::Spacing => "timestep spacing",
             Setting::Steps => "steps",
             Setting::Guidance => "guidance scale",
             Setting::Width => "width",
@@ -178,6 +182,7 @@ impl Setting {
             Setting::Prompt => "Prompt",
             Setting::NegativePrompt => "Negative prompt",
             Setting::Sampler => "Sampler",
+            Setting::Spacing => "Spacing",
             Setting::Steps => "Steps",
             Setting::Guidance => "CFG",
             Setting::Width => "Width",

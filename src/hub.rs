@@ -7,11 +7,17 @@ use std::path::{Path, PathBuf};
 use hf_hub::api::sync::ApiBuilder;
 use hf_hub::Cache;
 
+use crate::engine::Family;
 use crate::error::{Error, Result};
 
-/// Parts of a diffusers repository Easel needs; safety checkers and feature extractors are skipped.
-const PARTS: [(&str, &str); 3] =
-    [("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"), ("text_encoder", "model")];
+/// Parts of a diffusers repository Easel needs; safety checkers and feature extractors are
+/// skipped. SDXL repositories add `text_encoder_2` (pulled when the listing has one).
+const PARTS: [(&str, &str); 4] = [
+    ("unet", "diffusion_pytorch_model"),
+    ("vae", "diffusion_pytorch_model"),
+    ("text_encoder", "model"),
+    ("text_encoder_2", "model"),
+];
 
 /// Whether `s` looks like a hub id (`owner/name`) rather than a local path. Both parts use the
 /// hub's characters only, so an id can never name a folder outside the cache.
@@ -154,33 +160,54 @@ fn download(
     folder.ok_or_else(|| Error::Hub(format!("{repo_id}: the download finished without {marker}")))
 }
 
-/// The hub repository of TAESD, the tiny decoder for SD 1.x/2.x live previews (diffusers layout).
-pub const PREVIEW_DECODER_REPO: &str = "madebyollin/taesd";
+/// The hub repository of the tiny decoder for a family's live previews (diffusers layout): TAESD
+/// for SD 1.x/2.x, TAESDXL for SDXL, whose latents are another space.
+pub fn preview_decoder_repo(family: Family) -> &'static str {
+    match family {
+        Family::Sdxl => "madebyollin/taesdxl",
+        Family::Sd1 | Family::Sd2 => "madebyollin/taesd",
+    }
+}
+
+/// The short name of a family's tiny decoder (`taesd`, `taesdxl`), as `easel models pull` takes it
+/// and as the local files are named.
+pub fn preview_decoder_name(family: Family) -> &'static str {
+    match family {
+        Family::Sdxl => "taesdxl",
+        Family::Sd1 | Family::Sd2 => "taesd",
+    }
+}
 
 /// The files of the preview decoder's repository Easel reads.
 const PREVIEW_DECODER_FILES: [&str; 2] = ["config.json", "diffusion_pytorch_model.safetensors"];
 
-/// The tiny preview decoder on this computer, if any: `models/taesd` (a diffusers folder),
-/// `models/taesd_decoder.safetensors` (the original single file), or a copy pulled into the hub
-/// cache.
-pub fn find_preview_decoder() -> Option<PathBuf> {
-    let local = [Path::new("models/taesd"), Path::new("models/taesd_decoder.safetensors")];
+/// A family's tiny preview decoder on this computer, if any: `models/taesd` (a diffusers
+/// folder), `models/taesd_decoder.safetensors` (the original single file), or a copy pulled into
+/// the hub cache (`taesdxl` for SDXL).
+pub fn find_preview_decoder(family: Family) -> Option<PathBuf> {
+    let name = preview_decoder_name(family);
+    let local = [
+        PathBuf::from(format!("models/{name}")),
+        PathBuf::from(format!("models/{name}_decoder.safetensors")),
+    ];
     if let Some(p) = local.iter().find(|p| p.join("config.json").exists() || p.is_file()) {
-        return Some(p.to_path_buf());
+        return Some(p.clone());
     }
-    let weights = cached_file(PREVIEW_DECODER_REPO, PREVIEW_DECODER_FILES[1])?;
-    cached_file(PREVIEW_DECODER_REPO, PREVIEW_DECODER_FILES[0])?;
+    let repo_id = preview_decoder_repo(family);
+    let weights = cached_file(repo_id, PREVIEW_DECODER_FILES[1])?;
+    cached_file(repo_id, PREVIEW_DECODER_FILES[0])?;
     weights.parent().map(Path::to_path_buf)
 }
 
-/// Downloads the tiny preview decoder (about 10 MB) into the hub cache and returns its folder.
-pub fn pull_preview_decoder(report: Option<PullReporter>) -> Result<PathBuf> {
-    let repo_id = PREVIEW_DECODER_REPO;
+/// Downloads a family's tiny preview decoder (about 10 MB) into the hub cache and returns its folder.
+pub fn pull_preview_decoder(family: Family, report: Option<PullReporter>) -> Result<PathBuf> {
+    let repo_id = preview_decoder_repo(family);
+    let name = preview_decoder_name(family);
     let offline = |e: &dyn std::fmt::Display| {
         Error::Hub(format!(
             "cannot reach the Hugging Face hub for {repo_id} ({e}). You may be offline: previews work \
-             without it (in approximate colours), or copy TAESD's config.json and \
-             diffusion_pytorch_model.safetensors into models/taesd/"
+             without it (in approximate colours), or copy {repo_id}'s config.json and \
+             diffusion_pytorch_model.safetensors into models/{name}/"
         ))
     };
     let api = ApiBuilder::from_env().with_progress(report.is_none()).build().map_err(|e| offline(&e))?;
@@ -220,13 +247,17 @@ fn choose_files(files: &[String], fp16: bool) -> std::result::Result<Vec<String>
             f.as_str() == "model_index.json"
                 || f.ends_with("/config.json")
                 || f.as_str() == "scheduler/scheduler_config.json"
-                || (f.starts_with("tokenizer/") && (f.ends_with(".json") || f.ends_with(".txt")))
+                || ((f.starts_with("tokenizer/") || f.starts_with("tokenizer_2/"))
+                    && (f.ends_with(".json") || f.ends_with(".txt")))
         })
         .filter(|f| !f.starts_with("safety_checker/") && !f.starts_with("feature_extractor/"))
         .filter(|f| is_safe_file_name(f))
         .cloned()
         .collect();
     for (part, stem) in PARTS {
+        if part == "text_encoder_2" && !has("text_encoder_2/config.json") {
+            continue;
+        }
         let mut order = vec![format!("{part}/{stem}.safetensors"), format!("{part}/{stem}.fp16.safetensors")];
         if fp16 {
             order.swap(0, 1);
@@ -341,6 +372,41 @@ mod tests {
         assert!(!full.iter().any(|f| f.starts_with("safety_checker")));
         let half = choose_files(&files, true).expect("complete");
         assert!(half.contains(&"unet/diffusion_pytorch_model.fp16.safetensors".to_string()));
+        assert!(!half.iter().any(|f| f.contains("text_encoder_2")), "SD 1.5 has one encoder");
+    }
+
+    #[test]
+    fn sdxl_repositories_bring_the_second_encoder_and_tokenizer() {
+        let mut files: Vec<String> = [
+            "model_index.json",
+            "unet/config.json",
+            "unet/diffusion_pytorch_model.fp16.safetensors",
+            "unet/diffusion_pytorch_model.safetensors",
+            "vae/config.json",
+            "vae/diffusion_pytorch_model.fp16.safetensors",
+            "text_encoder/config.json",
+            "text_encoder/model.fp16.safetensors",
+            "tokenizer/vocab.json",
+            "tokenizer_2/vocab.json",
+            "tokenizer_2/special_tokens_map.json",
+            "text_encoder_2/config.json",
+            "text_encoder_2/model.fp16.safetensors",
+            "text_encoder_2/model.safetensors",
+        ]
+        .map(String::from)
+        .to_vec();
+        let half = choose_files(&files, true).expect("complete");
+        for f in [
+            "text_encoder_2/model.fp16.safetensors",
+            "tokenizer_2/special_tokens_map.json",
+            "text_encoder_2/config.json",
+        ] {
+            assert!(half.contains(&f.to_string()), "{f} in {half:?}");
+        }
+        assert!(!half.contains(&"text_encoder_2/model.safetensors".to_string()));
+        files.retain(|f| !f.starts_with("text_encoder_2/model"));
+        let err = choose_files(&files, true).expect_err("no weights");
+        assert!(err.contains("text_encoder_2"), "{err}");
     }
 
     #[test]

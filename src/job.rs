@@ -20,6 +20,10 @@ pub fn with_preset(request: GenerationRequest, preset: &Preset) -> GenerationReq
     r.cfg_scale = preset.cfg_scale.unwrap_or(r.cfg_scale);
     r.width = preset.width.unwrap_or(r.width);
     r.height = preset.height.unwrap_or(r.height);
+    // A preset that names its sampler names its spacing too: none means the model's own.
+    if preset.sampler.is_some() {
+        r.spacing = preset.spacing;
+    }
     if let Some(negative) = &preset.negative_prompt {
         r.negative_prompt = negative.clone();
     }
@@ -59,6 +63,16 @@ pub fn provenance(model: &StableDiffusion, model_hash: Option<String>, stack: &[
         model_hash,
         version: format!("Easel {}", crate::version()),
         lora_hashes: stack.iter().map(|e| (e.adapter.name.clone(), e.adapter.hash.clone())).collect(),
+        // A folder has no single hash; its name alone says which VAE it was.
+        vae: model.vae_file().map(|p| {
+            let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let hash = if p.is_file() {
+                crate::export::parameters::model_hash(p).unwrap_or_default()
+            } else {
+                String::new()
+            };
+            (name, hash)
+        }),
     }
 }
 

@@ -28,6 +28,9 @@ pub struct Preset {
     pub height: Option<usize>,
     /// The negative prompt.
     pub negative_prompt: Option<String>,
+    /// The timestep spacing the model's makers publish (few-step models: `trailing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spacing: Option<crate::engine::samplers::schedule::Spacing>,
     /// The prompt (user presets saved from the studio).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,

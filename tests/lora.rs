@@ -192,7 +192,7 @@ fn adapters_for_another_family_are_refused() {
     let res = try_generate_with(&path);
     assert!(!res.status.success());
     let err = stderr(&res);
-    assert!(err.contains("xl_style was trained for SDXL, but the model is SD 1.x"), "{err}");
+    assert!(err.contains("xl_style was made for an SDXL, but the model is SD 1.x"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
 

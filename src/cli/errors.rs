@@ -12,6 +12,7 @@ pub fn flag(setting: Setting) -> &'static str {
         Setting::Prompt => "--prompt",
         Setting::NegativePrompt => "--negative",
         Setting::Sampler => "--sampler",
+        Setting::Spacing => "--spacing",
         Setting::Steps => "--steps",
         Setting::Guidance => "--cfg",
         Setting::Width => "--width",

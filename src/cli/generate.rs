@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use easel::engine::device::{DeviceChoice, Precision};
+use easel::engine::samplers::schedule::Spacing;
 use easel::engine::samplers::Prediction;
 use easel::engine::{GenerationInputs, GenerationRequest, SamplerKind, StableDiffusion};
 use easel::export::png::save_png;
@@ -33,6 +34,10 @@ pub struct GenerateArgs {
     /// ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras or lcm.
     #[arg(long, value_parser = super::errors::value::<SamplerKind>)]
     sampler: Option<SamplerKind>,
+    /// Timestep spacing instead of the model's scheduler config: leading, linspace or trailing
+    /// (SDXL-Lightning, Turbo and Hyper-SD publish trailing).
+    #[arg(long, value_parser = super::errors::value::<Spacing>)]
+    spacing: Option<Spacing>,
     /// Denoising steps.
     #[arg(long)]
     steps: Option<usize>,
@@ -79,6 +84,10 @@ pub struct GenerateArgs {
     /// does (diffusers, and Easel by default, keep the decoded picture everywhere).
     #[arg(long, requires = "mask")]
     keep_unmasked: bool,
+    /// A standalone VAE to decode with (a .safetensors/.pt file or a diffusers VAE folder), e.g.
+    /// sdxl-vae-fp16-fix for SDXL in f16, or vae-ft-mse-840000 for SD 1.5.
+    #[arg(long)]
+    vae: Option<PathBuf>,
     /// A LoRA to merge: FILE[:WEIGHT[:TE_WEIGHT]] (weights default to 1; repeat for a stack).
     #[arg(long = "lora", value_name = "FILE[:W[:TE]]")]
     loras: Vec<String>,
@@ -196,6 +205,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
             crop_top_left: args.crop_top_left.unwrap_or_default(),
             target_size: args.target_size,
         },
+        vae: args.vae.clone().or(base.vae),
+        spacing: args.spacing.or(base.spacing),
     };
     request.validate()?;
     check_output(&args.output)?;
@@ -221,6 +232,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         model.scheduler_config.insert("prediction_type".into(), serde_json::Value::String(p.id().into()));
     }
     let stack = super::loras::apply(&mut model, &request.loras)?;
+    model.use_vae(request.vae.as_deref())?;
     let provenance = easel::job::provenance(&model, easel::job::model_hash(&model_path)?, &stack);
     let saved_prompt = easel::engine::lora::tags::prompt_with_tags(&request.prompt, &flag_loras);
 

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use easel::engine::Family;
 
 #[derive(Args)]
 pub struct ModelsArgs {
@@ -32,9 +33,10 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
             let path = easel::hub::pull_inception(std::path::Path::new("models"))?;
             println!("the FID Inception weights are ready: {}", path.display());
         }
-        Action::Pull { repo_id, .. } if repo_id == "taesd" || repo_id == easel::hub::PREVIEW_DECODER_REPO => {
-            let path = easel::hub::pull_preview_decoder(None)?;
-            println!("the tiny preview decoder is ready: {}", path.display());
+        Action::Pull { repo_id, .. } if preview_family(&repo_id).is_some() => {
+            let family = preview_family(&repo_id).unwrap_or(Family::Sd1);
+            let path = easel::hub::pull_preview_decoder(family, None)?;
+            println!("the tiny preview decoder for {family} is ready: {}", path.display());
         }
         Action::Pull { repo_id, fp16 } => {
             let dir = easel::hub::pull(&repo_id, fp16)?;
@@ -53,15 +55,25 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
             for path in local {
                 println!("{}", path.display());
             }
-            match easel::hub::find_preview_decoder() {
-                Some(path) => println!("live previews: tiny decoder {}", path.display()),
-                None => println!(
-                    "live previews: approximate colours (`easel models pull taesd` for detailed ones)"
-                ),
+            for family in [Family::Sd1, Family::Sdxl] {
+                let name = easel::hub::preview_decoder_name(family);
+                match easel::hub::find_preview_decoder(family) {
+                    Some(path) => println!("{family} live previews: tiny decoder {}", path.display()),
+                    None => println!(
+                        "{family} live previews: approximate colours (`easel models pull {name}` for detailed ones)"
+                    ),
+                }
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The family whose tiny preview decoder `name` means (`taesd`, `taesdxl` or their hub ids).
+fn preview_family(name: &str) -> Option<Family> {
+    [Family::Sd1, Family::Sdxl]
+        .into_iter()
+        .find(|&f| name == easel::hub::preview_decoder_name(f) || name == easel::hub::preview_decoder_repo(f))
 }
 
 /// Checkpoints and diffusers folders in ./models.

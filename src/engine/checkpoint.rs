@@ -272,6 +272,26 @@ fn vae_key(rest: &str, t: Tensor) -> Result<Option<(String, Tensor)>> {
     Ok(Some((name, t)))
 }
 
+/// A VAE in the original layout (keys `encoder.down.0.block…`, with or without the
+/// `first_stage_model.` prefix of a full checkpoint) under diffusers' names, with its shape.
+pub fn original_vae(tensors: TensorMap, path: &Path) -> Result<(TensorMap, VaeConfig)> {
+    let mut vae = TensorMap::new();
+    for (key, t) in tensors {
+        let rest = key.strip_prefix(VAE_PREFIX).unwrap_or(&key);
+        if let Some((name, t)) = vae_key(rest, t)? {
+            vae.insert(name, t);
+        }
+    }
+    let vae = renumber_decoder(vae);
+    let cfg = infer_vae(&vae, path)?;
+    Ok((vae, cfg))
+}
+
+/// Infers the shape of a VAE already under diffusers' names.
+pub fn diffusers_vae_config(vae: &TensorMap, path: &Path) -> Result<VaeConfig> {
+    infer_vae(vae, path)
+}
+
 fn renumber_decoder(vae: TensorMap) -> TensorMap {
     let levels = vae
         .keys()

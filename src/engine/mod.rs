@@ -22,6 +22,7 @@ pub mod tiny_vae;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
+pub mod vae_file;
 pub mod weights;
 
 pub use family::Family;

@@ -45,6 +45,8 @@ pub struct StableDiffusion {
     pub dtype: DType,
     /// The weights as loaded, kept so adapters are always merged from the original values.
     base: PristineWeights,
+    /// The model's own autoencoder while a standalone one is in use, and that one's file.
+    swapped_vae: Option<(Vae, PathBuf)>,
 }
 
 /// SDXL's second text encoder and the tokenizer that feeds it (it pads with `!`, not the end).
@@ -95,6 +97,29 @@ impl StableDiffusion {
     /// The text-encoder weights as loaded (transformers names without `text_model.`).
     pub fn base_text_weights(&self) -> &TensorMap {
         &self.base.text
+    }
+
+    /// Decodes with the standalone autoencoder at `path` (sdxl-vae-fp16-fix, vae-ft-mse…), or
+    /// with the model's own again when `None`. Asking for the one in use reads nothing.
+    pub fn use_vae(&mut self, path: Option<&Path>) -> Result<()> {
+        if self.swapped_vae.as_ref().map(|(_, p)| p.as_path()) == path {
+            return Ok(());
+        }
+        // Back to the model's own first, so a failed read below leaves it in place.
+        if let Some((own, _)) = self.swapped_vae.take() {
+            self.vae = own;
+        }
+        let Some(path) = path else { return Ok(()) };
+        let (w, cfg) = super::vae_file::read(path, self.family, self.dtype)?;
+        let vae = build_vae(w, &cfg, &self.device, vae_dtype(self.family, &cfg, self.dtype), path)?;
+        let own = std::mem::replace(&mut self.vae, vae);
+        self.swapped_vae = Some((own, path.to_path_buf()));
+        Ok(())
+    }
+
+    /// The standalone autoencoder in use, if any.
+    pub fn vae_file(&self) -> Option<&Path> {
+        self.swapped_vae.as_ref().map(|(_, p)| p.as_path())
     }
 
     /// SDXL's second text-encoder weights as loaded (transformers names without `text_model.`).
@@ -179,6 +204,7 @@ impl StableDiffusion {
                 clip_config: clip_cfg,
                 text_2,
             },
+            swapped_vae: None,
         })
     }
 
@@ -259,6 +285,7 @@ impl StableDiffusion {
                 clip_config: parts.clip_config,
                 text_2,
             },
+            swapped_vae: None,
         })
     }
 }

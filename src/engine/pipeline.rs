@@ -188,7 +188,11 @@ fn denoise(
     on_progress: &mut dyn FnMut(Progress),
     cancel: &AtomicBool,
 ) -> Result<Tensor> {
-    let mut sampler = request.sampler.build(&model.scheduler_config, request.steps)?;
+    let mut config = model.scheduler_config.clone();
+    if let Some(spacing) = request.spacing {
+        config.insert("timestep_spacing".into(), spacing.id().into());
+    }
+    let mut sampler = request.sampler.build(&config, request.steps)?;
     let shape = (1, model.latent_channels(), request.height / 8, request.width / 8);
     let run = Run { model, request, context, index, shape };
     let mut rng = TorchRng::new(seed);

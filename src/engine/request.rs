@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::samplers::schedule::Spacing;
 use super::samplers::SamplerKind;
 use crate::error::{Error, Result, Setting};
 
@@ -45,6 +46,13 @@ pub struct GenerationRequest {
     /// as in diffusers, whose pictures Easel reproduces.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_unmasked: bool,
+    /// How the sampler spreads its timesteps, instead of what the model's scheduler config says
+    /// (few-step distilled models such as SDXL-Lightning and Turbo want `trailing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spacing: Option<Spacing>,
+    /// A standalone autoencoder to decode with instead of the model's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vae: Option<PathBuf>,
     /// SDXL's micro-conditioning (other families ignore it).
     #[serde(default, skip_serializing_if = "MicroConditioning::is_default")]
     pub micro: MicroConditioning,
@@ -134,6 +142,8 @@ impl Default for GenerationRequest {
             loras: Vec::new(),
             keep_unmasked: false,
             micro: MicroConditioning::default(),
+            vae: None,
+            spacing: None,
         }
     }
 }

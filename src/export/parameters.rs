@@ -28,6 +28,8 @@ pub struct Provenance {
     pub version: String,
     /// (name, A1111 hash) of each LoRA used.
     pub lora_hashes: Vec<(String, String)>,
+    /// (file name, short hash) of the standalone VAE used, as A1111's `VAE` and `VAE hash`.
+    pub vae: Option<(String, String)>,
 }
 
 /// The request as A1111 writes it, for the image made with `seed`.
@@ -46,6 +48,12 @@ pub fn to_a1111(request: &GenerationRequest, seed: u64, provenance: &Provenance)
     }
     if !provenance.model.is_empty() {
         fields.push(("Model", provenance.model.clone()));
+    }
+    if let Some((name, hash)) = &provenance.vae {
+        if !hash.is_empty() {
+            fields.push(("VAE hash", hash.clone()));
+        }
+        fields.push(("VAE", name.clone()));
     }
     if request.init_image.is_some() {
         fields.push(("Denoising strength", number(request.strength)));

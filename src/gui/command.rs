@@ -18,6 +18,10 @@ pub enum UiCommand {
     ChooseModelFile,
     /// Ask which diffusers folder to open, then load it.
     ChooseModelFolder,
+    /// Ask which standalone VAE file to decode with.
+    ChooseVae,
+    /// Decode with this standalone VAE, or with the model's own (`None`).
+    SetVae(Option<PathBuf>),
     /// Download a diffusers model from the hub (the settings' hub id), then load it.
     PullModel,
     /// Download the tiny preview decoder.

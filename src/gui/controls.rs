@@ -7,6 +7,7 @@ use super::command::{Commands, UiCommand};
 use super::lora_panel::LoraBrowser;
 use super::state::{AppState, CanvasUse, JobStatus, ModelStatus};
 use crate::engine::device::Precision;
+use crate::engine::samplers::schedule::Spacing;
 use crate::engine::SamplerKind;
 use crate::worker::PreviewKind;
 
@@ -63,9 +64,29 @@ fn model_ui(ui: &mut Ui, state: &mut AppState, out: &mut Commands) {
             out.push(UiCommand::ChooseModelFolder);
         }
     });
+    vae_ui(ui, state, out);
     hub_pull_ui(ui, state, out);
     precision_ui(ui, state, out);
     live_preview_ui(ui, state, out);
+}
+
+/// Which autoencoder decodes: the model's own, or a standalone file (an SDXL fp16-fix VAE so
+/// half precision does not need a float32 decode, or vae-ft-mse for SD 1.5).
+fn vae_ui(ui: &mut Ui, state: &AppState, out: &mut Commands) {
+    ui.horizontal(|ui| {
+        ui.label("VAE");
+        let name = match &state.settings.vae {
+            Some(p) => p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
+            None => "the model's own".into(),
+        };
+        ui.label(name).on_hover_text("The autoencoder that turns latents into the picture");
+        if ui.button("Choose VAE…").on_hover_text("A standalone VAE file (.safetensors, .pt)").clicked() {
+            out.push(UiCommand::ChooseVae);
+        }
+        if state.settings.vae.is_some() && ui.button("Use the model's own").clicked() {
+            out.push(UiCommand::SetVae(None));
+        }
+    });
 }
 
 /// How the loaded model's live previews are drawn, with the tiny decoder's download when it is
@@ -87,7 +108,7 @@ fn live_preview_ui(ui: &mut Ui, state: &AppState, out: &mut Commands) {
         let idle = state.pull.is_none();
         if ui
             .add_enabled(idle, egui::Button::new("Get detailed previews"))
-            .on_hover_text("Downloads TAESD, a tiny decoder (about 10 MB), from the Hugging Face hub")
+            .on_hover_text("Downloads TAESD (TAESDXL for SDXL), a tiny decoder of about 10 MB, from the Hugging Face hub")
             .clicked()
         {
             out.push(UiCommand::PullPreviewDecoder);
@@ -196,6 +217,16 @@ fn settings_ui(ui: &mut Ui, state: &mut AppState) {
             ui.selectable_value(&mut s.sampler, kind, sampler_name(kind));
         }
     });
+    let spacing_name = |s: Option<Spacing>| s.map_or("the model's", Spacing::id);
+    egui::ComboBox::from_label("Spacing")
+        .selected_text(spacing_name(s.spacing))
+        .show_ui(ui, |ui| {
+            for choice in [None, Some(Spacing::Leading), Some(Spacing::Linspace), Some(Spacing::Trailing)] {
+                ui.selectable_value(&mut s.spacing, choice, spacing_name(choice));
+            }
+        })
+        .response
+        .on_hover_text("How the steps spread over the noise levels; few-step models (Lightning, Turbo, Hyper) want trailing");
     ui.add(egui::Slider::new(&mut s.steps, 1..=150).text("Steps"));
     ui.add(egui::Slider::new(&mut s.cfg_scale, 0.0..=20.0).step_by(0.5).text("CFG"))
         .on_hover_text("Guidance; 1 or less turns it off");

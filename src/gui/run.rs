@@ -31,6 +31,11 @@ impl EaselApp {
                     Ask::File { title: "Stable Diffusion checkpoint", extensions: &["safetensors", "ckpt"] };
                 self.ask(ask, |p| UiCommand::LoadModel(p.display().to_string()));
             }
+            UiCommand::ChooseVae => {
+                let ask = Ask::File { title: "VAE", extensions: &["safetensors", "pt", "ckpt", "bin"] };
+                self.ask(ask, |p| UiCommand::SetVae(Some(p)));
+            }
+            UiCommand::SetVae(vae) => self.state.settings.vae = vae,
             UiCommand::ChooseModelFolder => {
                 self.ask(Ask::Folder { title: "Diffusers model folder" }, |p| {
                     UiCommand::LoadModel(p.display().to_string())
@@ -43,8 +48,12 @@ impl EaselApp {
                 self.send(Command::PullModel { repo_id, precision });
             }
             UiCommand::PullPreviewDecoder => {
-                self.state.pull = Some(Download::starting(crate::hub::PREVIEW_DECODER_REPO));
-                self.send(Command::PullPreviewDecoder);
+                let family = match &self.state.model {
+                    crate::gui::state::ModelStatus::Ready(info) => info.family,
+                    _ => crate::engine::Family::Sd1,
+                };
+                self.state.pull = Some(Download::starting(crate::hub::preview_decoder_repo(family)));
+                self.send(Command::PullPreviewDecoder(family));
             }
             UiCommand::InspectLoras(paths) => {
                 for path in paths {
@@ -373,6 +382,7 @@ impl EaselApp {
             width: Some(s.width),
             height: Some(s.height),
             negative_prompt: Some(s.negative.clone()),
+            spacing: s.spacing,
             prompt: Some(s.prompt.clone()),
             loras: s.loras.iter().filter(|l| l.enabled).map(|l| l.spec()).collect(),
         };

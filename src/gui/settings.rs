@@ -158,6 +158,10 @@ pub struct Settings {
     pub grid_weights: String,
     /// Seeds per grid row.
     pub grid_seeds: usize,
+    /// A standalone VAE to decode with instead of the model's own.
+    pub vae: Option<std::path::PathBuf>,
+    /// Timestep spacing instead of the model's scheduler config.
+    pub spacing: Option<crate::engine::samplers::schedule::Spacing>,
 }
 
 impl Default for Settings {
@@ -186,6 +190,8 @@ impl Default for Settings {
             metrics: MetricsForm::default(),
             grid_weights: "0, 0.25, 0.5, 0.75, 1".into(),
             grid_seeds: 2,
+            vae: None,
+            spacing: None,
         }
     }
 }
@@ -206,6 +212,8 @@ impl Settings {
             strength: self.strength,
             loras: self.loras.iter().filter(|s| s.enabled).map(LoraSlot::spec).collect(),
             keep_unmasked: self.canvas_use == CanvasUse::Inpaint && self.keep_unmasked,
+            vae: self.vae.clone(),
+            spacing: self.spacing,
             ..Default::default()
         }
     }
@@ -230,6 +238,7 @@ impl Settings {
         self.prompt = r.prompt.clone();
         self.negative = r.negative_prompt.clone();
         self.sampler = r.sampler;
+        self.spacing = r.spacing;
         self.steps = r.steps;
         self.cfg_scale = r.cfg_scale;
         self.width = r.width;
@@ -243,6 +252,10 @@ impl Settings {
         self.seed = r.seed;
         self.seed_locked = true;
         self.strength = r.strength;
+        // Easel's own pictures name the VAE file they were decoded with; A1111's do not.
+        if r.vae.is_some() {
+            self.vae = r.vae.clone();
+        }
         // The picture's stack replaces the current one, also when it had none.
         self.loras.clear();
         if !r.loras.is_empty() {

@@ -37,6 +37,7 @@ fn generate(state: &mut State, outbox: &Outbox, job: &GenerateJob) -> Result<()>
         outbox.send(Event::LoraReports { id: job.id, reports });
     }
     let loaded = state.loaded.as_mut().ok_or_else(|| Error::BadRequest("no model is loaded".into()))?;
+    loaded.model.use_vae(job.request.vae.as_deref())?;
     std::fs::create_dir_all(&job.output_dir)
         .map_err(|e| Error::io("cannot create the gallery folder", e, &job.output_dir))?;
     let provenance = crate::job::provenance(&loaded.model, loaded.model_hash.clone(), &stack);

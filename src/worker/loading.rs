@@ -11,7 +11,7 @@ use super::preview::{PreviewKind, Previewer};
 use super::{Command, Event, LoraInfo, ModelInfo, Outbox};
 use crate::engine::device::{DeviceChoice, Precision};
 use crate::engine::lora::{self, Adapter, StackEntry};
-use crate::engine::{LoraSpec, StableDiffusion};
+use crate::engine::{Family, LoraSpec, StableDiffusion};
 use crate::error::{Error, Result};
 
 /// The model and what is merged into it.
@@ -72,7 +72,9 @@ impl Failure {
         match command {
             Command::LoadModel { source, .. } => Failure::Load(source.clone()),
             Command::PullModel { repo_id, .. } => Failure::Pull(repo_id.clone()),
-            Command::PullPreviewDecoder => Failure::Pull(crate::hub::PREVIEW_DECODER_REPO.to_string()),
+            Command::PullPreviewDecoder(family) => {
+                Failure::Pull(crate::hub::preview_decoder_repo(*family).to_string())
+            }
             Command::InspectLora { path } => Failure::Inspect(path.clone()),
             Command::Generate(job) => Failure::Job(job.id),
             Command::Evaluate(_) => Failure::Evaluate,
@@ -113,7 +115,7 @@ fn execute(state: &mut State, outbox: &Outbox, command: Command) {
     match command {
         Command::LoadModel { source, device, precision } => load(state, outbox, source, device, precision),
         Command::PullModel { repo_id, precision } => pull(state, outbox, repo_id, precision),
-        Command::PullPreviewDecoder => pull_preview_decoder(state, outbox),
+        Command::PullPreviewDecoder(family) => pull_preview_decoder(state, outbox, family),
         Command::InspectLora { path } => {
             let info = inspect(state, &path).map_err(|e| (path, e.in_studio_words()));
             outbox.send(Event::LoraInspected(info));
@@ -147,7 +149,7 @@ fn load_model(source: &str, device: DeviceChoice, precision: Precision) -> Resul
     let dtype = precision.dtype_on(&device)?;
     let model = StableDiffusion::load(&path, &device, dtype)?;
     let model_hash = crate::job::model_hash(&path)?;
-    let (preview, preview_kind) = Previewer::load(None, &model.device, model.dtype);
+    let (preview, preview_kind) = Previewer::load(None, &model.device, model.dtype, model.family);
     let info = ModelInfo {
         source: source.to_string(),
         name: model.name.clone(),
@@ -191,21 +193,21 @@ fn pull(state: &mut State, outbox: &Outbox, repo_id: String, precision: Precisio
     }
 }
 
-fn pull_preview_decoder(state: &mut State, outbox: &Outbox) {
-    let repo_id = crate::hub::PREVIEW_DECODER_REPO;
+fn pull_preview_decoder(state: &mut State, outbox: &Outbox, family: Family) {
+    let repo_id = crate::hub::preview_decoder_repo(family);
     let mut report = progress_events(outbox, repo_id);
-    match crate::hub::pull_preview_decoder(Some(&mut report)) {
+    match crate::hub::pull_preview_decoder(family, Some(&mut report)) {
         Ok(path) => {
             let kind = match &mut state.loaded {
-                Some(loaded) => {
+                Some(loaded) if loaded.model.family == family => {
                     let (preview, kind) =
-                        Previewer::load(Some(path), &loaded.model.device, loaded.model.dtype);
+                        Previewer::load(Some(path), &loaded.model.device, loaded.model.dtype, family);
                     loaded.preview = preview;
                     loaded.info.preview = kind.clone();
                     kind
                 }
-                // The next model load finds it.
-                None => PreviewKind::TinyDecoder(path),
+                // The next model of this family finds it.
+                _ => PreviewKind::TinyDecoder(path),
             };
             outbox.send(Event::PreviewDecoderReady(kind));
         }

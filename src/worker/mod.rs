@@ -46,8 +46,9 @@ pub enum Command {
         /// The precision of the load that follows (half precision downloads the fp16 files).
         precision: Precision,
     },
-    /// Download the tiny preview decoder (TAESD), then use it for the loaded model's previews.
-    PullPreviewDecoder,
+    /// Download a family's tiny preview decoder (TAESD, TAESDXL), then use it for the loaded
+    /// model's previews when it is of that family.
+    PullPreviewDecoder(crate::engine::Family),
     /// Read an adapter's metadata and check it against the loaded model.
     InspectLora {
         /// The file.

@@ -1,5 +1,5 @@
-//! Live previews. With the tiny decoder (TAESD) loaded, a preview is a real picture at full size;
-//! without it, a linear projection of the four SD latent channels to RGB (the approximation
+//! Live previews. With the family's tiny decoder (TAESD, TAESDXL) loaded, a preview is a real
+//! picture at full size; without it, a linear projection of the four latent channels to RGB (the approximation
 //! ComfyUI and A1111 use for their cheap previews), one output pixel per latent pixel, which costs
 //! microseconds. Previews show the clean latents the sampler predicts, not the noisy ones it holds.
 
@@ -10,6 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
 use crate::engine::tiny_vae::TinyDecoder;
+use crate::engine::Family;
 use crate::error::{Error, Result};
 
 /// The share of a job's time previews may take: on a CPU a tiny-decoder preview at 512² costs about
@@ -31,6 +32,8 @@ pub enum PreviewKind {
 /// Draws previews for one loaded model.
 pub(crate) struct Previewer {
     tiny: Option<TinyDecoder>,
+    /// The colour projection of the family's latent space.
+    rgb: &'static LatentRgb,
     /// Time spent on previews in the current job.
     spent: Duration,
 }
@@ -38,9 +41,13 @@ pub(crate) struct Previewer {
 impl Previewer {
     /// The tiny decoder at `path` (or the one found on this computer when `None`) on the model's
     /// device and dtype; the colour projection when there is none or it does not load.
-    pub fn load(path: Option<PathBuf>, device: &Device, dtype: DType) -> (Self, PreviewKind) {
-        let with = |tiny| Self { tiny, spent: Duration::ZERO };
-        let Some(path) = path.or_else(crate::hub::find_preview_decoder) else {
+    pub fn load(path: Option<PathBuf>, device: &Device, dtype: DType, family: Family) -> (Self, PreviewKind) {
+        let rgb = match family {
+            Family::Sdxl => &SDXL_LATENT_RGB,
+            Family::Sd1 | Family::Sd2 => &LATENT_RGB,
+        };
+        let with = |tiny| Self { tiny, rgb, spent: Duration::ZERO };
+        let Some(path) = path.or_else(|| crate::hub::find_preview_decoder(family)) else {
             return (with(None), PreviewKind::Approximate);
         };
         match TinyDecoder::load(&path, device, dtype) {
@@ -58,7 +65,7 @@ impl Previewer {
     /// budget is spent (the window keeps showing the last one).
     pub fn picture(&mut self, latents: &Tensor, job_elapsed: Duration) -> Option<RgbImage> {
         let Some(tiny) = &self.tiny else {
-            return latents_to_rgb(latents).ok();
+            return project_latents(latents, self.rgb).ok();
         };
         if self.spent.as_secs_f64() > PREVIEW_SHARE * job_elapsed.as_secs_f64() {
             return None;
@@ -71,35 +78,51 @@ impl Previewer {
             .and_then(|pixels| crate::engine::pipeline::pixels_to_image(&pixels));
         self.spent += started.elapsed();
         // A preview that fails is not worth failing the job for; the projection stands in.
-        picture.or_else(|_| latents_to_rgb(latents)).ok()
+        picture.or_else(|_| project_latents(latents, self.rgb)).ok()
     }
 }
 
-/// Rows: latent channels; columns: the R, G, B each contributes (SD 1.x/2.x VAE latent space).
-const LATENT_RGB: [[f32; 3]; 4] = [
+/// Rows: latent channels; columns: the R, G, B each contributes.
+type LatentRgb = [[f32; 3]; 4];
+
+/// SD 1.x/2.x's latent space (ComfyUI's factors).
+const LATENT_RGB: LatentRgb = [
     [0.3512, 0.2297, 0.3227],
     [0.3250, 0.4974, 0.2350],
     [-0.2829, 0.1762, 0.2721],
     [-0.2120, -0.2616, -0.7177],
 ];
 
-/// A picture of latents `[1, 4, h, w]` (or `[1, 9, …]`: the first four channels), `w × h` pixels.
+/// SDXL's latent space (ComfyUI's factors for it): another autoencoder, other colours.
+const SDXL_LATENT_RGB: LatentRgb = [
+    [0.3920, 0.4054, 0.4549],
+    [-0.2634, -0.0196, 0.0653],
+    [0.0568, 0.1687, -0.0755],
+    [-0.3112, -0.2359, -0.2076],
+];
+
+/// A picture of SD 1.x/2.x latents `[1, 4, h, w]` (or `[1, 9, …]`: the first four channels),
+/// `w × h` pixels.
 pub fn latents_to_rgb(latents: &Tensor) -> Result<RgbImage> {
+    project_latents(latents, &LATENT_RGB)
+}
+
+fn project_latents(latents: &Tensor, rgb: &LatentRgb) -> Result<RgbImage> {
     let (_, channels, h, w) = latents.dims4()?;
     if channels < 4 {
         return Err(Error::Internal(format!("cannot preview {channels}-channel latents")));
     }
     let data: Vec<f32> = latents.narrow(1, 0, 4)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    Ok(project(&data, w, h))
+    Ok(project(&data, w, h, rgb))
 }
 
 /// Channel-major latent values (4 planes of `w·h`) to an RGB picture.
-fn project(data: &[f32], w: usize, h: usize) -> RgbImage {
+fn project(data: &[f32], w: usize, h: usize, rgb: &LatentRgb) -> RgbImage {
     let plane = w * h;
     let mut out = RgbImage::new(w as u32, h as u32);
     for (i, px) in out.pixels_mut().enumerate() {
         for (c, channel) in px.0.iter_mut().enumerate() {
-            let v: f32 = (0..4).map(|k| data[k * plane + i] * LATENT_RGB[k][c]).sum();
+            let v: f32 = (0..4).map(|k| data[k * plane + i] * rgb[k][c]).sum();
             // The projection lands roughly in [-1, 1], like the VAE's output.
             *channel = (((v + 1.0) * 0.5).clamp(0.0, 1.0) * 255.0).round() as u8;
         }
@@ -113,7 +136,7 @@ mod tests {
 
     #[test]
     fn without_a_tiny_decoder_every_step_gets_the_projection() {
-        let mut p = Previewer { tiny: None, spent: Duration::from_secs(100) };
+        let mut p = Previewer { tiny: None, rgb: &LATENT_RGB, spent: Duration::from_secs(100) };
         let t = Tensor::zeros((1, 4, 2, 2), DType::F32, &Device::Cpu).expect("tensor");
         assert_eq!(p.picture(&t, Duration::ZERO).expect("preview").dimensions(), (2, 2));
     }
@@ -121,7 +144,7 @@ mod tests {
     #[test]
     fn the_tiny_decoder_draws_full_size_previews_within_its_time_share() {
         let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-taesd");
-        let (mut p, kind) = Previewer::load(Some(fixture.clone()), &Device::Cpu, DType::F32);
+        let (mut p, kind) = Previewer::load(Some(fixture.clone()), &Device::Cpu, DType::F32, Family::Sd1);
         assert_eq!(kind, PreviewKind::TinyDecoder(fixture));
         let latents = Tensor::ones((1, 4, 3, 5), DType::F32, &Device::Cpu).expect("tensor");
         let first = p.picture(&latents, Duration::from_millis(1)).expect("the first step gets one");
@@ -139,7 +162,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("taesd_decoder.safetensors");
         std::fs::write(&file, b"not a safetensors file").expect("write");
-        let (mut p, kind) = Previewer::load(Some(file), &Device::Cpu, DType::F32);
+        let (mut p, kind) = Previewer::load(Some(file), &Device::Cpu, DType::F32, Family::Sdxl);
         assert!(
             matches!(&kind, PreviewKind::Broken(why) if why.contains("taesd_decoder.safetensors")),
             "{kind:?}"
@@ -160,7 +183,7 @@ mod tests {
     fn each_channel_moves_colour_its_own_way() {
         let mut data = vec![0.0f32; 4];
         data[3] = 1.0; // the fourth channel darkens, blue most of all
-        let img = project(&data, 1, 1);
+        let img = project(&data, 1, 1, &LATENT_RGB);
         let [r, g, b] = img.get_pixel(0, 0).0;
         assert!(b < 128 && r < 128 && g < 128 && b < r, "{r} {g} {b}");
     }

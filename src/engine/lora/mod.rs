@@ -109,14 +109,20 @@ impl Indexes {
     }
 }
 
-/// The family a cross-attention width belongs to, for messages.
-fn family_of_width(width: usize) -> String {
+/// The family a cross-attention width belongs to.
+fn family_of_width(width: usize) -> Option<&'static str> {
     match width {
-        768 => "SD 1.x".into(),
-        1024 => "SD 2.x".into(),
-        2048 => "SDXL".into(),
-        w => format!("a model with {w}-wide text embeddings"),
+        768 => Some("SD 1.x"),
+        1024 => Some("SD 2.x"),
+        2048 => Some("SDXL"),
+        _ => None,
     }
+}
+
+/// "an SDXL", "an SD 1.x", "a Pony…": family names read with their article.
+fn with_article(name: &str) -> String {
+    let vowel_sound = name.starts_with(['S', 'A', 'E', 'I', 'O', 'U', 'a', 'e', 'i', 'o', 'u']);
+    format!("{} {name}", if vowel_sound { "an" } else { "a" })
 }
 
 /// The width of text embeddings an adapter's cross-attention keys read, when it has such a key.
@@ -143,46 +149,43 @@ fn check_with(adapter: &Adapter, family: Family, indexes: &Indexes) -> Result<Ad
             | (Some(TrainedFor::Sd2), Family::Sd2)
             | (Some(TrainedFor::Sdxl), Family::Sdxl)
     );
-    let refuse = |made_for: String, detail: String| {
-        Err(Error::bad_file(
+    let wrong_family = |made_for: &str| {
+        Error::bad_file(
             format!(
-                "{} was made for {made_for}{detail}, but the model is {}; LoRAs only work on the family \
-                 they were trained for, so use it with {made_for} model",
+                "{} was made for {}, but the model is {}; a LoRA only works on the family it was \
+                 trained for, so use it with {} model",
                 adapter.name,
+                with_article(made_for),
                 family.label(),
-            )
-            .replace("for SD", "for an SD")
-            .replace("with SD", "with an SD")
-            .replace("with a model with", "with a model of that kind, not this one:")
-            .replace("with SDXL", "with an SDXL"),
+                with_article(made_for),
+            ),
             &adapter.path,
-        ))
+        )
     };
-    if let Some(width) = adapter_context_width(adapter) {
-        if width != indexes.context_width {
-            return refuse(
-                family_of_width(width),
-                format!(
-                    " (its cross-attention reads {width}-wide text embeddings, this model's {})",
-                    indexes.context_width
-                ),
-            );
-        }
-    }
     let has_second = adapter.modules.iter().any(|m| m.target == Target::Text2);
     if has_second && indexes.text_2.is_none() {
-        return refuse("SDXL".into(), " (it changes a second text encoder)".into());
+        return Err(wrong_family("SDXL"));
+    }
+    if let (Some(width), None | Some(TrainedFor::Other(_))) = (adapter_context_width(adapter), &trained_for) {
+        if width != indexes.context_width {
+            return Err(match family_of_width(width) {
+                Some(made_for) => wrong_family(made_for),
+                None => Error::bad_file(
+                    format!(
+                        "{} was made for another model: its cross-attention reads {width}-wide text \
+                         embeddings, this {} model's are {} wide; use it with the model it was trained for",
+                        adapter.name,
+                        family.label(),
+                        indexes.context_width
+                    ),
+                    &adapter.path,
+                ),
+            });
+        }
     }
     if !fits {
         let made_for = trained_for.as_ref().map(TrainedFor::label).unwrap_or_default();
-        return Err(Error::bad_file(
-            format!(
-                "{} was trained for {made_for}, but the model is {}; use it with an {made_for} model",
-                adapter.name,
-                family.label()
-            ),
-            &adapter.path,
-        ));
+        return Err(wrong_family(&made_for));
     }
     let mut report = AdapterReport {
         name: adapter.name.clone(),

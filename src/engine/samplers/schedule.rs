@@ -41,8 +41,9 @@ impl std::str::FromStr for Prediction {
     }
 }
 
-/// How inference timesteps are spread over the training range.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How inference timesteps are spread over the training range (diffusers' `timestep_spacing`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Spacing {
     /// `linspace(0, T−1, n)`.
     Linspace,
@@ -50,6 +51,39 @@ pub enum Spacing {
     Leading,
     /// Multiples of `T / n` ending at `T−1`.
     Trailing,
+}
+
+impl Spacing {
+    /// Every spacing.
+    pub const ALL: [Spacing; 3] = [Spacing::Leading, Spacing::Linspace, Spacing::Trailing];
+
+    /// The name diffusers' configs use.
+    pub fn id(self) -> &'static str {
+        match self {
+            Spacing::Linspace => "linspace",
+            Spacing::Leading => "leading",
+            Spacing::Trailing => "trailing",
+        }
+    }
+}
+
+impl std::fmt::Display for Spacing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+impl std::str::FromStr for Spacing {
+    type Err = crate::error::Error;
+
+    fn from_str(s: &str) -> crate::error::Result<Self> {
+        Spacing::ALL.into_iter().find(|k| k.id() == s).ok_or_else(|| {
+            crate::error::Error::setting(
+                crate::error::Setting::Spacing,
+                format!("{s:?} is unknown; choose leading, linspace or trailing"),
+            )
+        })
+    }
 }
 
 /// Constants of a sampler, resolved from the model's scheduler config.
