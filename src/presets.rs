@@ -40,11 +40,17 @@ pub struct Preset {
 }
 
 /// The presets shipped with Easel, by file stem.
-const SHIPPED: [(&str, &str); 4] = [
+const SHIPPED: [(&str, &str); 10] = [
     ("quality-sd15", include_str!("../presets/quality-sd15.json")),
     ("draft-sd15", include_str!("../presets/draft-sd15.json")),
     ("fast-lcm", include_str!("../presets/fast-lcm.json")),
     ("interactive-turbo", include_str!("../presets/interactive-turbo.json")),
+    ("quality-sdxl", include_str!("../presets/quality-sdxl.json")),
+    ("sdxl-lightning", include_str!("../presets/sdxl-lightning.json")),
+    ("sdxl-turbo", include_str!("../presets/sdxl-turbo.json")),
+    ("hyper-sdxl", include_str!("../presets/hyper-sdxl.json")),
+    ("dmd2-sdxl", include_str!("../presets/dmd2-sdxl.json")),
+    ("lcm-sdxl", include_str!("../presets/lcm-sdxl.json")),
 ];
 
 /// The user's preset folder.

@@ -198,6 +198,49 @@ fn prompt_lora_generate_cancel_compare_measure_export() {
 }
 
 #[test]
+fn an_sdxl_model_takes_its_sizes_an_sdxl_lora_and_refuses_an_sd1_one() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let dialogs = Arc::new(ScriptedDialogs::default());
+    let model = fixtures().join("tiny-sdxl.safetensors").display().to_string();
+    let mut h = studio(root.path(), Some(model), Arc::clone(&dialogs));
+    wait_until(&mut h, "the SDXL model to load", ready);
+    assert!(h.query_by_label_contains("tiny-sdxl — SDXL").is_some(), "the family is shown");
+    let s = &h.state().state.settings;
+    assert_eq!((s.width, s.height), (1024, 1024), "SDXL starts at its own size");
+
+    // An SD 1.x LoRA is refused with a sentence beside it; an SDXL one fits.
+    let sd1 = fixtures().join("lora/inkStyle.safetensors");
+    dialogs.push(sd1.clone());
+    h.get_by_role_and_label(Role::Button, "Add file…").click();
+    wait_until(&mut h, "the SD 1.x LoRA to be read", |a| a.state.lora_info.contains_key(&sd1));
+    let refused = h.state().state.lora_info[&sd1].compatibility.clone();
+    assert!(
+        matches!(&refused, Some(Err(why)) if why.contains("the model is SDXL")),
+        "{refused:?}"
+    );
+    h.step();
+    assert!(h.query_by_label_contains("inkStyle was made for").is_some(), "the refusal is shown");
+    h.state_mut().state.settings.loras.clear();
+    h.step();
+    h.step();
+    let xl = fixtures().join("lora/sdxl_kohya.safetensors");
+    dialogs.push(xl.clone());
+    h.get_by_role_and_label(Role::Button, "Add file…").click();
+    wait_until(&mut h, "the SDXL LoRA to be read", |a| a.state.lora_info.contains_key(&xl));
+    let info = h.state().state.lora_info[&xl].compatibility.clone();
+    assert!(matches!(&info, Some(Ok(_))), "{info:?}");
+
+    // Generate with it at a small size: the picture lands in the gallery with its LoRA.
+    quick_settings(&mut h, 2);
+    h.get_by_role_and_label(Role::Button, "Generate").click();
+    wait_until(&mut h, "the SDXL picture", |a| idle(a) && a.state.history.items.len() == 1);
+    let item = h.state().state.history.items[0].clone();
+    assert!(item.path.is_file(), "{:?}", h.state().state.notices);
+    assert_eq!(item.request.loras[0].name, "sdxl_kohya");
+    assert!(item.saved_prompt.contains("<lora:sdxl_kohya:1>"), "{}", item.saved_prompt);
+}
+
+#[test]
 fn first_run_explains_models_and_opens_a_folder() {
     let root = tempfile::tempdir().expect("temp dir");
     let dialogs = Arc::new(ScriptedDialogs::default());

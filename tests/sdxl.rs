@@ -224,3 +224,37 @@ fn a_standalone_vae_decodes_and_is_named_in_the_metadata() {
     let err = stderr(&easel_owned(&args));
     assert!(err.contains("holds no autoencoder") && err.contains("sdxl_peft.safetensors"), "{err}");
 }
+
+/// A copy of a safetensors file with `key` set in its metadata.
+fn with_metadata(src: &Path, dst: &Path, key: &str, value: &str) {
+    let bytes = std::fs::read(src).expect("read");
+    let len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let mut header: serde_json::Map<String, Value> = serde_json::from_slice(&bytes[8..8 + len]).expect("header");
+    let meta = header.entry("__metadata__").or_insert_with(|| Value::Object(Default::default()));
+    meta.as_object_mut().expect("an object").insert(key.into(), Value::String(value.into()));
+    let text = serde_json::to_vec(&Value::Object(header)).expect("json");
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend(text);
+    out.extend(&bytes[8 + len..]);
+    std::fs::write(dst, out).expect("write");
+}
+
+#[test]
+fn a_lora_from_another_line_of_sdxl_fine_tunes_loads_with_a_warning() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pony = dir.path().join("pony_style.safetensors");
+    with_metadata(
+        &fixtures().join("lora/sdxl_kohya.safetensors"),
+        &pony,
+        "ss_sd_model_name",
+        "ponyDiffusionV6XL_v6StartWithThisOne.safetensors",
+    );
+    let out = dir.path().join("x.png");
+    let mut args = case_args(&case("sdxl_euler.png"), &fixtures().join("tiny-sdxl"), &out);
+    args.extend(["--lora".into(), pony.display().to_string()]);
+    let res = easel_owned(&args);
+    assert!(res.status.success(), "a warning, not a refusal: {}", stderr(&res));
+    let err = stderr(&res);
+    assert!(err.contains("(Pony), but the model is SDXL base") && err.contains("may not look as intended"), "{err}");
+    assert!(out.exists());
+}

@@ -139,6 +139,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             text: &TensorMap::new(),
             text_2: None,
             context_width: unet_cfg.cross_attention_dim,
+            line: None,
             family: easel::engine::Family::of_unet(&unet_cfg),
             dtype,
             device: &device,

@@ -77,9 +77,14 @@ fn describe_folder(dir: &Path) -> anyhow::Result<Value> {
     let unet: easel::engine::config::UNetConfig =
         easel::engine::config::read_json(&dir.join("unet/config.json"))?;
     let scheduler: Value = easel::engine::config::read_json(&dir.join("scheduler/scheduler_config.json"))?;
+    let family = easel::engine::Family::of_unet(&unet);
+    let line = (family == easel::engine::Family::Sdxl)
+        .then(|| easel::engine::SdxlLine::from_names([dir.to_string_lossy().as_ref()]))
+        .flatten();
     Ok(json!({
         "kind": "diffusers model",
-        "family": easel::engine::Family::of_unet(&unet).label(),
+        "family": family.label(),
+        "sdxl_line": line.map(|l| l.label()),
         "inpainting": unet.in_channels == 9,
         "unet_channels": unet.block_out_channels,
         "cross_attention_dim": unet.cross_attention_dim,
@@ -100,6 +105,8 @@ fn describe_lora(path: &Path, model: Option<&str>) -> anyhow::Result<Value> {
         "rank": meta.rank,
         "alpha": meta.alpha,
         "trained_for": meta.trained_for.as_ref().map(|f| f.label()),
+        "trained_on": meta.trained_on,
+        "sdxl_line": meta.trained_on.as_deref().and_then(|t| easel::engine::SdxlLine::from_names([t])).map(|l| l.label()),
         "unet_modules": count(Target::Unet),
         "text_encoder_modules": count(Target::Text) + count(Target::Text2),
         "unknown_keys": adapter.unknown_keys,
@@ -153,9 +160,20 @@ fn describe_safetensors(path: &Path, model: Option<&str>) -> anyhow::Result<Valu
         "metadata": metadata,
     });
     if tensors.keys().any(|k| k.starts_with("model.diffusion_model.")) {
+        let markers: Vec<String> = tensors.keys().filter(|k| checkpoint::is_marker(k)).cloned().collect();
         let parts = checkpoint::split(tensors, path)?;
+        let scheduler = checkpoint::with_markers(parts.family.scheduler_config(), &markers);
+        report["prediction_type"] = scheduler.get("prediction_type").cloned().unwrap_or(json!("epsilon"));
+        if markers.iter().any(|m| m == "ztsnr") {
+            report["zero_terminal_snr"] = json!(true);
+        }
         report["kind"] = json!("Stable Diffusion checkpoint");
         report["family"] = json!(parts.family.label());
+        if parts.family == easel::engine::Family::Sdxl {
+            let title = report["metadata"].get("modelspec.title").and_then(Value::as_str).unwrap_or("").to_string();
+            let line = easel::engine::SdxlLine::from_names([path.to_string_lossy().as_ref(), title.as_str()]);
+            report["sdxl_line"] = json!(line.map(|l| l.label()));
+        }
         report["inpainting"] = json!(parts.unet_config.in_channels == 9);
         report["unet_channels"] = json!(parts.unet_config.block_out_channels);
         report["text_encoder_layers"] = json!(parts.clip_config.num_hidden_layers);

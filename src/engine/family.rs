@@ -110,8 +110,69 @@ impl Family {
     }
 }
 
+/// The lines of SDXL fine-tunes whose LoRAs rarely carry over to one another: Pony Diffusion,
+/// and Illustrious with NoobAI (trained on from it), apart from the SDXL base and its
+/// photographic fine-tunes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum SdxlLine {
+    /// SDXL base 1.0 and fine-tunes of it (Juggernaut, RealVis…).
+    Base,
+    /// Pony Diffusion V6 XL and its merges.
+    Pony,
+    /// Illustrious XL and NoobAI XL.
+    Illustrious,
+}
+
+impl SdxlLine {
+    /// The line the given names say (file names, titles, a LoRA's base-model name), `None`
+    /// when none is given.
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<SdxlLine> {
+        let text = names.into_iter().collect::<Vec<_>>().join(" ").to_ascii_lowercase();
+        if text.trim().is_empty() {
+            None
+        } else if text.contains("pony") {
+            Some(SdxlLine::Pony)
+        } else if text.contains("illustrious") || text.contains("noob") {
+            Some(SdxlLine::Illustrious)
+        } else {
+            Some(SdxlLine::Base)
+        }
+    }
+
+    /// A short name for messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            SdxlLine::Base => "SDXL base",
+            SdxlLine::Pony => "Pony",
+            SdxlLine::Illustrious => "Illustrious/NoobAI",
+        }
+    }
+}
+
 impl std::fmt::Display for Family {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.label())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sdxl_lines_are_read_from_names() {
+        assert_eq!(SdxlLine::from_names(["ponyDiffusionV6XL_v6StartWithThisOne.safetensors"]), Some(SdxlLine::Pony));
+        assert_eq!(SdxlLine::from_names(["noobaiXLNAIXL_vPred10Version.safetensors"]), Some(SdxlLine::Illustrious));
+        assert_eq!(SdxlLine::from_names(["models/Illustrious-XL-v1.0"]), Some(SdxlLine::Illustrious));
+        assert_eq!(SdxlLine::from_names(["juggernautXL_v9.safetensors"]), Some(SdxlLine::Base));
+        assert_eq!(SdxlLine::from_names([" "]), None);
+    }
+
+    #[test]
+    fn families_have_their_sizes_and_scales() {
+        assert_eq!(Family::Sdxl.native_size(), (1024, 1024));
+        assert!(Family::Sdxl.size_presets().contains(&(832, 1216)));
+        assert_eq!(Family::Sdxl.vae_scaling_factor(), 0.13025);
+        assert_eq!(Family::Sdxl.scheduler_config()["timestep_spacing"], "leading");
     }
 }

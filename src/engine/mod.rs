@@ -25,7 +25,7 @@ pub mod vae;
 pub mod vae_file;
 pub mod weights;
 
-pub use family::Family;
+pub use family::{Family, SdxlLine};
 pub use model::StableDiffusion;
 pub use pipeline::{generate, generate_each, GeneratedImage, GenerationInputs, Progress, Timings};
 pub use request::{GenerationRequest, LoraSpec};

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::checkpoint;
 use super::clip::ClipTextEncoder;
 use super::config::{read_json, ClipConfig, UNetConfig, VaeConfig};
-use super::family::Family;
+use super::family::{Family, SdxlLine};
 use super::tokenizer::{Tokenizer, EOS};
 use super::unet::UNet;
 use super::vae::Vae;
@@ -21,6 +21,9 @@ use crate::error::{Error, Result};
 pub struct StableDiffusion {
     /// The generation the model belongs to.
     pub family: Family,
+    /// For SDXL, the line of fine-tunes it belongs to, from its names (LoRAs rarely carry over
+    /// between Pony, Illustrious/NoobAI and the base).
+    pub line: Option<SdxlLine>,
     /// The denoiser.
     pub unet: UNet,
     /// The autoencoder.
@@ -184,8 +187,10 @@ impl StableDiffusion {
             }
             None => (None, None),
         };
+        let line = (family == Family::Sdxl).then(|| SdxlLine::from_names([dir.to_string_lossy().as_ref()])).flatten();
         Ok(Self {
             family,
+            line,
             unet,
             vae,
             text_encoder,
@@ -211,12 +216,14 @@ impl StableDiffusion {
     fn load_single_file(path: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         let markers: Vec<String>;
+        let mut titles = vec![path.to_string_lossy().to_string()];
         let tensors = match ext.as_str() {
             "safetensors" => {
                 // Refuse the refiner and non-models from the names alone, before gigabytes are read.
                 let header = weights::read_safetensors_header(path)?;
                 checkpoint::check_keys(header.names.iter().map(String::as_str), path)?;
                 markers = header.names.iter().filter(|n| checkpoint::is_marker(n)).cloned().collect();
+                titles.extend(header.metadata.get("modelspec.title").cloned());
                 weights::read_safetensors_selected(path, Some(dtype), &checkpoint::is_model_tensor)?
             }
             "ckpt" | "pt" | "pth" | "bin" => {
@@ -265,8 +272,10 @@ impl StableDiffusion {
             None => None,
         };
         let vae_dtype = vae_dtype(parts.family, &parts.vae_config, dtype);
+        let line = (parts.family == Family::Sdxl).then(|| SdxlLine::from_names(titles.iter().map(String::as_str))).flatten();
         Ok(Self {
             family: parts.family,
+            line,
             unet: build_unet(&unet_w, &parts.unet_config, device, dtype, path)?,
             vae: build_vae(parts.vae, &parts.vae_config, device, vae_dtype, path)?,
             text_encoder: build_text(&text_w, &parts.clip_config, device, dtype, path)?,

@@ -48,6 +48,8 @@ pub struct AdapterMetadata {
     pub thumbnail: Option<String>,
     /// Every header key, for inspection.
     pub header: BTreeMap<String, String>,
+    /// The checkpoint it was trained on, as kohya records it (`ss_sd_model_name`).
+    pub trained_on: Option<String>,
 }
 
 impl AdapterMetadata {
@@ -79,6 +81,7 @@ impl AdapterMetadata {
             trained_for,
             thumbnail: get("modelspec.thumbnail"),
             header: header.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            trained_on: get("ss_sd_model_name"),
         }
     }
 }

@@ -20,7 +20,7 @@ pub use adapter::{Adapter, AdapterModule, ModuleName, Target};
 pub use metadata::{AdapterMetadata, TrainedFor};
 use names::ModuleIndex;
 
-use super::family::Family;
+use super::family::{Family, SdxlLine};
 use super::model::StableDiffusion;
 use super::weights::TensorMap;
 use crate::error::{Error, Result};
@@ -62,6 +62,8 @@ pub struct AdapterReport {
     pub trained_for: Option<String>,
     /// Its trigger words.
     pub trigger_words: Vec<String>,
+    /// Why it may not look right on this model though it fits (another line of SDXL fine-tunes).
+    pub warning: Option<String>,
 }
 
 impl AdapterReport {
@@ -74,6 +76,9 @@ impl AdapterReport {
             self.unet_modules,
             self.text_modules
         );
+        if let Some(warning) = &self.warning {
+            s.push_str(&format!("; {warning}"));
+        }
         if !self.unmatched.is_empty() {
             let shown: Vec<&str> = self.unmatched.iter().take(3).map(String::as_str).collect();
             let more = if self.unmatched.len() > 3 { ", …" } else { "" };
@@ -96,6 +101,8 @@ struct Indexes {
     text_2: Option<ModuleIndex>,
     /// Width of the text embeddings the UNet's cross-attention reads.
     context_width: usize,
+    /// The model's line of SDXL fine-tunes.
+    line: Option<SdxlLine>,
 }
 
 impl Indexes {
@@ -105,8 +112,23 @@ impl Indexes {
             text: ModuleIndex::text(base.text),
             text_2: base.text_2.map(ModuleIndex::text),
             context_width: base.context_width,
+            line: base.line,
         }
     }
+}
+
+/// A warning when an SDXL adapter was trained on another line of fine-tunes than the model's
+/// (a Pony LoRA on Illustrious loads, but its style rarely carries over).
+fn line_warning(adapter: &Adapter, model: Option<SdxlLine>) -> Option<String> {
+    let trained_on = adapter.metadata.trained_on.as_deref()?;
+    let (made_for, model) = (SdxlLine::from_names([trained_on])?, model?);
+    (made_for != model).then(|| {
+        format!(
+            "trained on {trained_on} ({}), but the model is {}: it loads, but may not look as intended",
+            made_for.label(),
+            model.label()
+        )
+    })
 }
 
 /// The family a cross-attention width belongs to.
@@ -195,6 +217,7 @@ fn check_with(adapter: &Adapter, family: Family, indexes: &Indexes) -> Result<Ad
         unmatched: adapter.unknown_keys.clone(),
         trained_for: trained_for.as_ref().map(TrainedFor::label),
         trigger_words: adapter.metadata.trigger_words.clone(),
+        warning: line_warning(adapter, indexes.line),
     };
     for m in &adapter.modules {
         let found = match m.target {
@@ -244,6 +267,8 @@ pub struct MergeBase<'a> {
     pub text_2: Option<&'a TensorMap>,
     /// Width of the text embeddings the UNet's cross-attention reads.
     pub context_width: usize,
+    /// The model's line of SDXL fine-tunes, when it is SDXL.
+    pub line: Option<SdxlLine>,
     /// The model family, checked against each adapter's.
     pub family: Family,
     /// The dtype merged weights are stored in.
@@ -260,6 +285,7 @@ impl<'a> MergeBase<'a> {
             text: model.base_text_weights(),
             text_2: model.base_text2_weights(),
             context_width: model.unet.config().cross_attention_dim,
+            line: model.line,
             family: model.family,
             dtype: model.dtype,
             device: &model.device,

@@ -3,6 +3,7 @@
 
 use candle_core::Tensor;
 
+use super::schedule::{trailing, Spacing};
 use super::{noise_to, predict_x0, NoiseFn, Sampler, ScheduleConfig};
 use crate::error::{Error, Result, Setting};
 
@@ -21,11 +22,17 @@ impl Lcm {
                 format!("{steps} is too many for LCM: it takes at most {original} (the schedule it was distilled on)"),
             ));
         }
-        let k = cfg.train_steps / original;
-        let origin: Vec<usize> = (1..=original).rev().map(|i| i * k - 1).collect();
-        let timesteps = (0..steps)
-            .map(|i| origin[(i as f64 * origin.len() as f64 / steps as f64).floor() as usize] as f64)
-            .collect();
+        let timesteps = if cfg.spacing == Spacing::Trailing {
+            // Asked for explicitly (LCM configs say leading): the even steps down from the last
+            // timestep that DMD2 publishes (999, 749, 499, 249 for four).
+            trailing(cfg.train_steps, steps)
+        } else {
+            let k = cfg.train_steps / original;
+            let origin: Vec<usize> = (1..=original).rev().map(|i| i * k - 1).collect();
+            (0..steps)
+                .map(|i| origin[(i as f64 * origin.len() as f64 / steps as f64).floor() as usize] as f64)
+                .collect()
+        };
         Ok(Self { cfg, timesteps, denoised: None })
     }
 }

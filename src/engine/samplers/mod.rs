@@ -206,6 +206,16 @@ mod tests {
     }
 
     #[test]
+    fn lcm_takes_dmd2s_timesteps_when_trailing_is_asked_for() -> Result<()> {
+        let mut config = Map::new();
+        assert_eq!(SamplerKind::Lcm.build(&config, 4)?.timesteps(), [999.0, 759.0, 499.0, 259.0]);
+        config.insert("timestep_spacing".into(), "trailing".into());
+        assert_eq!(SamplerKind::Lcm.build(&config, 4)?.timesteps(), [999.0, 749.0, 499.0, 249.0]);
+        assert_eq!(SamplerKind::Euler.build(&config, 4)?.timesteps(), [999.0, 749.0, 499.0, 249.0]);
+        Ok(())
+    }
+
+    #[test]
     fn unknown_sampler_names_the_choices() {
         let err = "dpm_fast".parse::<SamplerKind>().expect_err("unknown");
         assert!(err.to_string().contains("dpmpp_2m_karras"));
