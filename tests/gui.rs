@@ -214,10 +214,7 @@ fn an_sdxl_model_takes_its_sizes_an_sdxl_lora_and_refuses_an_sd1_one() {
     h.get_by_role_and_label(Role::Button, "Add file…").click();
     wait_until(&mut h, "the SD 1.x LoRA to be read", |a| a.state.lora_info.contains_key(&sd1));
     let refused = h.state().state.lora_info[&sd1].compatibility.clone();
-    assert!(
-        matches!(&refused, Some(Err(why)) if why.contains("the model is SDXL")),
-        "{refused:?}"
-    );
+    assert!(matches!(&refused, Some(Err(why)) if why.contains("the model is SDXL")), "{refused:?}");
     h.step();
     assert!(h.query_by_label_contains("inkStyle was made for").is_some(), "the refusal is shown");
     h.state_mut().state.settings.loras.clear();

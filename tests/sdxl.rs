@@ -229,7 +229,8 @@ fn a_standalone_vae_decodes_and_is_named_in_the_metadata() {
 fn with_metadata(src: &Path, dst: &Path, key: &str, value: &str) {
     let bytes = std::fs::read(src).expect("read");
     let len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-    let mut header: serde_json::Map<String, Value> = serde_json::from_slice(&bytes[8..8 + len]).expect("header");
+    let mut header: serde_json::Map<String, Value> =
+        serde_json::from_slice(&bytes[8..8 + len]).expect("header");
     let meta = header.entry("__metadata__").or_insert_with(|| Value::Object(Default::default()));
     meta.as_object_mut().expect("an object").insert(key.into(), Value::String(value.into()));
     let text = serde_json::to_vec(&Value::Object(header)).expect("json");
@@ -255,6 +256,87 @@ fn a_lora_from_another_line_of_sdxl_fine_tunes_loads_with_a_warning() {
     let res = easel_owned(&args);
     assert!(res.status.success(), "a warning, not a refusal: {}", stderr(&res));
     let err = stderr(&res);
-    assert!(err.contains("(Pony), but the model is SDXL base") && err.contains("may not look as intended"), "{err}");
+    assert!(
+        err.contains("(Pony), but the model is SDXL base") && err.contains("may not look as intended"),
+        "{err}"
+    );
     assert!(out.exists());
+}
+
+/// A copy of the tiny SDXL single file with its tensors renamed by `rename` (`None` drops one).
+fn rewritten(dst: &Path, rename: impl Fn(&str) -> Option<String>) {
+    let bytes = std::fs::read(fixtures().join("tiny-sdxl.safetensors")).expect("read");
+    let file = safetensors::SafeTensors::deserialize(&bytes).expect("valid");
+    let views: Vec<(String, safetensors::tensor::TensorView)> =
+        file.tensors().into_iter().filter_map(|(name, view)| rename(&name).map(|n| (n, view))).collect();
+    safetensors::serialize_to_file(views, None, dst).expect("written");
+}
+
+/// The one line `easel generate` prints for `model`, which must fail.
+fn refusal(model: &Path) -> String {
+    let out = model.with_extension("png");
+    let res = easel_owned(&case_args(&case("sdxl_euler.png"), model, &out));
+    assert!(!res.status.success(), "{} was accepted", model.display());
+    assert!(!out.exists());
+    let err = stderr(&res);
+    assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
+    err
+}
+
+#[test]
+fn bad_sdxl_files_get_one_sentence_naming_the_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Cut off part-way, as an interrupted download leaves it.
+    let truncated = dir.path().join("cut.safetensors");
+    let bytes = std::fs::read(fixtures().join("tiny-sdxl.safetensors")).expect("read");
+    std::fs::write(&truncated, &bytes[..bytes.len() * 2 / 3]).expect("write");
+    let err = refusal(&truncated);
+    assert!(err.contains("cut.safetensors") && err.contains("truncated"), "{err}");
+
+    // Pruned of its second text encoder.
+    let one_encoder = dir.path().join("one_encoder.safetensors");
+    rewritten(&one_encoder, |n| (!n.starts_with("conditioner.embedders.1.")).then(|| n.to_string()));
+    let err = refusal(&one_encoder);
+    assert!(err.contains("one_encoder.safetensors") && err.contains("second text encoder"), "{err}");
+
+    // The refiner keeps OpenCLIP bigG as its only embedder.
+    let refiner = dir.path().join("refiner.safetensors");
+    rewritten(&refiner, |n| {
+        if n.starts_with("conditioner.embedders.0.") {
+            None
+        } else {
+            Some(n.replace("conditioner.embedders.1.", "conditioner.embedders.0."))
+        }
+    });
+    let err = refusal(&refiner);
+    assert!(err.contains("refiner.safetensors") && err.contains("SDXL refiner"), "{err}");
+}
+
+#[test]
+fn a_v_prediction_marker_switches_the_prediction_and_the_flag_overrides_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let marked = dir.path().join("vpred.safetensors");
+    let bytes = std::fs::read(fixtures().join("tiny-sdxl.safetensors")).expect("read");
+    let file = safetensors::SafeTensors::deserialize(&bytes).expect("valid");
+    let empty: Vec<u8> = Vec::new();
+    let mut views: Vec<(String, safetensors::tensor::TensorView)> = file.tensors();
+    views.push((
+        "v_pred".into(),
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![0], &empty).expect("view"),
+    ));
+    safetensors::serialize_to_file(views, None, &marked).expect("written");
+    let info = easel(&["inspect", marked.to_str().expect("utf-8")]);
+    assert!(String::from_utf8_lossy(&info.stdout).contains("prediction_type: v_prediction"));
+    // Read as v-prediction the picture changes; --prediction epsilon gives the golden back.
+    let out = dir.path().join("v.png");
+    let res = easel_owned(&case_args(&case("sdxl_euler.png"), &marked, &out));
+    assert!(res.status.success(), "{}", stderr(&res));
+    let (psnr, _) = compare(&load_rgb(&out), &load_rgb(&fixtures().join("golden/sdxl_euler.png")));
+    assert!(psnr < 40.0, "v_pred changed nothing ({psnr:.1} dB)");
+    let out = dir.path().join("eps.png");
+    let mut args = case_args(&case("sdxl_euler.png"), &marked, &out);
+    args.extend(["--prediction".into(), "epsilon".into()]);
+    let res = easel_owned(&args);
+    assert!(res.status.success(), "{}", stderr(&res));
+    assert_matches_golden(&out, &fixtures().join("golden/sdxl_euler.png"));
 }

@@ -1,5 +1,5 @@
-//! `easel bench`: seconds per UNet evaluation and per VAE decode of SD 1.5-sized networks with
-//! random weights, and peak memory — the numbers the speed work is measured by. Random weights
+//! `easel bench`: seconds per UNet evaluation and per VAE decode of SD 1.5- or SDXL-sized
+//! networks with random weights, and peak memory — the numbers the speed work is measured by. Random weights
 //! cost exactly what real ones do, so no download is needed.
 
 use std::path::PathBuf;
@@ -28,8 +28,11 @@ use serde_json::json;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Picture sizes to time the UNet at (square, pixels).
-    #[arg(long, value_delimiter = ',', default_value = "256,512")]
+    /// The networks to time: sd15 (SD 1.5's UNet and VAE) or sdxl (SDXL base 1.0's).
+    #[arg(long, default_value = "sd15", value_parser = ["sd15", "sdxl"])]
+    family: String,
+    /// Picture sizes to time the UNet at (square, pixels) [default: 256,512; sdxl: 512,1024].
+    #[arg(long, value_delimiter = ',')]
     sizes: Vec<usize>,
     /// Timed runs per measurement (the median is reported), after one warm-up run.
     #[arg(long, default_value_t = 3)]
@@ -93,13 +96,23 @@ impl SimpleBackend for RandomWeights {
 
 const SD15_UNET: &str = r#"{"block_out_channels": [320, 640, 1280, 1280], "cross_attention_dim": 768,
     "attention_head_dim": 8, "layers_per_block": 2, "norm_num_groups": 32}"#;
+/// SDXL base 1.0's published UNet config (its VAE has SD 1.5's shape).
+const SDXL_UNET: &str = r#"{"block_out_channels": [320, 640, 1280], "cross_attention_dim": 2048,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "transformer_layers_per_block": [1, 2, 10], "attention_head_dim": [5, 10, 20],
+    "use_linear_projection": true, "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
+    "projection_class_embeddings_input_dim": 2816, "layers_per_block": 2, "norm_num_groups": 32}"#;
 const SD15_VAE: &str = r#"{"block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "latent_channels": 4,
     "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
     "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"]}"#;
 
-pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+pub fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let sdxl = args.family == "sdxl";
+    if args.sizes.is_empty() {
+        args.sizes = if sdxl { vec![512, 1024] } else { vec![256, 512] };
+    }
     anyhow::ensure!(args.runs >= 1, "--runs must be at least 1");
-    anyhow::ensure!(!args.sizes.is_empty(), "--sizes needs at least one size");
     for &s in &args.sizes {
         anyhow::ensure!(s % 8 == 0 && s >= 64, "--sizes: {s} is not a multiple of 8 of at least 64");
     }
@@ -107,7 +120,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let dtype = args.dtype.dtype_on(&device)?;
     let unet_cfg: UNetConfig = match &args.unet_config {
         Some(p) => read_json(p)?,
-        None => serde_json::from_str(SD15_UNET)?,
+        None => serde_json::from_str(if sdxl { SDXL_UNET } else { SD15_UNET })?,
     };
     let recorded = Arc::new(Mutex::new(TensorMap::new()));
     let vb = VarBuilder::from_backend(Box::new(RandomWeights(Arc::clone(&recorded))), dtype, device.clone());
@@ -193,6 +206,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
     let peak = easel::memory::peak_rss_bytes();
     let report = json!({
+        "family": args.family,
         "device": format!("{device:?}"),
         "dtype": args.dtype.id(),
         "threads": candle_core::utils::get_num_threads(),

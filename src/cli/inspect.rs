@@ -170,7 +170,8 @@ fn describe_safetensors(path: &Path, model: Option<&str>) -> anyhow::Result<Valu
         report["kind"] = json!("Stable Diffusion checkpoint");
         report["family"] = json!(parts.family.label());
         if parts.family == easel::engine::Family::Sdxl {
-            let title = report["metadata"].get("modelspec.title").and_then(Value::as_str).unwrap_or("").to_string();
+            let title =
+                report["metadata"].get("modelspec.title").and_then(Value::as_str).unwrap_or("").to_string();
             let line = easel::engine::SdxlLine::from_names([path.to_string_lossy().as_ref(), title.as_str()]);
             report["sdxl_line"] = json!(line.map(|l| l.label()));
         }

@@ -161,8 +161,14 @@ mod tests {
 
     #[test]
     fn sdxl_lines_are_read_from_names() {
-        assert_eq!(SdxlLine::from_names(["ponyDiffusionV6XL_v6StartWithThisOne.safetensors"]), Some(SdxlLine::Pony));
-        assert_eq!(SdxlLine::from_names(["noobaiXLNAIXL_vPred10Version.safetensors"]), Some(SdxlLine::Illustrious));
+        assert_eq!(
+            SdxlLine::from_names(["ponyDiffusionV6XL_v6StartWithThisOne.safetensors"]),
+            Some(SdxlLine::Pony)
+        );
+        assert_eq!(
+            SdxlLine::from_names(["noobaiXLNAIXL_vPred10Version.safetensors"]),
+            Some(SdxlLine::Illustrious)
+        );
         assert_eq!(SdxlLine::from_names(["models/Illustrious-XL-v1.0"]), Some(SdxlLine::Illustrious));
         assert_eq!(SdxlLine::from_names(["juggernautXL_v9.safetensors"]), Some(SdxlLine::Base));
         assert_eq!(SdxlLine::from_names([" "]), None);

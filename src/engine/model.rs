@@ -187,7 +187,9 @@ impl StableDiffusion {
             }
             None => (None, None),
         };
-        let line = (family == Family::Sdxl).then(|| SdxlLine::from_names([dir.to_string_lossy().as_ref()])).flatten();
+        let line = (family == Family::Sdxl)
+            .then(|| SdxlLine::from_names([dir.to_string_lossy().as_ref()]))
+            .flatten();
         Ok(Self {
             family,
             line,
@@ -272,7 +274,9 @@ impl StableDiffusion {
             None => None,
         };
         let vae_dtype = vae_dtype(parts.family, &parts.vae_config, dtype);
-        let line = (parts.family == Family::Sdxl).then(|| SdxlLine::from_names(titles.iter().map(String::as_str))).flatten();
+        let line = (parts.family == Family::Sdxl)
+            .then(|| SdxlLine::from_names(titles.iter().map(String::as_str)))
+            .flatten();
         Ok(Self {
             family: parts.family,
             line,

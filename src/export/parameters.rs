@@ -223,8 +223,10 @@ mod tests {
 
     #[test]
     fn a_standalone_vae_is_written_as_a1111_does() {
-        let req = GenerationRequest { prompt: "a cat".into(), width: 1024, height: 1024, ..Default::default() };
-        let p = Provenance { vae: Some(("sdxl_vae.safetensors".into(), "235745af8d".into())), ..provenance() };
+        let req =
+            GenerationRequest { prompt: "a cat".into(), width: 1024, height: 1024, ..Default::default() };
+        let p =
+            Provenance { vae: Some(("sdxl_vae.safetensors".into(), "235745af8d".into())), ..provenance() };
         let text = to_a1111(&req, 1, &p);
         assert!(
             text.contains("Model: v1-5-pruned-emaonly, VAE hash: 235745af8d, VAE: sdxl_vae.safetensors,"),
