@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """The PyTorch baseline `easel bench` is compared with: one evaluation of an SD 1.5-sized UNet (random
 weights, batch 1, f32, and bf16 autocast) at 256² and 512², and a VAE and a TAESD decode at 512², on this
-machine.
+machine. With --family sdxl: SDXL base 1.0's UNet (context [1, 77, 2048], pooled [1, 1280], time ids
+(s, s, 0, 0, s, s)) at 512² and 1024², and SDXL's VAE (SD 1.5's architecture) and a TAESD (TAESDXL's
+architecture) decode at 1024².
 
 Run: python bench/pytorch_unet.py [--runs 2]   (needs: pip install torch diffusers)
-     python bench/pytorch_unet.py --device cuda --dtype f16   (the GPU baseline for
+     python bench/pytorch_unet.py --family sdxl [--sizes 512,1024] [--runs 2]   (f32 UNet: 10.3 GB)
+     python bench/pytorch_unet.py --device cuda --dtype f16 [--family sdxl]   (the GPU baseline for
      `easel bench --device cuda --dtype f16`: weights and inputs in that dtype, no autocast)
 Prints JSON with the median seconds of the timed runs after one warm-up, and peak RSS (on a GPU
 also the peak memory PyTorch allocated there).
@@ -19,38 +22,82 @@ from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
 from timing import median_secs
 
 
+# SDXL base 1.0's published unet/config.json (attention_head_dim is the head COUNT per level).
+SDXL_UNET = dict(
+    block_out_channels=(320, 640, 1280),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
+    use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816, layers_per_block=2, norm_num_groups=32,
+)
+SD15_UNET = dict(
+    block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
+    layers_per_block=2, norm_num_groups=32,
+)
+# SD 1.5's and SDXL's VAEs share the architecture; SDXL's only scales latents differently.
+VAE = dict(
+    block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+)
+DEFAULT_SIZES = {"sd15": "256,512", "sdxl": "512,1024"}
+
+
+def make_unet(family):
+    return UNet2DConditionModel(**(SDXL_UNET if family == "sdxl" else SD15_UNET)).eval()
+
+
+def make_vae(family):
+    extra = {"scaling_factor": 0.13025} if family == "sdxl" else {}
+    return AutoencoderKL(**VAE, **extra).eval()
+
+
+def conditioning(family, device="cpu", dtype=torch.float32):
+    """The UNet's context and, for SDXL, a function of the size giving its added_cond_kwargs: the pooled
+    vector and the time ids (orig_h, orig_w, crop_top, crop_left, target_h, target_w) of a size² picture."""
+    if family != "sdxl":
+        return torch.randn(1, 77, 768, device=device, dtype=dtype), lambda size: None
+    context = torch.randn(1, 77, 2048, device=device, dtype=dtype)
+    pooled = torch.randn(1, 1280, device=device, dtype=dtype)
+    return context, lambda size: {
+        "text_embeds": pooled,
+        "time_ids": torch.tensor([[size, size, 0, 0, size, size]], device=device, dtype=dtype),
+    }
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--sizes", default="256,512")
+    parser.add_argument("--family", default="sd15", choices=["sd15", "sdxl"])
+    parser.add_argument("--sizes", default=None, help="default 256,512 (sd15) or 512,1024 (sdxl)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16"])
     args = parser.parse_args()
+    if args.sizes is None:
+        args.sizes = DEFAULT_SIZES[args.family]
     if args.device != "cpu":
         return gpu(args)
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
-        layers_per_block=2, norm_num_groups=32,
-    ).eval()
-    context = torch.randn(1, 77, 768)
-    report = {"torch": torch.__version__, "threads": torch.get_num_threads(), "unet": [], "unet_bf16": []}
+    unet = make_unet(args.family)
+    report = {"torch": torch.__version__, "family": args.family, "threads": torch.get_num_threads(),
+              "unet": [], "unet_bf16": []}
+    context, added_for = conditioning(args.family)
     with torch.inference_mode():
         for size in [int(s) for s in args.sizes.split(",")]:
             x = torch.randn(1, 4, size // 8, size // 8)
-            secs = median_secs(lambda: unet(x, 500, context), args.runs)
+            added = added_for(size)
+            secs = median_secs(lambda: unet(x, 500, context, added_cond_kwargs=added), args.runs)
             report["unet"].append({"size": size, "secs_per_eval": secs})
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                secs = median_secs(lambda: unet(x, 500, context), args.runs)
+                secs = median_secs(lambda: unet(x, 500, context, added_cond_kwargs=added), args.runs)
             report["unet_bf16"].append({"size": size, "secs_per_eval": secs})
-        vae = AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        ).eval()
+        del unet
+        vae = make_vae(args.family)
         size = max(int(s) for s in args.sizes.split(","))
         z = torch.randn(1, 4, size // 8, size // 8)
         report["vae_decode"] = {"size": size, "secs": median_secs(lambda: vae.decode(z), args.runs)}
-        # TAESD, the tiny preview decoder (`easel bench --preview`), f32 and bf16 autocast.
+        # TAESD, the tiny preview decoder (`easel bench --preview`), f32 and bf16 autocast. TAESDXL has the
+        # same architecture (other weights), so the sdxl rows time it too.
         tiny = AutoencoderTiny().eval()
         report["preview_decode"] = {"size": size, "secs": median_secs(lambda: tiny.decode(z), args.runs)}
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -65,15 +112,9 @@ def gpu(args):
     dtype = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     dev = torch.device(args.device)
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
-        layers_per_block=2, norm_num_groups=32,
-    ).eval().to(dev, dtype)
-    vae = AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-    ).eval().to(dev, dtype)
-    context = torch.randn(1, 77, 768, device=dev, dtype=dtype)
+    unet = make_unet(args.family).to(dev, dtype)
+    vae = make_vae(args.family).to(dev, dtype)
+    context, added_for = conditioning(args.family, dev, dtype)
 
     def synced(fn):
         def run():
@@ -81,13 +122,14 @@ def gpu(args):
             torch.cuda.synchronize(dev)
         return run
 
-    report = {"torch": torch.__version__, "device": torch.cuda.get_device_name(dev), "dtype": args.dtype,
-              "unet": []}
+    report = {"torch": torch.__version__, "family": args.family, "device": torch.cuda.get_device_name(dev),
+              "dtype": args.dtype, "unet": []}
     sizes = [int(s) for s in args.sizes.split(",")]
     with torch.inference_mode():
         for size in sizes:
             x = torch.randn(1, 4, size // 8, size // 8, device=dev, dtype=dtype)
-            secs = median_secs(synced(lambda: unet(x, 500, context)), args.runs)
+            added = added_for(size)
+            secs = median_secs(synced(lambda: unet(x, 500, context, added_cond_kwargs=added)), args.runs)
             report["unet"].append({"size": size, "secs_per_eval": secs})
         z = torch.randn(1, 4, max(sizes) // 8, max(sizes) // 8, device=dev, dtype=dtype)
         report["vae_decode"] = {"size": max(sizes), "secs": median_secs(synced(lambda: vae.decode(z)), args.runs)}

@@ -340,3 +340,27 @@ fn a_v_prediction_marker_switches_the_prediction_and_the_flag_overrides_it() {
     assert!(res.status.success(), "{}", stderr(&res));
     assert_matches_golden(&out, &fixtures().join("golden/sdxl_euler.png"));
 }
+
+#[test]
+fn the_models_own_vae_comes_back_after_a_standalone_one() {
+    use candle_core::{DType, Device, Tensor};
+    let mut model = easel::engine::StableDiffusion::load(
+        &fixtures().join("tiny-sdxl.safetensors"),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .expect("loads");
+    let z = Tensor::randn(0f32, 1.0, (1, 4, 4, 4), &Device::Cpu).expect("latents");
+    let own = model.vae.decode(&z).expect("decodes");
+    let folder_vae = fixtures().join("tiny-sdxl/vae");
+    model.use_vae(Some(&folder_vae)).expect("a standalone VAE");
+    assert_eq!(model.vae_file(), Some(folder_vae.as_path()));
+    model.use_vae(None).expect("the model's own again");
+    assert_eq!(model.vae_file(), None);
+    let again = model.vae.decode(&z).expect("decodes");
+    let diff = (own - again).expect("same shape").abs().expect("abs").max_all().expect("max");
+    assert_eq!(diff.to_scalar::<f32>().expect("scalar"), 0.0, "the same autoencoder, read again");
+    let err = model.use_vae(Some(&fixtures().join("lora/sdxl_peft.safetensors"))).expect_err("no VAE");
+    assert!(err.to_string().contains("sdxl_peft.safetensors"), "{err}");
+    assert_eq!(model.vae_file(), None, "a failed swap leaves the autoencoder in use");
+}

@@ -48,8 +48,9 @@ pub struct StableDiffusion {
     pub dtype: DType,
     /// The weights as loaded, kept so adapters are always merged from the original values.
     base: PristineWeights,
-    /// The model's own autoencoder while a standalone one is in use, and that one's file.
-    swapped_vae: Option<(Vae, PathBuf)>,
+    /// The standalone autoencoder in use instead of the model's own (which is then not held:
+    /// at 1024² SDXL every few hundred megabytes count).
+    swapped_vae: Option<PathBuf>,
 }
 
 /// SDXL's second text encoder and the tokenizer that feeds it (it pads with `!`, not the end).
@@ -105,24 +106,29 @@ impl StableDiffusion {
     /// Decodes with the standalone autoencoder at `path` (sdxl-vae-fp16-fix, vae-ft-mse…), or
     /// with the model's own again when `None`. Asking for the one in use reads nothing.
     pub fn use_vae(&mut self, path: Option<&Path>) -> Result<()> {
-        if self.swapped_vae.as_ref().map(|(_, p)| p.as_path()) == path {
+        if self.swapped_vae.as_deref() == path {
             return Ok(());
         }
-        // Back to the model's own first, so a failed read below leaves it in place.
-        if let Some((own, _)) = self.swapped_vae.take() {
-            self.vae = own;
-        }
-        let Some(path) = path else { return Ok(()) };
-        let (w, cfg) = super::vae_file::read(path, self.family, self.dtype)?;
-        let vae = build_vae(w, &cfg, &self.device, vae_dtype(self.family, &cfg, self.dtype), path)?;
-        let own = std::mem::replace(&mut self.vae, vae);
-        self.swapped_vae = Some((own, path.to_path_buf()));
+        let (file, (w, cfg)) = match path {
+            Some(p) => (p, super::vae_file::read(p, self.family, self.dtype)?),
+            // The model's own, read again from its folder or file (only the VAE's tensors).
+            None => {
+                let (w, mut cfg) = super::vae_file::read(&self.source, self.family, self.dtype)?;
+                if !self.source.is_dir() {
+                    cfg.force_upcast = self.family == Family::Sdxl;
+                }
+                (self.source.as_path(), (w, cfg))
+            }
+        };
+        // A failed read or build leaves the autoencoder in use as it was.
+        self.vae = build_vae(w, &cfg, &self.device, vae_dtype(self.family, &cfg, self.dtype), file)?;
+        self.swapped_vae = path.map(Path::to_path_buf);
         Ok(())
     }
 
     /// The standalone autoencoder in use, if any.
     pub fn vae_file(&self) -> Option<&Path> {
-        self.swapped_vae.as_ref().map(|(_, p)| p.as_path())
+        self.swapped_vae.as_deref()
     }
 
     /// SDXL's second text-encoder weights as loaded (transformers names without `text_model.`).
@@ -421,7 +427,7 @@ fn strip_text_prefix(w: TensorMap) -> TensorMap {
 }
 
 /// Older diffusers saved the VAE attention as `query/key/value/proj_attn`.
-fn modernize_vae_keys(w: TensorMap) -> TensorMap {
+pub(crate) fn modernize_vae_keys(w: TensorMap) -> TensorMap {
     w.into_iter()
         .map(|(k, t)| {
             let k = k

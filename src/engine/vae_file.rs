@@ -71,7 +71,8 @@ fn read_folder(dir: &Path, dtype: DType) -> Result<(TensorMap, VaeConfig)> {
         Some("safetensors") => weights::read_safetensors_selected(&file, Some(dtype), &|_| true)?,
         _ => weights::read_pickle_checkpoint(&file)?,
     };
-    Ok((tensors, cfg))
+    cfg.check_sizes(&dir.join("config.json"))?;
+    Ok((super::model::modernize_vae_keys(tensors), cfg))
 }
 
 /// A single file's autoencoder tensors: a VAE file's own, or a full checkpoint's VAE part.

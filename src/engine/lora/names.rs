@@ -78,6 +78,8 @@ fn original_name(module: &str, up_with_attention: &HashSet<usize>) -> Option<Str
     let simple = [
         ("time_embedding.linear_1", "time_embed.0"),
         ("time_embedding.linear_2", "time_embed.2"),
+        ("add_embedding.linear_1", "label_emb.0.0"),
+        ("add_embedding.linear_2", "label_emb.0.2"),
         ("conv_in", "input_blocks.0.0"),
         ("conv_norm_out", "out.0"),
         ("conv_out", "out.2"),
@@ -138,6 +140,7 @@ mod tests {
             ("up_blocks.0.upsamplers.0.conv", "output_blocks.2.1.conv"),
             ("up_blocks.2.upsamplers.0.conv", "output_blocks.8.2.conv"),
             ("up_blocks.3.attentions.2.proj_out", "output_blocks.11.1.proj_out"),
+            ("add_embedding.linear_2", "label_emb.0.2"),
         ];
         for (from, to) in cases {
             assert_eq!(original_name(from, &attn).as_deref(), Some(to), "{from}");
