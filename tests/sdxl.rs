@@ -60,12 +60,21 @@ fn case_args(c: &Value, model: &Path, out: &Path) -> Vec<String> {
     args
 }
 
-/// Runs the case on `model` and holds it to the parity bar.
-fn check(model: &str, golden: &str) {
+/// Runs the case on `model` (a fixture name or a path) with `extra` flags, which must succeed;
+/// the picture lies in the returned folder.
+fn run_case(golden: &str, model: &Path, extra: &[&str]) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join(golden);
-    let res = easel_owned(&case_args(&case(golden), &fixtures().join(model), &out));
+    let mut args = case_args(&case(golden), &fixtures().join(model), &out);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let res = easel_owned(&args);
     assert!(res.status.success(), "generate failed: {}", stderr(&res));
+    (dir, out)
+}
+
+/// Runs the case on `model` and holds it to the parity bar.
+fn check(model: &str, golden: &str) {
+    let (_dir, out) = run_case(golden, Path::new(model), &[]);
     assert_matches_golden(&out, &fixtures().join("golden").join(golden));
 }
 
@@ -141,13 +150,8 @@ fn goldens_tell_the_cases_apart() {
 
 #[test]
 fn micro_conditioning_changes_the_picture() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out = dir.path().join("orig.png");
-    let mut args = case_args(&case("sdxl_euler.png"), &fixtures().join("tiny-sdxl"), &out);
-    args.extend(["--original-size".into(), "512x384".into(), "--crop-top-left".into(), "64,32".into()]);
-    args.extend(["--target-size".into(), "256x256".into()]);
-    let res = easel_owned(&args);
-    assert!(res.status.success(), "generate failed: {}", stderr(&res));
+    let micro = ["--original-size", "512x384", "--crop-top-left", "64,32", "--target-size", "256x256"];
+    let (_dir, out) = run_case("sdxl_euler.png", Path::new("tiny-sdxl"), &micro);
     let (psnr, _) = compare(&load_rgb(&out), &load_rgb(&fixtures().join("golden/sdxl_euler.png")));
     assert!(psnr < 40.0, "the micro-conditioning changed nothing ({psnr:.1} dB)");
 }
@@ -182,12 +186,7 @@ fn an_sdxl_lora_on_sd1_is_refused_with_a_sentence() {
 fn bf16_stays_within_bf16s_own_distance_from_the_golden() {
     // diffusers itself in bf16 on this case (torch 2.15, CPU) lands 48.6 dB and 5/255 from its
     // f32 golden; Easel's bf16 is held to the bar the SD 1.5 case uses.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out = dir.path().join("bf16.png");
-    let mut args = case_args(&case("sdxl_dpmpp_2m_karras.png"), &fixtures().join("tiny-sdxl"), &out);
-    args.extend(["--dtype".into(), "bf16".into()]);
-    let res = easel_owned(&args);
-    assert!(res.status.success(), "generate failed: {}", stderr(&res));
+    let (_dir, out) = run_case("sdxl_dpmpp_2m_karras.png", Path::new("tiny-sdxl"), &["--dtype", "bf16"]);
     let (psnr, max) =
         compare(&load_rgb(&out), &load_rgb(&fixtures().join("golden/sdxl_dpmpp_2m_karras.png")));
     assert!(max <= 6 && psnr >= 46.0, "bf16 is {psnr:.1} dB, up to {max}/255 from the golden");
@@ -196,24 +195,15 @@ fn bf16_stays_within_bf16s_own_distance_from_the_golden() {
 #[test]
 fn f16_decodes_in_f32_where_the_sdxl_vae_overflows() {
     // force_upcast: the VAE runs in f32 under f16 weights, so the picture stays on the bar.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out = dir.path().join("f16.png");
-    let mut args = case_args(&case("sdxl_euler.png"), &fixtures().join("tiny-sdxl.safetensors"), &out);
-    args.extend(["--dtype".into(), "f16".into()]);
-    let res = easel_owned(&args);
-    assert!(res.status.success(), "generate failed: {}", stderr(&res));
+    let (_dir, out) = run_case("sdxl_euler.png", Path::new("tiny-sdxl.safetensors"), &["--dtype", "f16"]);
     assert_matches_golden(&out, &fixtures().join("golden/sdxl_euler.png"));
 }
 
 #[test]
 fn a_standalone_vae_decodes_and_is_named_in_the_metadata() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out = dir.path().join("vae.png");
-    let mut args = case_args(&case("sdxl_euler.png"), &fixtures().join("tiny-sdxl.safetensors"), &out);
     // The folder's VAE is the same autoencoder as the single file's, in diffusers' layout.
-    args.extend(["--vae".into(), fixtures().join("tiny-sdxl/vae").display().to_string()]);
-    let res = easel_owned(&args);
-    assert!(res.status.success(), "generate failed: {}", stderr(&res));
+    let vae = fixtures().join("tiny-sdxl/vae").display().to_string();
+    let (dir, out) = run_case("sdxl_euler.png", Path::new("tiny-sdxl.safetensors"), &["--vae", &vae]);
     assert_matches_golden(&out, &fixtures().join("golden/sdxl_euler.png"));
     let info = easel(&["inspect", out.to_str().expect("utf-8")]);
     let text = String::from_utf8_lossy(&info.stdout);
@@ -328,16 +318,10 @@ fn a_v_prediction_marker_switches_the_prediction_and_the_flag_overrides_it() {
     let info = easel(&["inspect", marked.to_str().expect("utf-8")]);
     assert!(String::from_utf8_lossy(&info.stdout).contains("prediction_type: v_prediction"));
     // Read as v-prediction the picture changes; --prediction epsilon gives the golden back.
-    let out = dir.path().join("v.png");
-    let res = easel_owned(&case_args(&case("sdxl_euler.png"), &marked, &out));
-    assert!(res.status.success(), "{}", stderr(&res));
+    let (_v, out) = run_case("sdxl_euler.png", &marked, &[]);
     let (psnr, _) = compare(&load_rgb(&out), &load_rgb(&fixtures().join("golden/sdxl_euler.png")));
     assert!(psnr < 40.0, "v_pred changed nothing ({psnr:.1} dB)");
-    let out = dir.path().join("eps.png");
-    let mut args = case_args(&case("sdxl_euler.png"), &marked, &out);
-    args.extend(["--prediction".into(), "epsilon".into()]);
-    let res = easel_owned(&args);
-    assert!(res.status.success(), "{}", stderr(&res));
+    let (_eps, out) = run_case("sdxl_euler.png", &marked, &["--prediction", "epsilon"]);
     assert_matches_golden(&out, &fixtures().join("golden/sdxl_euler.png"));
 }
 
