@@ -53,6 +53,14 @@ fn case_args(c: &Value, model: &Path, out: &Path) -> Vec<String> {
     if !c["seed"].is_null() {
         args.extend(["--seed".into(), s(&c["seed"])]);
     }
+    for (field, flag) in [("init_image", "--init-image"), ("mask", "--mask")] {
+        if let Value::String(file) = &c[field] {
+            args.extend([flag.into(), fixtures().join(file).display().to_string()]);
+        }
+    }
+    if !c["strength"].is_null() {
+        args.extend(["--strength".into(), s(&c["strength"])]);
+    }
     for lora in c["loras"].as_array().into_iter().flatten() {
         let file = fixtures().join("lora").join(s(&lora[0]));
         args.extend(["--lora".into(), format!("{}:{}:{}", file.display(), lora[1], lora[2])]);
@@ -132,6 +140,16 @@ fn kohya_lora_matches_diffusers() {
 #[test]
 fn peft_lora_matches_diffusers() {
     check("tiny-sdxl.safetensors", "sdxl_lora_peft.png");
+}
+
+#[test]
+fn img2img_matches_diffusers() {
+    check("tiny-sdxl", "sdxl_img2img_ddim.png");
+}
+
+#[test]
+fn inpainting_with_the_plain_model_matches_diffusers() {
+    check("tiny-sdxl.safetensors", "sdxl_inpaint_euler.png");
 }
 
 #[test]

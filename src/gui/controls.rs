@@ -389,7 +389,8 @@ pub fn first_run_ui(ui: &mut Ui, out: &mut Commands) {
         ui.add_space(12.0);
         ui.label(
             "Easel draws with a Stable Diffusion model: a few gigabytes of learned weights that turn your \
-             prompt into a picture. Download one from the Hugging Face hub, or open one you already have.",
+             prompt into a picture. Download one from the Hugging Face hub, or open one you already have: \
+             SD 1.x, SD 2.x, or SDXL and its fine-tunes (Pony, Illustrious, NoobAI…).",
         );
         ui.add_space(16.0);
         if ui.button("Pull Stable Diffusion 1.5 from the hub").clicked() {

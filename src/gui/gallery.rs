@@ -66,11 +66,12 @@ fn item_details_ui(ui: &mut Ui, item: &HistoryItem, view: &mut ViewTransform, ou
     let r = &item.request;
     ui.horizontal_wrapped(|ui| {
         ui.label(format!(
-            "{} · seed {} · {} steps {} · CFG {} · {}×{} · {:.1} s · zoom {:.0}%",
+            "{} · seed {} · {} steps {}{} · CFG {} · {}×{} · {:.1} s · zoom {:.0}%",
             item.model,
             r.seed,
             r.steps,
             r.sampler.id(),
+            r.spacing.map_or(String::new(), |s| format!(" ({s})")),
             r.cfg_scale,
             r.width,
             r.height,
