@@ -66,12 +66,7 @@ pub fn provenance(model: &StableDiffusion, model_hash: Option<String>, stack: &[
         // A folder has no single hash; its name alone says which VAE it was.
         vae: model.vae_file().map(|p| {
             let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-            let hash = if p.is_file() {
-                crate::export::parameters::model_hash(p).unwrap_or_default()
-            } else {
-                String::new()
-            };
-            (name, hash)
+            (name, model.vae_hash().unwrap_or_default().to_string())
         }),
     }
 }

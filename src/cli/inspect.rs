@@ -78,9 +78,7 @@ fn describe_folder(dir: &Path) -> anyhow::Result<Value> {
         easel::engine::config::read_json(&dir.join("unet/config.json"))?;
     let scheduler: Value = easel::engine::config::read_json(&dir.join("scheduler/scheduler_config.json"))?;
     let family = easel::engine::Family::of_unet(&unet);
-    let line = (family == easel::engine::Family::Sdxl)
-        .then(|| easel::engine::SdxlLine::from_names([dir.to_string_lossy().as_ref()]))
-        .flatten();
+    let line = easel::engine::SdxlLine::of_model(family, [dir.to_string_lossy().as_ref()]);
     Ok(json!({
         "kind": "diffusers model",
         "family": family.label(),

@@ -116,10 +116,8 @@ pub fn split(tensors: TensorMap, path: &Path) -> Result<SingleFileParts> {
             if let Some(name) = unet_key(rest) {
                 unet.insert(name, t);
             }
-        } else if let Some(rest) = key.strip_prefix(VAE_PREFIX) {
-            if let Some((name, t)) = vae_key(rest, t)? {
-                vae.insert(name, t);
-            }
+        } else if key.starts_with(VAE_PREFIX) {
+            vae.insert(key, t);
         } else if let Some(rest) =
             key.strip_prefix(SD1_TEXT_PREFIX).or_else(|| key.strip_prefix(SDXL_TEXT_PREFIX))
         {
@@ -130,8 +128,6 @@ pub fn split(tensors: TensorMap, path: &Path) -> Result<SingleFileParts> {
             open_clip_2.insert(rest.to_string(), t);
         }
     }
-    // The VAE decoder's levels are stored in reverse order; now that all are known, renumber.
-    let vae = renumber_decoder(vae);
     let text_2 = match open_clip_2.is_empty() {
         true => None,
         false => Some(convert_open_clip(open_clip_2, 0, path)?),
@@ -140,7 +136,7 @@ pub fn split(tensors: TensorMap, path: &Path) -> Result<SingleFileParts> {
     let unet_config = infer_unet(&unet, pooled, path)?;
     let family = Family::of_unet(&unet_config);
     let unet_config = with_family_heads(unet_config, family);
-    let mut vae_config = infer_vae(&vae, path)?;
+    let (vae, mut vae_config) = original_vae(vae, path)?;
     vae_config.scaling_factor = family.vae_scaling_factor();
     vae_config.force_upcast = family == Family::Sdxl;
     let (text, clip_config) = if !open_clip.is_empty() {
@@ -282,14 +278,10 @@ pub fn original_vae(tensors: TensorMap, path: &Path) -> Result<(TensorMap, VaeCo
             vae.insert(name, t);
         }
     }
+    // The decoder's levels are stored in reverse order; now that all are known, renumber.
     let vae = renumber_decoder(vae);
     let cfg = infer_vae(&vae, path)?;
     Ok((vae, cfg))
-}
-
-/// Infers the shape of a VAE already under diffusers' names.
-pub fn diffusers_vae_config(vae: &TensorMap, path: &Path) -> Result<VaeConfig> {
-    infer_vae(vae, path)
 }
 
 fn renumber_decoder(vae: TensorMap) -> TensorMap {
@@ -381,7 +373,8 @@ fn with_family_heads(mut cfg: UNetConfig, family: Family) -> UNetConfig {
     cfg
 }
 
-fn infer_vae(vae: &TensorMap, path: &Path) -> Result<VaeConfig> {
+/// The shape of a VAE under diffusers' names.
+pub fn infer_vae(vae: &TensorMap, path: &Path) -> Result<VaeConfig> {
     let n = count_indices(vae, "encoder.down_blocks.");
     let channels = (0..n)
         .map(|i| dim(vae, &format!("encoder.down_blocks.{i}.resnets.0.conv1.weight"), 0, path))

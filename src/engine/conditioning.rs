@@ -51,8 +51,7 @@ impl Conditioning {
             return Ok(Self::text(context));
         };
         let pooled = Tensor::zeros((1, input.saturating_sub(6 * time)), dtype, device)?;
-        let ids = MicroConditioning::default().time_ids(width, height);
-        let time_ids = Tensor::new(&ids, device)?.unsqueeze(0)?.to_dtype(dtype)?;
+        let time_ids = time_ids(&MicroConditioning::default(), (width, height), 1, dtype, device)?;
         Ok(Self { context, pooled: Some(pooled), time_ids: Some(time_ids) })
     }
 }
@@ -102,7 +101,10 @@ fn finish(
     batch: usize,
 ) -> Result<Conditioning> {
     let time_ids = match &e.pooled {
-        Some(_) => Some(time_ids(model, &request.micro, (request.width, request.height), batch)?),
+        Some(_) => {
+            let size = (request.width, request.height);
+            Some(time_ids(&request.micro, size, batch, model.dtype, &model.device)?)
+        }
         None => None,
     };
     Ok(Conditioning { context: e.context, pooled: e.pooled, time_ids })
@@ -110,13 +112,14 @@ fn finish(
 
 /// The six micro-conditioning numbers, one row per picture in the batch.
 fn time_ids(
-    model: &StableDiffusion,
     micro: &MicroConditioning,
     (width, height): (usize, usize),
     batch: usize,
+    dtype: DType,
+    device: &Device,
 ) -> Result<Tensor> {
     let row = micro.time_ids(width, height);
-    Ok(Tensor::new(&row, &model.device)?.unsqueeze(0)?.repeat((batch, 1))?.to_dtype(model.dtype)?)
+    Ok(Tensor::new(&row, device)?.unsqueeze(0)?.repeat((batch, 1))?.to_dtype(dtype)?)
 }
 
 /// Encodes `text` in `chunks` chunks of 77 tokens, concatenated along the sequence. SDXL pools

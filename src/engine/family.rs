@@ -139,6 +139,11 @@ impl SdxlLine {
         }
     }
 
+    /// The line of a model of `family` known by `names` (its path, its title): `None` unless SDXL.
+    pub fn of_model<'a>(family: Family, names: impl IntoIterator<Item = &'a str>) -> Option<SdxlLine> {
+        (family == Family::Sdxl).then(|| SdxlLine::from_names(names)).flatten()
+    }
+
     /// A short name for messages.
     pub fn label(self) -> &'static str {
         match self {

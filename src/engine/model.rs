@@ -50,7 +50,14 @@ pub struct StableDiffusion {
     base: PristineWeights,
     /// The standalone autoencoder in use instead of the model's own (which is then not held:
     /// at 1024² SDXL every few hundred megabytes count).
-    swapped_vae: Option<PathBuf>,
+    swapped_vae: Option<VaeSwap>,
+}
+
+/// A standalone autoencoder in use: its file or folder, and A1111's short hash of a file (taken
+/// once, at the swap, rather than for every picture's metadata).
+struct VaeSwap {
+    path: PathBuf,
+    hash: Option<String>,
 }
 
 /// SDXL's second text encoder and the tokenizer that feeds it (it pads with `!`, not the end).
@@ -106,7 +113,7 @@ impl StableDiffusion {
     /// Decodes with the standalone autoencoder at `path` (sdxl-vae-fp16-fix, vae-ft-mse…), or
     /// with the model's own again when `None`. Asking for the one in use reads nothing.
     pub fn use_vae(&mut self, path: Option<&Path>) -> Result<()> {
-        if self.swapped_vae.as_deref() == path {
+        if self.vae_file() == path {
             return Ok(());
         }
         let (file, (w, cfg)) = match path {
@@ -122,13 +129,25 @@ impl StableDiffusion {
         };
         // A failed read or build leaves the autoencoder in use as it was.
         self.vae = build_vae(w, &cfg, &self.device, vae_dtype(self.family, &cfg, self.dtype), file)?;
-        self.swapped_vae = path.map(Path::to_path_buf);
+        self.swapped_vae = path.map(|p| VaeSwap {
+            path: p.to_path_buf(),
+            hash: p
+                .is_file()
+                .then(|| crate::files::sha256_hex(p).ok())
+                .flatten()
+                .map(|h| h[..10].to_string()),
+        });
         Ok(())
     }
 
     /// The standalone autoencoder in use, if any.
     pub fn vae_file(&self) -> Option<&Path> {
-        self.swapped_vae.as_deref()
+        self.swapped_vae.as_ref().map(|s| s.path.as_path())
+    }
+
+    /// A1111's short hash (sha256, 10 digits) of the standalone autoencoder in use, when it is a file.
+    pub fn vae_hash(&self) -> Option<&str> {
+        self.swapped_vae.as_ref().and_then(|s| s.hash.as_deref())
     }
 
     /// SDXL's second text-encoder weights as loaded (transformers names without `text_model.`).
@@ -193,9 +212,7 @@ impl StableDiffusion {
             }
             None => (None, None),
         };
-        let line = (family == Family::Sdxl)
-            .then(|| SdxlLine::from_names([dir.to_string_lossy().as_ref()]))
-            .flatten();
+        let line = SdxlLine::of_model(family, [dir.to_string_lossy().as_ref()]);
         Ok(Self {
             family,
             line,
@@ -280,9 +297,7 @@ impl StableDiffusion {
             None => None,
         };
         let vae_dtype = vae_dtype(parts.family, &parts.vae_config, dtype);
-        let line = (parts.family == Family::Sdxl)
-            .then(|| SdxlLine::from_names(titles.iter().map(String::as_str)))
-            .flatten();
+        let line = SdxlLine::of_model(parts.family, titles.iter().map(String::as_str));
         Ok(Self {
             family: parts.family,
             line,

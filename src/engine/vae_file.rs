@@ -34,7 +34,7 @@ pub fn read(path: &Path, family: Family, dtype: DType) -> Result<(TensorMap, Vae
         }
     };
     let (tensors, mut cfg) = if tensors.keys().any(|k| k.starts_with("decoder.up_blocks.")) {
-        let cfg = checkpoint::diffusers_vae_config(&tensors, path)?;
+        let cfg = checkpoint::infer_vae(&tensors, path)?;
         (tensors, cfg)
     } else if tensors.keys().any(|k| k.contains("decoder.up.")) {
         checkpoint::original_vae(tensors, path)?

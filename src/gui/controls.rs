@@ -207,10 +207,7 @@ fn prompt_ui(ui: &mut Ui, state: &mut AppState) {
 
 fn settings_ui(ui: &mut Ui, state: &mut AppState) {
     // The size menu offers the loaded model's family's sizes (SDXL's one-megapixel buckets).
-    let family = match &state.model {
-        ModelStatus::Ready(info) => info.family,
-        _ => crate::engine::Family::Sd1,
-    };
+    let family = state.model.family();
     let s = &mut state.settings;
     egui::ComboBox::from_label("Sampler").selected_text(sampler_name(s.sampler)).show_ui(ui, |ui| {
         for kind in SamplerKind::ALL {

@@ -48,10 +48,7 @@ impl EaselApp {
                 self.send(Command::PullModel { repo_id, precision });
             }
             UiCommand::PullPreviewDecoder => {
-                let family = match &self.state.model {
-                    crate::gui::state::ModelStatus::Ready(info) => info.family,
-                    _ => crate::engine::Family::Sd1,
-                };
+                let family = self.state.model.family();
                 self.state.pull = Some(Download::starting(crate::hub::preview_decoder_repo(family)));
                 self.send(Command::PullPreviewDecoder(family));
             }

@@ -29,6 +29,16 @@ pub enum ModelStatus {
     Ready(ModelInfo),
 }
 
+impl ModelStatus {
+    /// The loaded model's family; SD 1.x, whose sizes and previews are the defaults, when none is.
+    pub fn family(&self) -> crate::engine::Family {
+        match self {
+            ModelStatus::Ready(info) => info.family,
+            _ => crate::engine::Family::Sd1,
+        }
+    }
+}
+
 /// Where a queued or running job is.
 #[derive(Clone, Debug, PartialEq)]
 pub enum JobStatus {
@@ -315,10 +325,7 @@ impl AppState {
     /// A model of another family takes its own native size when the size was the previous
     /// family's (a size the artist chose stays): SDXL at 512² makes broken pictures.
     fn size_for_family(&mut self, family: crate::engine::Family) {
-        let before = match &self.model {
-            ModelStatus::Ready(info) => info.family,
-            _ => crate::engine::Family::Sd1,
-        };
+        let before = self.model.family();
         let size = (self.settings.width, self.settings.height);
         if before != family && size == before.native_size() {
             (self.settings.width, self.settings.height) = family.native_size();
