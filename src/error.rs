@@ -127,11 +127,17 @@ pub enum Setting {
     Prediction,
     /// How pictures are resized for Inception.
     Resize,
+    /// How emphasis weights act.
+    Emphasis,
+    /// Text-encoder layers skipped from the end.
+    ClipSkip,
+    /// Which random generator draws the noise.
+    Rng,
 }
 
 impl Setting {
     /// Every setting, for tests that check each surface names all of them.
-    pub const ALL: [Setting; 18] = [
+    pub const ALL: [Setting; 21] = [
         Setting::Prompt,
         Setting::NegativePrompt,
         Setting::Sampler,
@@ -150,6 +156,9 @@ impl Setting {
         Setting::Precision,
         Setting::Prediction,
         Setting::Resize,
+        Setting::Emphasis,
+        Setting::ClipSkip,
+        Setting::Rng,
     ];
 
     /// The plain name used when no surface translates it ("steps", "guidance scale").
@@ -173,6 +182,9 @@ impl Setting {
             Setting::Precision => "precision",
             Setting::Prediction => "prediction type",
             Setting::Resize => "resize mode",
+            Setting::Emphasis => "emphasis mode",
+            Setting::ClipSkip => "clip skip",
+            Setting::Rng => "noise source",
         }
     }
 
@@ -197,6 +209,9 @@ impl Setting {
             Setting::Precision => "Precision",
             Setting::Prediction => "Prediction type",
             Setting::Resize => "Resize mode",
+            Setting::Emphasis => "Emphasis",
+            Setting::ClipSkip => "Clip skip",
+            Setting::Rng => "Noise",
         }
     }
 }

@@ -55,10 +55,21 @@ pub fn stack(
         .collect()
 }
 
-/// What a picture made with `model` and `stack` records about where it came from: the model's
-/// name and hash (single files only, as A1111 writes it), Easel's version and each adapter's hash.
-pub fn provenance(model: &StableDiffusion, model_hash: Option<String>, stack: &[StackEntry]) -> Provenance {
-    Provenance {
+/// What a picture made with `model` and `stack` for `request` records about where it came from:
+/// the model's name and hash (single files only, as A1111 writes it), Easel's version, each
+/// adapter's hash and each embedding's the prompts use (an embedding for another family is refused
+/// here, before any work).
+pub fn provenance(
+    model: &StableDiffusion,
+    model_hash: Option<String>,
+    stack: &[StackEntry],
+    request: &GenerationRequest,
+) -> Result<Provenance> {
+    let embeddings = crate::engine::conditioning::used_embeddings(model, request)?
+        .iter()
+        .map(|e| (e.name.clone(), e.hash.clone()))
+        .collect();
+    Ok(Provenance {
         model: model.name.clone(),
         model_hash,
         version: format!("Easel {}", crate::version()),
@@ -68,7 +79,8 @@ pub fn provenance(model: &StableDiffusion, model_hash: Option<String>, stack: &[
             let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
             (name, model.vae_hash().unwrap_or_default().to_string())
         }),
-    }
+        embeddings,
+    })
 }
 
 /// The A1111 short hash of the model at `path` when it is one file; folders have none.

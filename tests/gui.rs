@@ -526,3 +526,37 @@ fn a_message_longer_than_the_window_wraps_and_is_read_whole() {
     h.run_steps(2);
     assert!(h.state().state.notices.is_empty());
 }
+
+#[test]
+fn an_a1111_picture_is_made_again_from_its_settings_and_embeddings() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let dialogs = Arc::new(ScriptedDialogs::default());
+    let mut h = studio(root.path(), Some(tiny_model()), Arc::clone(&dialogs));
+    wait_until(&mut h, "the model to load", ready);
+    // The golden carries A1111's own parameters text: GPU noise, embeddings, No-norm emphasis.
+    let golden = fixtures().join("golden/a1111_sd1_embeddings.png");
+    h.state_mut().run_command(UiCommand::ImportSettings(golden.clone()));
+    h.step();
+    {
+        let s = &h.state().state.settings;
+        assert_eq!(s.rng, easel::engine::rng::NoiseSource::Gpu, "A1111's default noise");
+        assert_eq!(s.sampler_impl, easel::engine::samplers::SamplerImpl::A1111);
+        assert_eq!(s.emphasis, easel::engine::prompt::Emphasis::NoNorm);
+    }
+    // The embeddings folder is listed in the A1111 section; a click adds a name to the prompt.
+    h.state_mut().state.settings.embeddings_dir = fixtures().join("embeddings").display().to_string();
+    h.get_by_label("A1111 compatibility").click();
+    h.step();
+    assert!(h.query_by_label("Emphasis").is_some() && h.query_by_label("Clip skip").is_some());
+    let prompt = h.state().state.settings.prompt.clone();
+    h.get_by_role_and_label(Role::Button, "tinyneg").click();
+    h.step();
+    assert_eq!(h.state().state.settings.prompt, format!("{prompt}, tinyneg"));
+    h.state_mut().state.settings.prompt = prompt;
+
+    h.get_by_role_and_label(Role::Button, "Generate").click();
+    wait_until(&mut h, "the picture", |a| idle(a) && a.state.history.items.len() == 1);
+    let item = h.state().state.history.items[0].clone();
+    assert!(item.path.is_file(), "{:?}", h.state().state.notices);
+    assert_matches_golden(&item.path, &golden);
+}

@@ -27,6 +27,9 @@ pub fn flag(setting: Setting) -> &'static str {
         Setting::Precision => "--dtype",
         Setting::Prediction => "--prediction",
         Setting::Resize => "--resize",
+        Setting::Emphasis => "--emphasis",
+        Setting::ClipSkip => "--clip-skip",
+        Setting::Rng => "--rng",
     }
 }
 

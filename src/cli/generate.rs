@@ -8,8 +8,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use easel::engine::device::{DeviceChoice, Precision};
+use easel::engine::prompt::Emphasis;
+use easel::engine::rng::NoiseSource;
 use easel::engine::samplers::schedule::Spacing;
-use easel::engine::samplers::Prediction;
+use easel::engine::samplers::{Prediction, SamplerImpl};
 use easel::engine::{GenerationInputs, GenerationRequest, SamplerKind, StableDiffusion};
 use easel::export::png::save_png;
 use easel::Error;
@@ -21,9 +23,14 @@ pub struct GenerateArgs {
     /// A diffusers folder, a .safetensors/.ckpt checkpoint, or a hub id pulled earlier.
     #[arg(long)]
     model: String,
-    /// What to draw.
-    #[arg(long)]
-    prompt: String,
+    /// What to draw. A1111's syntax is read: (word:1.2) emphasis, BREAK, [from:to:when] prompt
+    /// editing, [a|b] alternation, AND, embeddings by file name and <lora:name:w> tags.
+    #[arg(long, required_unless_present = "settings_from")]
+    prompt: Option<String>,
+    /// Start from the settings stored in this PNG (Easel's, A1111's or ComfyUI's metadata): prompt,
+    /// sampler, seed, size, clip skip, noise source…; flags given on the command line override them.
+    #[arg(long, value_name = "PNG")]
+    settings_from: Option<PathBuf>,
     /// Settings to start from: a shipped preset (`easel presets` lists them), a user preset, or a JSON file.
     /// Flags given on the command line override it.
     #[arg(long)]
@@ -34,6 +41,29 @@ pub struct GenerateArgs {
     /// ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras or lcm.
     #[arg(long, value_parser = super::errors::value::<SamplerKind>)]
     sampler: Option<SamplerKind>,
+    /// Whose sampler implementation runs: diffusers (Easel's reference) or a1111 (k-diffusion's
+    /// schedules and A1111's DDIM and LCM, to reproduce A1111's pictures).
+    #[arg(long, value_parser = super::errors::value::<SamplerImpl>)]
+    sampler_impl: Option<SamplerImpl>,
+    /// How (word:1.2) weights act: original (A1111's default), no-norm, ignore, none (brackets are
+    /// plain text) or comfy (ComfyUI's weighting).
+    #[arg(long, value_parser = super::errors::value::<Emphasis>)]
+    emphasis: Option<Emphasis>,
+    /// A1111's clip skip for SD 1.x models: 1 reads the text encoder's last layer, 2 the one before
+    /// (anime models); SD 2.x and SDXL read their own fixed layers.
+    #[arg(long)]
+    clip_skip: Option<usize>,
+    /// Which generator draws the noise: cpu (PyTorch's CPU generator, as diffusers) or gpu (the
+    /// numbers an NVIDIA GPU draws, A1111's default, on any machine).
+    #[arg(long, value_parser = super::errors::value::<NoiseSource>)]
+    rng: Option<NoiseSource>,
+    /// A1111's eta noise seed delta (ENSD): ancestral steps draw from the seed plus this.
+    #[arg(long)]
+    ensd: Option<u64>,
+    /// Folder of textual-inversion embeddings (.pt, .bin, .safetensors) the prompts name by file
+    /// name (default: models/embeddings).
+    #[arg(long)]
+    embeddings_dir: Option<PathBuf>,
     /// Timestep spacing instead of the model's scheduler config: leading, linspace or trailing
     /// (SDXL-Lightning, Turbo and Hyper-SD publish trailing).
     #[arg(long, value_parser = super::errors::value::<Spacing>)]
@@ -133,6 +163,12 @@ pub fn with_defaults(command: clap::Command) -> clap::Command {
     })
 }
 
+/// `models/embeddings` when it exists, as A1111 reads its `embeddings` folder without being told.
+fn default_embeddings_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from("models/embeddings");
+    dir.is_dir().then_some(dir)
+}
+
 /// `WIDTHxHEIGHT` (also with `×` or `X`), each a positive number of pixels.
 fn parse_size(s: &str) -> Result<[usize; 2], String> {
     let (w, h) = s
@@ -157,8 +193,13 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         Some(spec) => easel::presets::load(spec)?,
         None => easel::presets::Preset::default(),
     };
-    // Engine defaults, then the preset, then the flags given.
-    let base = easel::job::with_preset(GenerationRequest::default(), &preset);
+    // Engine defaults (or a picture's settings), then the preset, then the flags given.
+    let start = match &args.settings_from {
+        Some(png) => easel::export::import::import_png(png)?.request,
+        None => GenerationRequest::default(),
+    };
+    let base = easel::job::with_preset(start, &preset);
+    let prompt = args.prompt.clone().unwrap_or_else(|| base.prompt.clone());
     let init = match &args.init_image {
         Some(p) => Some(read_image(p, "init image")?),
         None => None,
@@ -166,7 +207,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     let flag_loras =
         args.loras.iter().map(|s| super::loras::parse_flag(s)).collect::<anyhow::Result<Vec<_>>>()?;
     let mut loras = flag_loras.clone();
-    loras.extend(super::loras::resolve_tags(&args.prompt, args.lora_dir.as_deref())?);
+    loras.extend(super::loras::resolve_tags(&prompt, args.lora_dir.as_deref())?);
     if let (Some(i), Some(p)) = (&init, &args.init_image) {
         if args.width.is_none() && args.height.is_none() && (i.width() < 64 || i.height() < 64) {
             return Err(Error::bad_file(
@@ -185,12 +226,15 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map_or((base.width, base.height), |i| (i.width() as usize / 8 * 8, i.height() as usize / 8 * 8));
     let mut request = GenerationRequest {
-        prompt: args.prompt.clone(),
+        prompt: prompt.clone(),
         negative_prompt: args.negative.clone().unwrap_or(base.negative_prompt),
         sampler: args.sampler.unwrap_or(base.sampler),
         steps: args.steps.unwrap_or(base.steps),
         cfg_scale: args.cfg.unwrap_or(base.cfg_scale),
-        seed: args.seed.unwrap_or_else(easel::engine::request::random_seed),
+        seed: args
+            .seed
+            .or(args.settings_from.as_ref().map(|_| base.seed))
+            .unwrap_or_else(easel::engine::request::random_seed),
         width: args.width.unwrap_or(default_w),
         height: args.height.unwrap_or(default_h),
         batch: args.batch.unwrap_or(base.batch),
@@ -207,6 +251,12 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         },
         vae: args.vae.clone().or(base.vae),
         spacing: args.spacing.or(base.spacing),
+        emphasis: args.emphasis.unwrap_or(base.emphasis),
+        clip_skip: args.clip_skip.unwrap_or(base.clip_skip),
+        rng: args.rng.unwrap_or(base.rng),
+        ensd: args.ensd.unwrap_or(base.ensd),
+        sampler_impl: args.sampler_impl.unwrap_or(base.sampler_impl),
+        embeddings_dir: args.embeddings_dir.clone().or_else(default_embeddings_dir),
     };
     request.validate()?;
     check_output(&args.output)?;
@@ -214,7 +264,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     for path in &outputs {
         easel::files::check_destination(path, args.overwrite)?;
     }
-    let sized = args.width.is_some() || args.height.is_some() || init.is_some();
+    let sized =
+        args.width.is_some() || args.height.is_some() || init.is_some() || args.settings_from.is_some();
     let inputs = read_inputs(&request, init)?;
     let model_path = super::resolve_model(&args.model)?;
     let device = args.device.open()?;
@@ -233,7 +284,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     }
     let stack = super::loras::apply(&mut model, &request.loras)?;
     model.use_vae(request.vae.as_deref())?;
-    let provenance = easel::job::provenance(&model, easel::job::model_hash(&model_path)?, &stack);
+    let provenance = easel::job::provenance(&model, easel::job::model_hash(&model_path)?, &stack, &request)?;
     let saved_prompt = easel::engine::lora::tags::prompt_with_tags(&request.prompt, &flag_loras);
 
     let cancel = Arc::new(AtomicBool::new(false));

@@ -9,6 +9,7 @@ use candle_core::{DType, Device};
 use clap::Args;
 use easel::engine::checkpoint;
 use easel::engine::lora::{Adapter, Target};
+use easel::engine::prompt::Emphasis;
 use easel::engine::weights::{read_safetensors, read_safetensors_header, read_safetensors_metadata};
 use easel::engine::StableDiffusion;
 use easel::Error;
@@ -17,7 +18,21 @@ use serde_json::{json, Value};
 #[derive(Args)]
 pub struct InspectArgs {
     /// A model folder, a .safetensors file or a PNG.
-    path: PathBuf,
+    #[arg(required_unless_present = "prompt")]
+    path: Option<PathBuf>,
+    /// Show how a prompt is read instead: its AND parts, prompt-editing schedule, 75-token chunks
+    /// and each token's weight.
+    #[arg(long, conflicts_with = "path")]
+    prompt: Option<String>,
+    /// With --prompt: the steps prompt editing is scheduled over.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// With --prompt: original, no-norm, ignore, none or comfy.
+    #[arg(long, default_value_t = Emphasis::Original, value_parser = super::errors::value::<Emphasis>)]
+    emphasis: Emphasis,
+    /// With --prompt: the folder of textual-inversion embeddings the prompt may name.
+    #[arg(long)]
+    embeddings_dir: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -27,7 +42,12 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let path = &args.path;
+    if let Some(prompt) = &args.prompt {
+        return describe_prompt(prompt, &args);
+    }
+    let Some(path) = &args.path else {
+        return Err(Error::BadRequest("give a file to inspect, or --prompt TEXT".into()).into());
+    };
     if !path.exists() {
         return Err(Error::not_found("file", path).into());
     }
@@ -52,6 +72,92 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
         print_text(&report, 0);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How `prompt` is read: printed as text, or as JSON with `--json`.
+fn describe_prompt(prompt: &str, args: &InspectArgs) -> anyhow::Result<ExitCode> {
+    use easel::engine::prompt::{chunks::chunks, composable_parts, schedule::schedule, Emphasis};
+    if args.steps == 0 || args.steps > 1000 {
+        return Err(Error::setting(easel::error::Setting::Steps, "must be between 1 and 1000").into());
+    }
+    let tokenizer = match &args.model {
+        Some(m) if Path::new(m).join("tokenizer").is_dir() => {
+            easel::engine::tokenizer::Tokenizer::from_folder(&Path::new(m).join("tokenizer"))?
+        }
+        _ => easel::engine::tokenizer::Tokenizer::bundled(easel::engine::tokenizer::EOS)?,
+    };
+    let db = match &args.embeddings_dir {
+        Some(dir) => easel::engine::embeddings::EmbeddingDb::load(dir, &tokenizer),
+        None => easel::engine::embeddings::EmbeddingDb::empty(),
+    };
+    let stripped = easel::engine::lora::tags::strip_tags(prompt);
+    let mut parts = Vec::new();
+    let mut text = format!("prompt (emphasis {}, {} steps)\n", args.emphasis, args.steps);
+    let emphasis: Emphasis = args.emphasis;
+    for (index, (part, weight)) in composable_parts(&stripped).into_iter().enumerate() {
+        text.push_str(&format!("part {} (weight {weight}):\n", index + 1));
+        let mut entries = Vec::new();
+        for (until, edited) in schedule(&part, args.steps) {
+            let (found, count) = chunks(&emphasis.parse(&edited), &tokenizer, &db);
+            // A1111's own numbers: the text holds until this step, then the next one takes over.
+            text.push_str(&format!("  until step {until}: {edited}\n"));
+            let mut listed = Vec::new();
+            for (c, chunk) in found.iter().enumerate() {
+                let tokens = chunk_tokens(chunk, &tokenizer);
+                let shown: Vec<String> = tokens
+                    .iter()
+                    .map(|(t, w)| if *w == 1.0 { t.clone() } else { format!("{t}×{}", round4(*w)) })
+                    .collect();
+                text.push_str(&format!("    chunk {}: {}\n", c + 1, shown.join(" ")));
+                listed.push(json!(tokens
+                    .iter()
+                    .map(|(t, w)| json!({"token": t, "weight": w}))
+                    .collect::<Vec<_>>()));
+            }
+            entries
+                .push(json!({"until_step": until, "text": edited, "token_count": count, "chunks": listed}));
+        }
+        parts.push(json!({"text": part, "weight": weight, "schedule": entries}));
+    }
+    if !db.skipped.is_empty() {
+        let why: Vec<&str> = db.skipped.iter().map(|(_, why)| why.as_str()).collect();
+        text.push_str(&format!("unreadable embeddings: {}\n", why.join("; ")));
+    }
+    if args.json {
+        let report =
+            json!({"kind": "prompt", "emphasis": args.emphasis, "steps": args.steps, "parts": parts});
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{text}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A chunk's prompt tokens as text with their weights (an embedding once, as `<name>`), without
+/// the start token and the padding.
+fn chunk_tokens(
+    chunk: &easel::engine::prompt::chunks::Chunk,
+    tokenizer: &easel::engine::tokenizer::Tokenizer,
+) -> Vec<(String, f32)> {
+    let end = chunk.tokens.iter().skip(1).position(|&t| t == easel::engine::tokenizer::EOS).unwrap_or(75);
+    let mut out = Vec::new();
+    let mut slot = 0;
+    while slot < end {
+        let weight = chunk.weights[slot + 1];
+        if let Some((_, e)) = chunk.fixes.iter().find(|(at, _)| *at == slot) {
+            out.push((format!("<{}>", e.name), weight));
+            slot += e.vectors().max(1);
+            continue;
+        }
+        out.push((tokenizer.token_text(chunk.tokens[slot + 1]).trim_end().to_string(), weight));
+        slot += 1;
+    }
+    out
+}
+
+fn round4(w: f32) -> String {
+    let s = format!("{:.4}", w);
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 fn describe_png(path: &Path) -> anyhow::Result<Value> {

@@ -136,26 +136,41 @@ impl ClipTextEncoder {
 
     /// Encodes `[batch, n]` token ids: the last layer's hidden states, final-normed.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        let (mut x, mask) = self.embed(ids)?;
-        for layer in &self.layers {
-            x = layer.forward(&x, &mask)?;
-        }
-        self.final_norm.forward(&x)
+        Ok(self.encode(ids, Layer::Normed(1), &[])?.hidden)
     }
 
     /// Encodes `[batch, n]` token ids as SDXL reads them (transformers' `hidden_states[-2]`, and
     /// `text_embeds` when the encoder has a projection).
     pub fn forward_penultimate(&self, ids: &Tensor) -> Result<PenultimateOutput> {
-        let (mut x, mask) = self.embed(ids)?;
-        let Some((last, rest)) = self.layers.split_last() else {
+        self.encode(ids, Layer::Penultimate, &[])
+    }
+
+    /// Encodes `[1, n]` token ids with textual-inversion vectors put in place of the token
+    /// embeddings at `fixes` (each: the slot after the start token where its rows begin, and the
+    /// rows `[k, hidden]`; rows that would reach the last position are dropped, as A1111 does),
+    /// reading the hidden states `layer` names. The pooled vector (encoders with a projection)
+    /// always comes from the final-normed last layer.
+    pub fn encode(&self, ids: &Tensor, layer: Layer, fixes: &[(usize, Tensor)]) -> Result<PenultimateOutput> {
+        let (mut x, mask) = self.embed(ids, fixes)?;
+        let total = self.layers.len();
+        if total == 0 {
             return Err(Error::Internal("a text encoder without layers".into()));
+        }
+        // transformers' hidden_states[-k] is the output of the first `total + 1 - k` layers.
+        let (run, normed) = match layer {
+            Layer::Normed(skip) => (total + 1 - skip.clamp(1, total), true),
+            Layer::Penultimate => (total - 1, false),
         };
-        for layer in rest {
+        for layer in &self.layers[..run] {
             x = layer.forward(&x, &mask)?;
         }
         let pooled = match &self.projection {
             Some(projection) => {
-                let top = self.final_norm.forward(&last.forward(&x, &mask)?)?;
+                let mut top = x.clone();
+                for layer in &self.layers[run..] {
+                    top = layer.forward(&top, &mask)?;
+                }
+                let top = self.final_norm.forward(&top)?;
                 let rows = end_positions(ids)?
                     .into_iter()
                     .enumerate()
@@ -165,19 +180,48 @@ impl ClipTextEncoder {
             }
             None => None,
         };
-        Ok(PenultimateOutput { hidden: x, pooled })
+        let hidden = if normed { self.final_norm.forward(&x)? } else { x };
+        Ok(PenultimateOutput { hidden, pooled })
     }
 
-    /// Token and position embeddings of `ids`, and the causal mask.
-    fn embed(&self, ids: &Tensor) -> Result<(Tensor, Tensor)> {
+    /// Token and position embeddings of `ids` (with `fixes` in place), and the causal mask.
+    fn embed(&self, ids: &Tensor, fixes: &[(usize, Tensor)]) -> Result<(Tensor, Tensor)> {
         let (b, n) = ids.dims2()?;
-        let tokens = self.token_embedding.index_select(&ids.flatten_all()?, 0)?;
+        let mut tokens = self.token_embedding.index_select(&ids.flatten_all()?, 0)?;
+        if !fixes.is_empty() {
+            if b != 1 {
+                return Err(Error::Internal("embeddings are placed in one chunk at a time".into()));
+            }
+            for (offset, rows) in fixes {
+                let start = offset + 1;
+                let len = rows.dim(0)?.min(n.saturating_sub(start + 1));
+                if len == 0 {
+                    continue;
+                }
+                let rows = rows.narrow(0, 0, len)?.to_dtype(tokens.dtype())?.to_device(tokens.device())?;
+                let mut parts = vec![tokens.narrow(0, 0, start)?, rows];
+                if start + len < n {
+                    parts.push(tokens.narrow(0, start + len, n - start - len)?);
+                }
+                tokens = Tensor::cat(&parts, 0)?;
+            }
+        }
         let tokens = tokens.reshape((b, n, self.hidden))?;
         let positions = self.position_embedding.narrow(0, 0, n)?;
         let x = tokens.broadcast_add(&positions)?;
         let mask = causal_mask(n, x.device())?;
         Ok((x, mask))
     }
+}
+
+/// Which hidden states of the text encoder are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layer {
+    /// transformers' `hidden_states[-k]` through the final layer norm: `Normed(1)` is
+    /// `last_hidden_state`, `Normed(2)` A1111's clip skip 2.
+    Normed(usize),
+    /// `hidden_states[-2]` without the final norm, what SDXL reads.
+    Penultimate,
 }
 
 /// Where each row's end token is: transformers pools at the first position of the largest id

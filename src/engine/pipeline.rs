@@ -9,10 +9,10 @@ use std::time::Instant;
 use candle_core::{DType, Tensor};
 use image::{GrayImage, RgbImage};
 
-use super::conditioning::Conditioning;
+use super::conditioning::PromptConditioning;
 use super::model::StableDiffusion;
 use super::request::GenerationRequest;
-use super::rng::TorchRng;
+use super::rng::ImageRng;
 use super::samplers::Sampler;
 use crate::error::{Error, Result, Setting};
 
@@ -98,8 +98,7 @@ pub fn generate_each(
 ) -> Result<()> {
     request.validate()?;
     let started = Instant::now();
-    let guided = request.cfg_scale > 1.0;
-    let context = super::conditioning::encode(model, request, guided)?;
+    let context = super::conditioning::encode(model, request)?;
     let text_secs = started.elapsed().as_secs_f64();
     for index in 0..request.batch {
         let seed = request.seed.wrapping_add(index as u64);
@@ -120,7 +119,7 @@ pub fn generate_each(
 }
 
 /// Standard normal noise `[1, c, h, w]` from the image's own generator.
-fn randn(rng: &mut TorchRng, shape: (usize, usize, usize, usize), model: &StableDiffusion) -> Result<Tensor> {
+fn randn(rng: &mut ImageRng, shape: (usize, usize, usize, usize), model: &StableDiffusion) -> Result<Tensor> {
     let n = shape.0 * shape.1 * shape.2 * shape.3;
     Ok(Tensor::from_vec(rng.randn(n), shape, &model.device)?.to_dtype(model.dtype)?)
 }
@@ -134,7 +133,7 @@ fn image_to_tensor(image: &RgbImage, model: &StableDiffusion) -> Result<Tensor> 
 }
 
 /// Encodes pixels and samples the latent distribution, scaled for the UNet.
-fn encode_image(model: &StableDiffusion, pixels: &Tensor, rng: &mut TorchRng) -> Result<Tensor> {
+fn encode_image(model: &StableDiffusion, pixels: &Tensor, rng: &mut ImageRng) -> Result<Tensor> {
     let dist = model.vae.encode(pixels)?;
     let shape = dist.mean.dims4()?;
     let eps = randn(rng, shape, model)?;
@@ -154,7 +153,7 @@ fn mask_tensor(mask: &GrayImage, model: &StableDiffusion) -> Result<Tensor> {
 struct Run<'a> {
     model: &'a StableDiffusion,
     request: &'a GenerationRequest,
-    context: &'a Conditioning,
+    context: &'a PromptConditioning,
     /// The picture's place in the batch (only the first takes given starting noise).
     index: usize,
     /// Latent shape `[1, channels, height/8, width/8]`.
@@ -182,7 +181,7 @@ fn denoise(
     model: &StableDiffusion,
     request: &GenerationRequest,
     inputs: &GenerationInputs,
-    context: &Conditioning,
+    context: &PromptConditioning,
     seed: u64,
     index: usize,
     on_progress: &mut dyn FnMut(Progress),
@@ -192,28 +191,32 @@ fn denoise(
     if let Some(spacing) = request.spacing {
         config.insert("timestep_spacing".into(), spacing.id().into());
     }
-    let mut sampler = request.sampler.build(&config, request.steps)?;
+    let mut sampler = request.sampler.build_as(&config, request.steps, request.sampler_impl)?;
     let shape = (1, model.latent_channels(), request.height / 8, request.width / 8);
     let run = Run { model, request, context, index, shape };
-    let mut rng = TorchRng::new(seed);
+    let mut rng = ImageRng::new(request.rng, seed);
     let start = prepare(&run, inputs, sampler.as_ref(), &mut rng)?;
+    if request.ensd != 0 {
+        // A1111's eta noise seed delta: the steps' noise comes from a generator of its own.
+        rng = ImageRng::new(request.rng, seed.wrapping_add(request.ensd));
+    }
     step_loop(&run, sampler.as_mut(), start, &mut rng, on_progress, cancel)
 }
 
 /// The first step img2img runs: the tail of the schedule `strength` asks for.
-fn first_step(total: usize, request: &GenerationRequest) -> Result<usize> {
-    let run = ((total as f64 * request.strength).floor() as usize).min(total);
-    if run == 0 {
+fn first_step(sampler: &dyn Sampler, request: &GenerationRequest) -> Result<usize> {
+    let first = sampler.img2img_start(request.strength);
+    if first >= sampler.timesteps().len() {
         return Err(Error::setting(
             Setting::Strength,
             format!("{} with {} steps leaves no step to run; raise either", request.strength, request.steps),
         ));
     }
-    Ok(total - run)
+    Ok(first)
 }
 
 /// The given starting noise for the first picture (checked), or seeded noise.
-fn starting_noise(run: &Run, inputs: &GenerationInputs, rng: &mut TorchRng) -> Result<Tensor> {
+fn starting_noise(run: &Run, inputs: &GenerationInputs, rng: &mut ImageRng) -> Result<Tensor> {
     let shape = run.shape;
     match &inputs.noise {
         Some(n) if run.index == 0 => {
@@ -241,7 +244,7 @@ fn starting_noise(run: &Run, inputs: &GenerationInputs, rng: &mut TorchRng) -> R
 
 /// The start latents, noise and inpainting inputs, drawing random numbers in diffusers' order:
 /// image latents, then the starting noise, then the masked image.
-fn prepare(run: &Run, inputs: &GenerationInputs, sampler: &dyn Sampler, rng: &mut TorchRng) -> Result<Start> {
+fn prepare(run: &Run, inputs: &GenerationInputs, sampler: &dyn Sampler, rng: &mut ImageRng) -> Result<Start> {
     let model = run.model;
     let pixels = match &inputs.init_image {
         Some(img) => Some(image_to_tensor(img, model)?),
@@ -259,9 +262,8 @@ fn prepare(run: &Run, inputs: &GenerationInputs, sampler: &dyn Sampler, rng: &mu
         ));
     }
     // img2img runs the tail of the schedule; a full-strength inpaint starts from pure noise.
-    let total = sampler.timesteps().len();
     let from_image = pixels.is_some() && !(mask.is_some() && run.request.strength >= 1.0);
-    let first = if from_image { first_step(total, run.request)? } else { 0 };
+    let first = if from_image { first_step(sampler, run.request)? } else { 0 };
     let image_latents = match (&pixels, nine_channel) {
         (Some(p), false) => Some(encode_image(model, p, rng)?),
         (Some(p), true) if from_image => Some(encode_image(model, p, rng)?),
@@ -297,11 +299,11 @@ fn step_loop(
     run: &Run,
     sampler: &mut dyn Sampler,
     start: Start,
-    rng: &mut TorchRng,
+    rng: &mut ImageRng,
     on_progress: &mut dyn FnMut(Progress),
     cancel: &AtomicBool,
 ) -> Result<Tensor> {
-    let (model, guided) = (run.model, run.context.batch()? == 2);
+    let model = run.model;
     let nine_channel = model.is_inpainting();
     let timesteps: Vec<f64> = sampler.timesteps().to_vec();
     let total = timesteps.len();
@@ -315,15 +317,7 @@ fn step_loop(
         if let (Some(m), Some(ml)) = (&start.latent_mask, &start.masked_latents) {
             input = Tensor::cat(&[&input, m, ml], 1)?;
         }
-        let input = if guided { Tensor::cat(&[&input, &input], 0)? } else { input };
-        let out = model.unet.forward(&input, timesteps[i], run.context)?;
-        let out = if guided {
-            let uncond = out.narrow(0, 0, 1)?;
-            let cond = out.narrow(0, 1, 1)?;
-            (&uncond + ((cond - &uncond)? * run.request.cfg_scale)?)?
-        } else {
-            out
-        };
+        let out = run.context.predict(&model.unet, &input, timesteps[i], k, run.request.cfg_scale)?;
         let mut step_noise = || randn(rng, run.shape, model);
         latents = sampler.step(&out, i, &latents, &mut step_noise)?;
         // Plain models inpaint by putting the known region back at the next step's noise level.

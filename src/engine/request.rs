@@ -5,8 +5,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::prompt::Emphasis;
+use super::rng::NoiseSource;
 use super::samplers::schedule::Spacing;
-use super::samplers::SamplerKind;
+use super::samplers::{SamplerImpl, SamplerKind};
 use crate::error::{Error, Result, Setting};
 
 /// One generation: txt2img, or img2img/inpainting when an init image is given.
@@ -56,7 +58,41 @@ pub struct GenerationRequest {
     /// SDXL's micro-conditioning (other families ignore it).
     #[serde(default, skip_serializing_if = "MicroConditioning::is_default")]
     pub micro: MicroConditioning,
+    /// How `(word:1.2)` weights act (A1111's "Original" by default).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub emphasis: Emphasis,
+    /// A1111's clip skip: 1 reads the text encoder's last layer, 2 the one before, … (SD 1.x
+    /// only, as in A1111; SD 2.x and SDXL read their fixed layers).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub clip_skip: usize,
+    /// Which generator draws the noise.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub rng: NoiseSource,
+    /// A1111's eta noise seed delta: ancestral steps draw from a generator seeded `seed + ensd`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub ensd: u64,
+    /// Whose sampler implementation runs.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub sampler_impl: SamplerImpl,
+    /// The folder of textual-inversion embeddings the prompts may name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embeddings_dir: Option<PathBuf>,
 }
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(v: &usize) -> bool {
+    *v == 1
+}
+
+/// The deepest clip skip accepted (SD 1.x's encoder has 12 layers).
+pub const MAX_CLIP_SKIP: usize = 12;
 
 /// The sizes SDXL was trained to be told about each picture (diffusers' `original_size`,
 /// `crops_coords_top_left`, `target_size`); unset sizes are the picture's own, as in diffusers
@@ -144,6 +180,12 @@ impl Default for GenerationRequest {
             micro: MicroConditioning::default(),
             vae: None,
             spacing: None,
+            emphasis: Emphasis::default(),
+            clip_skip: 1,
+            rng: NoiseSource::default(),
+            ensd: 0,
+            sampler_impl: SamplerImpl::default(),
+            embeddings_dir: None,
         }
     }
 }
@@ -208,6 +250,12 @@ impl GenerationRequest {
                     ));
                 }
             }
+        }
+        if self.clip_skip == 0 || self.clip_skip > MAX_CLIP_SKIP {
+            return Err(Error::setting(
+                Setting::ClipSkip,
+                format!("{} must be between 1 and {MAX_CLIP_SKIP} (1 reads the last layer)", self.clip_skip),
+            ));
         }
         if self.mask.is_some() && self.init_image.is_none() {
             return Err(Error::setting(

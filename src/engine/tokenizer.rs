@@ -43,6 +43,8 @@ pub struct Tokenizer {
     pad_id: u32,
     comma_id: Option<u32>,
     cache: Mutex<HashMap<String, Vec<u32>>>,
+    /// Token texts by id, built the first time one is asked for.
+    texts: std::sync::OnceLock<HashMap<u32, String>>,
 }
 
 impl Tokenizer {
@@ -99,12 +101,46 @@ impl Tokenizer {
             pad_id,
             comma_id,
             cache: Mutex::new(HashMap::new()),
+            texts: std::sync::OnceLock::new(),
         })
     }
 
     /// The id used to pad a chunk to 77 positions.
     pub fn pad_id(&self) -> u32 {
         self.pad_id
+    }
+
+    /// The text a token stands for (`</w>`, the end of a word, shown as a trailing space), for
+    /// showing how a prompt was read.
+    pub fn token_text(&self, id: u32) -> String {
+        let texts = self.texts.get_or_init(|| {
+            let mut bytes_of: HashMap<char, u8> = HashMap::new();
+            for (b, c) in self.byte_symbols.iter().enumerate() {
+                bytes_of.insert(*c, b as u8);
+            }
+            self.vocab
+                .iter()
+                .map(|(token, &id)| {
+                    let (stem, end) = match token.strip_suffix("</w>") {
+                        Some(stem) => (stem, " "),
+                        None => (token.as_str(), ""),
+                    };
+                    let text = if token.starts_with("<|") {
+                        token.clone()
+                    } else {
+                        let raw: Vec<u8> = stem.chars().filter_map(|c| bytes_of.get(&c).copied()).collect();
+                        format!("{}{end}", String::from_utf8_lossy(&raw))
+                    };
+                    (id, text)
+                })
+                .collect()
+        });
+        texts.get(&id).cloned().unwrap_or_else(|| format!("<{id}>"))
+    }
+
+    /// The id of `,` (A1111 ends full chunks at a late comma).
+    pub fn comma_id(&self) -> Option<u32> {
+        self.comma_id
     }
 
     /// The prompt's token ids without start or end tokens.

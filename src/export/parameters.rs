@@ -7,6 +7,9 @@
 //! ```
 //! Values holding `,`, `:` or a newline are JSON-quoted.
 
+use crate::engine::prompt::Emphasis;
+use crate::engine::rng::NoiseSource;
+use crate::engine::samplers::SamplerImpl;
 use crate::engine::{GenerationRequest, SamplerKind};
 use crate::error::{Error, Result};
 
@@ -30,6 +33,8 @@ pub struct Provenance {
     pub lora_hashes: Vec<(String, String)>,
     /// (file name, short hash) of the standalone VAE used, as A1111's `VAE` and `VAE hash`.
     pub vae: Option<(String, String)>,
+    /// (name, short hash) of each textual-inversion embedding the prompts used (`TI hashes`).
+    pub embeddings: Vec<(String, String)>,
 }
 
 /// The request as A1111 writes it, for the image made with `seed`.
@@ -57,6 +62,30 @@ pub fn to_a1111(request: &GenerationRequest, seed: u64, provenance: &Provenance)
     }
     if request.init_image.is_some() {
         fields.push(("Denoising strength", number(request.strength)));
+    }
+    if request.clip_skip != 1 {
+        fields.push(("Clip skip", request.clip_skip.to_string()));
+    }
+    if request.ensd != 0 {
+        fields.push(("ENSD", request.ensd.to_string()));
+    }
+    // A1111 leaves out its default, the GPU generator.
+    if request.rng == NoiseSource::Cpu {
+        fields.push(("RNG", "CPU".to_string()));
+    }
+    if request.emphasis != Emphasis::Original {
+        fields.push(("Emphasis", request.emphasis.a1111_name().to_string()));
+    }
+    if request.sampler_impl == SamplerImpl::A1111 {
+        fields.push(("Sampler impl", request.sampler_impl.id().to_string()));
+    }
+    if !provenance.embeddings.is_empty() {
+        let hashes: Vec<String> = provenance
+            .embeddings
+            .iter()
+            .map(|(n, h)| format!("{}: {h}", n.replace([':', ','], "")))
+            .collect();
+        fields.push(("TI hashes", hashes.join(", ")));
     }
     if !provenance.lora_hashes.is_empty() {
         let hashes: Vec<String> = provenance.lora_hashes.iter().map(|(n, h)| format!("{n}: {h}")).collect();
@@ -124,6 +153,28 @@ impl ParsedParameters {
         }
         if let Some(v) = self.finite_field("Denoising strength")? {
             req.strength = v;
+        }
+        if let Some(v) = self.field("Clip skip", "a whole number of layers")? {
+            req.clip_skip = v;
+        }
+        if let Some(v) = self.field("ENSD", "a whole number")? {
+            req.ensd = v;
+        }
+        // Pictures from A1111 (and Forge, SD.Next…) were drawn with A1111's samplers and, unless
+        // the RNG field says otherwise, GPU noise; Easel's own text says what it used.
+        let from_easel = self.get("Version").is_some_and(|v| v.starts_with("Easel"));
+        req.sampler_impl = match self.get("Sampler impl") {
+            Some(v) => v.parse().map_err(|_| unusable("Sampler impl", v, "a1111 or diffusers"))?,
+            None if from_easel => SamplerImpl::Diffusers,
+            None => SamplerImpl::A1111,
+        };
+        req.rng = match self.get("RNG") {
+            Some(v) => NoiseSource::from_a1111(v).ok_or_else(|| unusable("RNG", v, "GPU, CPU or NV"))?,
+            None => NoiseSource::Gpu,
+        };
+        if let Some(v) = self.get("Emphasis") {
+            req.emphasis = Emphasis::from_a1111(v)
+                .ok_or_else(|| unusable("Emphasis", v, "Original, No norm, Ignore or None"))?;
         }
         Ok(req)
     }
@@ -218,6 +269,7 @@ mod tests {
             version: "v1.10.1".into(),
             lora_hashes: vec![],
             vae: None,
+            embeddings: vec![],
         }
     }
 
@@ -251,8 +303,26 @@ mod tests {
             to_a1111(&req, 1234, &provenance()),
             "castle on a hill, <lora:inkStyle:0.8>\nNegative prompt: blurry, lowres\n\
              Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1234, Size: 512x768, \
-             Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Version: v1.10.1"
+             Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, RNG: CPU, Version: v1.10.1"
         );
+    }
+
+    #[test]
+    fn reads_an_a1111_picture_as_a1111_made_it() {
+        let text = "(masterpiece:1.2), 1girl, EasyNegative\nNegative prompt: lowres\n\
+             Steps: 20, Sampler: DPM++ 2M, Schedule type: Automatic, CFG scale: 7, Seed: 5, Size: 512x512, \
+             Clip skip: 2, ENSD: 31337, Emphasis: No norm, TI hashes: \"EasyNegative: c74b4e810b03\", Version: v1.10.1";
+        let req = parse_a1111(text).to_request().expect("usable");
+        assert_eq!(req.sampler, SamplerKind::DpmPp2mKarras, "1.10's automatic schedule for DPM++ 2M");
+        assert_eq!((req.clip_skip, req.ensd), (2, 31337));
+        assert_eq!(req.rng, NoiseSource::Gpu, "no RNG field is A1111's default, the GPU");
+        assert_eq!(req.emphasis, Emphasis::NoNorm);
+        assert_eq!(req.sampler_impl, SamplerImpl::A1111);
+        let old =
+            parse_a1111("a\nSteps: 20, Sampler: DPM++ 2M, CFG scale: 7, Seed: 5, Size: 512x512, RNG: NV");
+        let old = old.to_request().expect("usable");
+        assert_eq!(old.sampler, SamplerKind::DpmPp2m, "before 1.9 the plain name was the uniform schedule");
+        assert_eq!(old.rng, NoiseSource::Gpu);
     }
 
     #[test]
@@ -268,7 +338,8 @@ mod tests {
             height: 384,
             ..Default::default()
         };
-        let prov = Provenance { model: "my, model: v2".into(), ..provenance() };
+        let prov =
+            Provenance { model: "my, model: v2".into(), version: "Easel 0.2.0".into(), ..provenance() };
         let parsed = parse_a1111(&to_a1111(&req, req.seed, &prov));
         assert_eq!(parsed.to_request().expect("usable"), req);
         assert_eq!(parsed.get("Model"), Some("my, model: v2"));

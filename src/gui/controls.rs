@@ -19,6 +19,7 @@ pub fn controls_ui(ui: &mut Ui, state: &mut AppState, browser: &mut LoraBrowser,
         model_ui(ui, state, out);
         ui.separator();
         prompt_ui(ui, state);
+        super::prompt_options::prompt_options_ui(ui, state);
         ui.separator();
         super::lora_panel::lora_stack_ui(ui, state, browser, out);
         ui.separator();

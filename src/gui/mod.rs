@@ -15,6 +15,7 @@ mod history_saver;
 pub mod image_view;
 pub mod lora_panel;
 pub mod metrics_view;
+pub mod prompt_options;
 mod run;
 pub mod settings;
 pub mod state;

@@ -162,6 +162,18 @@ pub struct Settings {
     pub vae: Option<std::path::PathBuf>,
     /// Timestep spacing instead of the model's scheduler config.
     pub spacing: Option<crate::engine::samplers::schedule::Spacing>,
+    /// How emphasis weights act.
+    pub emphasis: crate::engine::prompt::Emphasis,
+    /// A1111's clip skip.
+    pub clip_skip: usize,
+    /// Which generator draws the noise.
+    pub rng: crate::engine::rng::NoiseSource,
+    /// A1111's eta noise seed delta.
+    pub ensd: u64,
+    /// Whose samplers run.
+    pub sampler_impl: crate::engine::samplers::SamplerImpl,
+    /// Where textual-inversion embeddings are found.
+    pub embeddings_dir: String,
 }
 
 impl Default for Settings {
@@ -192,6 +204,12 @@ impl Default for Settings {
             grid_seeds: 2,
             vae: None,
             spacing: None,
+            emphasis: r.emphasis,
+            clip_skip: r.clip_skip,
+            rng: r.rng,
+            ensd: r.ensd,
+            sampler_impl: r.sampler_impl,
+            embeddings_dir: "models/embeddings".into(),
         }
     }
 }
@@ -214,6 +232,13 @@ impl Settings {
             keep_unmasked: self.canvas_use == CanvasUse::Inpaint && self.keep_unmasked,
             vae: self.vae.clone(),
             spacing: self.spacing,
+            emphasis: self.emphasis,
+            clip_skip: self.clip_skip,
+            rng: self.rng,
+            ensd: self.ensd,
+            sampler_impl: self.sampler_impl,
+            embeddings_dir: (!self.embeddings_dir.trim().is_empty())
+                .then(|| PathBuf::from(&self.embeddings_dir)),
             ..Default::default()
         }
     }
@@ -243,6 +268,12 @@ impl Settings {
         self.cfg_scale = r.cfg_scale;
         self.width = r.width;
         self.height = r.height;
+        // How the picture read its prompt and drew its noise, so its seed gives it again.
+        self.emphasis = r.emphasis;
+        self.clip_skip = r.clip_skip;
+        self.rng = r.rng;
+        self.ensd = r.ensd;
+        self.sampler_impl = r.sampler_impl;
     }
 
     /// Takes over an imported or historical request's settings (not its inputs).

@@ -198,6 +198,8 @@ pub struct AppState {
     pub history_dirty: bool,
     /// A new model arrived: the stack's compatibility must be checked again.
     pub recheck_loras: bool,
+    /// The embeddings folder's names, as last listed.
+    pub embedding_names: super::prompt_options::EmbeddingList,
     next_job: JobId,
 }
 
@@ -231,6 +233,7 @@ impl AppState {
             compare: (None, None),
             history_dirty: false,
             recheck_loras: false,
+            embedding_names: Default::default(),
             next_job: 1,
         }
     }

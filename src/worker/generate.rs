@@ -40,7 +40,7 @@ fn generate(state: &mut State, outbox: &Outbox, job: &GenerateJob) -> Result<()>
     loaded.model.use_vae(job.request.vae.as_deref())?;
     std::fs::create_dir_all(&job.output_dir)
         .map_err(|e| Error::io("cannot create the gallery folder", e, &job.output_dir))?;
-    let provenance = crate::job::provenance(&loaded.model, loaded.model_hash.clone(), &stack);
+    let provenance = crate::job::provenance(&loaded.model, loaded.model_hash.clone(), &stack, &job.request)?;
     let inputs = GenerationInputs { init_image: job.init_image.clone(), mask: job.mask.clone(), noise: None };
     let started = Instant::now();
     let preview = &mut loaded.preview;

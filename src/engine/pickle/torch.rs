@@ -27,9 +27,9 @@ const DEFLATE_MAX_RATIO: u64 = 1032;
 const MIN_COPY_BUDGET: u64 = 64 << 20;
 
 /// Reads the tensors of a PyTorch checkpoint without running its pickle: those under a
-/// `state_dict` entry when it holds any (Stable Diffusion checkpoints keep them there), else those
-/// at the top level. Tensors come to the CPU in the file's dtype; storage types candle lacks
-/// (int8, complex, …) are skipped. A damaged or hostile file is an [`Error::BadFile`] whose message
+/// `state_dict` entry when it holds any (Stable Diffusion checkpoints keep them there), else under
+/// `string_to_param` (A1111's embeddings), else those at the top level. Tensors come to the CPU in
+/// the file's dtype; storage types candle lacks (int8, complex, …) are skipped. A damaged or hostile file is an [`Error::BadFile`] whose message
 /// says what is wrong with it.
 pub fn read_torch_checkpoint(path: &Path) -> Result<TensorMap> {
     crate::files::refuse_special(path)?;
@@ -293,10 +293,16 @@ fn wanted(root: &Value) -> Res<BTreeMap<String, Vec<(String, View)>>> {
         }
         Ok(found)
     };
-    let mut chosen = match root.get("state_dict") {
-        Some(state_dict) => tensors_in(&state_dict)?,
-        None => HashMap::new(),
-    };
+    // Checkpoints keep their tensors under `state_dict`, A1111's textual-inversion embeddings
+    // theirs under `string_to_param`.
+    let mut chosen = HashMap::new();
+    for key in ["state_dict", "string_to_param"] {
+        if chosen.is_empty() {
+            if let Some(dict) = root.get(key) {
+                chosen = tensors_in(&dict)?;
+            }
+        }
+    }
     if chosen.is_empty() {
         chosen = tensors_in(root)?;
     }

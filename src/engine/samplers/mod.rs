@@ -5,6 +5,7 @@
 //! `scale_model_input`, runs the UNet, then `step`. Step indices are absolute positions in the
 //! full schedule, so img2img can start part-way through, as diffusers' `begin_index` does.
 
+mod a1111;
 mod ddim;
 mod dpm;
 mod euler;
@@ -67,22 +68,30 @@ impl SamplerKind {
         }
     }
 
-    /// A1111's sampler and schedule names, as its `parameters` text writes them.
+    /// A1111's sampler and schedule names, as its `parameters` text writes them (A1111 1.10
+    /// reads "Automatic" for DPM++ 2M as Karras, so the plain one is written "Uniform").
     pub fn a1111_names(self) -> (&'static str, &'static str) {
         match self {
             SamplerKind::Ddim => ("DDIM", "Automatic"),
             SamplerKind::Euler => ("Euler", "Automatic"),
             SamplerKind::EulerA => ("Euler a", "Automatic"),
-            SamplerKind::DpmPp2m => ("DPM++ 2M", "Automatic"),
+            SamplerKind::DpmPp2m => ("DPM++ 2M", "Uniform"),
             SamplerKind::DpmPp2mKarras => ("DPM++ 2M", "Karras"),
             SamplerKind::Lcm => ("LCM", "Automatic"),
         }
     }
 
-    /// The sampler A1111 text names, from its sampler and (optional) schedule fields.
+    /// The sampler A1111 text names, from its sampler and (optional) schedule fields. A text with
+    /// a `Schedule type` field comes from A1111 1.9 or later, where DPM++ 2M's automatic schedule
+    /// is Karras; older texts wrote "DPM++ 2M Karras" for that and "DPM++ 2M" for the uniform one.
     pub fn from_a1111(sampler: &str, schedule: Option<&str>) -> Option<Self> {
-        let karras = schedule == Some("Karras") || sampler.ends_with(" Karras");
-        let base = sampler.trim_end_matches(" Karras");
+        let base = sampler.trim().trim_end_matches(" Karras");
+        let karras = match schedule.map(str::trim) {
+            _ if sampler.trim().ends_with(" Karras") => true,
+            Some("Karras") => true,
+            Some("Automatic") => base == "DPM++ 2M",
+            _ => false,
+        };
         Some(match (base, karras) {
             ("DDIM", _) => SamplerKind::Ddim,
             ("Euler", _) => SamplerKind::Euler,
@@ -91,6 +100,36 @@ impl SamplerKind {
             ("DPM++ 2M", true) => SamplerKind::DpmPp2mKarras,
             ("LCM", _) => SamplerKind::Lcm,
             _ => return None,
+        })
+    }
+
+    /// Builds the sampler for `steps` inference steps from a scheduler config object, as
+    /// `implementation` runs it.
+    pub fn build_as(
+        self,
+        config: &Map<String, Value>,
+        steps: usize,
+        implementation: SamplerImpl,
+    ) -> Result<Box<dyn Sampler>> {
+        if implementation == SamplerImpl::Diffusers {
+            return self.build(config, steps);
+        }
+        if steps == 0 || steps > 1000 {
+            return Err(Error::setting(Setting::Steps, format!("{steps} must be between 1 and 1000")));
+        }
+        // A1111 reads only the betas and the prediction from the model; its samplers bring
+        // their own schedules.
+        let cfg = ScheduleConfig::from_json(config, SamplerKind::Euler)?;
+        if cfg.train_steps != 1000 {
+            return Err(Error::Unsupported(format!(
+                "A1111's samplers assume 1000 training timesteps; this model has {}; use --sampler-impl diffusers",
+                cfg.train_steps
+            )));
+        }
+        Ok(match self {
+            SamplerKind::Ddim => Box::new(a1111::Ddim::new(&cfg, steps)),
+            SamplerKind::Lcm => Box::new(a1111::KDiffusion::lcm(&cfg, steps)),
+            _ => Box::new(a1111::KDiffusion::new(self, &cfg, steps)),
         })
     }
 
@@ -137,6 +176,49 @@ impl FromStr for SamplerKind {
     }
 }
 
+/// Whose implementation of a sampler runs: diffusers' schedulers (Easel's reference) or
+/// A1111's (k-diffusion's σ schedules and A1111's DDIM and LCM), which reproduce A1111's pictures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerImpl {
+    /// diffusers' schedulers, configured by the model's `scheduler_config.json`.
+    #[default]
+    Diffusers,
+    /// AUTOMATIC1111's samplers.
+    A1111,
+}
+
+impl SamplerImpl {
+    /// The command-line name.
+    pub fn id(self) -> &'static str {
+        match self {
+            SamplerImpl::Diffusers => "diffusers",
+            SamplerImpl::A1111 => "a1111",
+        }
+    }
+}
+
+impl fmt::Display for SamplerImpl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+impl FromStr for SamplerImpl {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "diffusers" => Ok(SamplerImpl::Diffusers),
+            "a1111" => Ok(SamplerImpl::A1111),
+            _ => Err(Error::setting(
+                Setting::Sampler,
+                format!("{s:?} is not a sampler implementation; choose diffusers or a1111"),
+            )),
+        }
+    }
+}
+
 /// One denoising schedule in progress.
 pub trait Sampler: Send {
     /// The timesteps the UNet is called at, highest noise first.
@@ -153,6 +235,11 @@ pub trait Sampler: Send {
     }
     /// Advances the latents from step `i` to step `i + 1` given the UNet's output.
     fn step(&mut self, model_output: &Tensor, i: usize, x: &Tensor, noise: &mut NoiseFn) -> Result<Tensor>;
+    /// The first step img2img runs at `strength`: diffusers runs the last `⌊steps·strength⌋`.
+    fn img2img_start(&self, strength: f64) -> usize {
+        let total = self.timesteps().len();
+        total - ((total as f64 * strength).floor() as usize).min(total)
+    }
     /// Noises clean latents to the level of step `i` (img2img's start and inpainting's blend).
     fn add_noise(&self, x0: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor>;
     /// The clean latents (x̂₀) the last `step` predicted, for previews: a forming picture where
