@@ -548,6 +548,24 @@ fn an_a1111_picture_is_made_again_from_its_settings_and_embeddings() {
     h.get_by_label("A1111 compatibility").click();
     h.step();
     assert!(h.query_by_label("Emphasis").is_some() && h.query_by_label("Clip skip").is_some());
+    // The prompt's tokens are counted as A1111 counts them: the three embedding vectors of
+    // `tinystyle` and the words, in one chunk of 75.
+    let count = easel::gui::token_count::count_tokens(
+        &h.state().state.settings.prompt,
+        easel::engine::prompt::Emphasis::NoNorm,
+        10,
+        &easel::engine::tokenizer::Tokenizer::bundled(easel::engine::tokenizer::EOS).expect("tokenizer"),
+        &easel::engine::embeddings::EmbeddingDb::load(
+            &fixtures().join("embeddings"),
+            &easel::engine::tokenizer::Tokenizer::bundled(easel::engine::tokenizer::EOS).expect("tokenizer"),
+        ),
+    );
+    assert!(count.ends_with("/75"), "{count}");
+    assert!(h.query_by_label(&count).is_some(), "the counter {count} is shown beside the prompt");
+    // An SDXL embedding cannot be added to an SD 1.x model's prompt.
+    use egui_kittest::kittest::NodeT;
+    assert!(h.get_by_role_and_label(Role::Button, "tinyxl").accesskit_node().is_disabled());
+    assert!(!h.get_by_role_and_label(Role::Button, "tinyneg").accesskit_node().is_disabled());
     let prompt = h.state().state.settings.prompt.clone();
     h.get_by_role_and_label(Role::Button, "tinyneg").click();
     h.step();

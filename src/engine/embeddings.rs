@@ -56,6 +56,18 @@ impl Embedding {
         }
     }
 
+    /// Whether it can serve a model of `family`, as far as its vectors tell (SDXL's come in pairs;
+    /// 768 and 1024 wide are SD 1.x's and SD 2.x's; other widths are judged when used).
+    pub fn fits(&self, family: super::Family) -> bool {
+        use super::Family;
+        match (family, &self.clip_g, self.width()) {
+            (Family::Sdxl, g, _) => g.is_some(),
+            (_, Some(_), _) => false,
+            (Family::Sd1, None, w) => w != 1024,
+            (Family::Sd2, None, w) => w != 768,
+        }
+    }
+
     /// Reads one embedding file; `None` for files that are not embeddings by extension.
     pub fn read(path: &Path) -> Result<Option<Embedding>> {
         let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
@@ -265,6 +277,22 @@ mod tests {
         }
         assert!(db.unreadable_in("a photo, (huge:1.2)", &tok).is_some_and(|w| w.contains("100 vectors")));
         assert!(db.unreadable_in("a huger photo", &tok).is_none(), "names match whole tokens");
+    }
+
+    #[test]
+    fn an_embedding_fits_the_families_its_vectors_belong_to() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        write_safetensors(&dir.path().join("sd1.safetensors"), &[("emb_params", vec![2, 768])]);
+        write_safetensors(
+            &dir.path().join("xl.safetensors"),
+            &[("clip_l", vec![2, 768]), ("clip_g", vec![2, 1280])],
+        );
+        let read = |n: &str| Embedding::read(&dir.path().join(n)).expect("reads").expect("an embedding");
+        let (sd1, xl) = (read("sd1.safetensors"), read("xl.safetensors"));
+        use super::super::Family;
+        assert!(sd1.fits(Family::Sd1) && !sd1.fits(Family::Sd2) && !sd1.fits(Family::Sdxl));
+        assert!(xl.fits(Family::Sdxl) && !xl.fits(Family::Sd1));
+        assert_eq!(xl.made_for(), "SDXL (clip_l and clip_g vectors)");
     }
 
     #[test]

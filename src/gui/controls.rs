@@ -161,8 +161,19 @@ fn hub_pull_ui(ui: &mut Ui, state: &mut AppState, out: &mut Commands) {
 }
 
 fn prompt_ui(ui: &mut Ui, state: &mut AppState) {
-    let s = &mut state.settings;
-    let label = ui.strong("Prompt");
+    // Read the embeddings folder before counting, so an embedding counts as its vectors.
+    state.embedding_names.read(&state.settings.embeddings_dir, false);
+    let [prompt_count, negative_count] = &mut state.token_counts;
+    let (s, names) = (&mut state.settings, &mut state.embedding_names);
+    let prompt_tokens = prompt_count.count(&s.prompt, s.emphasis, s.steps, names);
+    let negative_tokens = negative_count.count(&s.negative, s.emphasis, s.steps, names);
+    let label = ui
+        .horizontal(|ui| {
+            let label = ui.strong("Prompt");
+            ui.weak(&prompt_tokens).on_hover_text(TOKENS_HINT);
+            label
+        })
+        .inner;
     ui.add(
         egui::TextEdit::multiline(&mut s.prompt)
             .desired_rows(3)
@@ -196,7 +207,13 @@ fn prompt_ui(ui: &mut Ui, state: &mut AppState) {
             }
         });
     }
-    let label = ui.label("Negative prompt");
+    let label = ui
+        .horizontal(|ui| {
+            let label = ui.label("Negative prompt");
+            ui.weak(&negative_tokens).on_hover_text(TOKENS_HINT);
+            label
+        })
+        .inner;
     ui.add(
         egui::TextEdit::multiline(&mut s.negative)
             .desired_rows(2)
@@ -205,6 +222,10 @@ fn prompt_ui(ui: &mut Ui, state: &mut AppState) {
     )
     .labelled_by(label.id);
 }
+
+/// What the counters beside the prompts mean.
+const TOKENS_HINT: &str =
+    "Tokens the text encoder reads, out of the chunks of 75 they fill (past 75, the prompt takes another chunk)";
 
 fn settings_ui(ui: &mut Ui, state: &mut AppState) {
     // The size menu offers the loaded model's family's sizes (SDXL's one-megapixel buckets).
@@ -405,7 +426,8 @@ pub fn first_run_ui(ui: &mut Ui, out: &mut Commands) {
     });
 }
 
-fn sampler_name(kind: SamplerKind) -> &'static str {
+/// A sampler as the menu (and the picture captions) name it.
+pub fn sampler_name(kind: SamplerKind) -> &'static str {
     match kind {
         SamplerKind::Euler => "Euler",
         SamplerKind::EulerA => "Euler a",

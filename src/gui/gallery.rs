@@ -62,16 +62,39 @@ pub fn image_tab_ui(
     }
 }
 
+/// The ways the request departs from Easel's defaults towards A1111's, for the caption.
+fn a1111_caption(r: &crate::engine::GenerationRequest) -> String {
+    use crate::engine::{prompt::Emphasis, rng::NoiseSource, samplers::SamplerImpl};
+    let mut parts = Vec::new();
+    if r.sampler_impl == SamplerImpl::A1111 {
+        parts.push("as A1111".to_string());
+    }
+    if r.rng == NoiseSource::Gpu {
+        parts.push("GPU noise".into());
+    }
+    if r.ensd != 0 {
+        parts.push(format!("ENSD {}", r.ensd));
+    }
+    if r.clip_skip != 1 {
+        parts.push(format!("clip skip {}", r.clip_skip));
+    }
+    if r.emphasis != Emphasis::Original {
+        parts.push(format!("emphasis {}", r.emphasis.a1111_name()));
+    }
+    parts.into_iter().map(|p| format!(" · {p}")).collect()
+}
+
 fn item_details_ui(ui: &mut Ui, item: &HistoryItem, view: &mut ViewTransform, out: &mut Commands) {
     let r = &item.request;
     ui.horizontal_wrapped(|ui| {
         ui.label(format!(
-            "{} · seed {} · {} steps {}{} · CFG {} · {}×{} · {:.1} s · zoom {:.0}%",
+            "{} · seed {} · {} steps {}{}{} · CFG {} · {}×{} · {:.1} s · zoom {:.0}%",
             item.model,
             r.seed,
             r.steps,
-            r.sampler.id(),
+            super::controls::sampler_name(r.sampler),
             r.spacing.map_or(String::new(), |s| format!(" ({s})")),
+            a1111_caption(r),
             r.cfg_scale,
             r.width,
             r.height,

@@ -22,6 +22,7 @@ pub mod state;
 #[cfg(test)]
 mod test_support;
 pub mod textures;
+pub mod token_count;
 
 pub use app::{EaselApp, LaunchOptions, Panels};
 pub use canvas::Canvas;

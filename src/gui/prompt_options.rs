@@ -3,55 +3,56 @@
 //! embeddings of the embeddings folder, each a button that adds its name to a prompt. Importing an
 //! A1111 picture sets all of them the way the picture was made.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use egui::Ui;
 
 use super::state::AppState;
+use crate::engine::embeddings::EmbeddingDb;
 use crate::engine::prompt::Emphasis;
 use crate::engine::rng::NoiseSource;
 use crate::engine::samplers::SamplerImpl;
+use crate::engine::tokenizer::{Tokenizer, EOS};
 
-/// The embedding files of the folder last looked at (names only: reading them waits for a run).
+/// The embeddings of the folder last looked at, read with the bundled tokenizer (which also
+/// counts the prompts' tokens).
 #[derive(Default)]
 pub struct EmbeddingList {
-    dir: String,
-    names: Vec<String>,
+    dir: Option<String>,
+    tokenizer: Option<Tokenizer>,
+    db: EmbeddingDb,
 }
 
 impl EmbeddingList {
-    /// The embedding names in `dir`, read again when the folder changes or `refresh` is set.
-    pub fn names(&mut self, dir: &str, refresh: bool) -> &[String] {
-        if refresh || self.dir != dir {
-            self.dir = dir.to_string();
-            self.names = list_embeddings(Path::new(dir));
+    /// The embeddings of `dir`, read again when the folder changes or `refresh` is set.
+    pub fn read(&mut self, dir: &str, refresh: bool) -> &EmbeddingDb {
+        if refresh || self.dir.as_deref() != Some(dir) {
+            self.dir = Some(dir.to_string());
+            self.db = match self.tokenizer() {
+                Some(tok) if Path::new(dir).is_dir() => EmbeddingDb::load(Path::new(dir), tok),
+                _ => EmbeddingDb::empty(),
+            };
         }
-        &self.names
+        &self.db
     }
-}
 
-/// File stems of the `.pt`, `.bin` and `.safetensors` files under `dir`, sorted, without repeats.
-pub fn list_embeddings(dir: &Path) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut stack: Vec<(PathBuf, usize)> = vec![(dir.to_path_buf(), 0)];
-    while let Some((d, depth)) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() && depth < 8 {
-                stack.push((path, depth + 1));
-            } else if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
-                if ["pt", "bin", "safetensors"].contains(&ext.to_ascii_lowercase().as_str()) {
-                    if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
-                        names.push(stem.to_string());
-                    }
-                }
-            }
+    /// The bundled CLIP tokenizer, made the first time it is needed.
+    pub fn tokenizer(&mut self) -> Option<&Tokenizer> {
+        if self.tokenizer.is_none() {
+            self.tokenizer = Tokenizer::bundled(EOS).ok();
         }
+        self.tokenizer.as_ref()
     }
-    names.sort_by_key(|n| n.to_lowercase());
-    names.dedup();
-    names
+
+    /// The embeddings last read.
+    pub fn db(&self) -> &EmbeddingDb {
+        &self.db
+    }
+
+    /// The tokenizer (once made) and the embeddings last read.
+    pub fn parts(&self) -> (Option<&Tokenizer>, &EmbeddingDb) {
+        (self.tokenizer.as_ref(), &self.db)
+    }
 }
 
 fn emphasis_hint(e: Emphasis) -> &'static str {
@@ -60,7 +61,7 @@ fn emphasis_hint(e: Emphasis) -> &'static str {
             "A1111's default: (word:1.2) scales the word, then the prompt's mean is restored"
         }
         Emphasis::NoNorm => "Scale the words without restoring the mean (A1111: better for SDXL)",
-        Emphasis::Ignore => "Read the brackets but weigh every word 1",
+        Emphasis::Ignore => "Read the brackets, but give every word the weight 1",
         Emphasis::None => "Brackets and BREAK are plain text",
         Emphasis::Comfy => "ComfyUI's weighting: (word:1.2) sets the weight, measured from the empty prompt",
     }
@@ -68,7 +69,11 @@ fn emphasis_hint(e: Emphasis) -> &'static str {
 
 /// The section, folded by default (A1111's defaults suit most prompts).
 pub fn prompt_options_ui(ui: &mut Ui, state: &mut AppState) {
-    egui::CollapsingHeader::new("A1111 compatibility").id_salt("a1111-options").show(ui, |ui| {
+    let family = match &state.model {
+        super::state::ModelStatus::Ready(info) => Some(info.family),
+        _ => None,
+    };
+    let header = egui::CollapsingHeader::new("A1111 compatibility").id_salt("a1111-options").show(ui, |ui| {
         let (s, list) = (&mut state.settings, &mut state.embedding_names);
         egui::ComboBox::from_label("Emphasis")
             .selected_text(s.emphasis.a1111_name())
@@ -80,10 +85,10 @@ pub fn prompt_options_ui(ui: &mut Ui, state: &mut AppState) {
             .response
             .on_hover_text(emphasis_hint(s.emphasis));
         ui.horizontal(|ui| {
-            let label = ui.label("Clip skip");
+            let label = ui.label("Clip skip").on_hover_text(CLIP_SKIP_HINT);
             ui.add(egui::DragValue::new(&mut s.clip_skip).range(1..=crate::engine::request::MAX_CLIP_SKIP))
                 .labelled_by(label.id)
-                .on_hover_text("SD 1.x: 2 reads the text encoder's next-to-last layer (anime models); SD 2.x and SDXL ignore it, as in A1111");
+                .on_hover_text(CLIP_SKIP_HINT);
         });
         ui.horizontal(|ui| {
             ui.label("Noise");
@@ -105,19 +110,37 @@ pub fn prompt_options_ui(ui: &mut Ui, state: &mut AppState) {
         });
         ui.horizontal(|ui| {
             let label = ui.label("Embeddings");
-            ui.add(egui::TextEdit::singleline(&mut s.embeddings_dir).desired_width(180.0)).labelled_by(label.id);
+            ui.add(egui::TextEdit::singleline(&mut s.embeddings_dir).desired_width(180.0))
+                .labelled_by(label.id)
+                .on_hover_text("The folder of textual-inversion embeddings; a relative path is read from the folder Easel was started in");
         });
         let refresh = ui.small_button("Look again").on_hover_text("Read the embeddings folder again").clicked();
-        let names = list.names(&s.embeddings_dir, refresh).to_vec();
+        let db = list.read(&s.embeddings_dir, refresh);
+        let names: Vec<(String, String, bool)> = db
+            .all()
+            .iter()
+            .map(|e| (e.name.clone(), format!("{} vectors, for {}", e.vectors(), e.made_for()), family.is_none_or(|f| e.fits(f))))
+            .collect();
+        for (name, why) in &db.skipped {
+            ui.colored_label(ui.visuals().error_fg_color, format!("{name} cannot be used")).on_hover_text(why);
+        }
         if names.is_empty() {
-            ui.weak("No embeddings (.pt, .bin, .safetensors) in this folder.");
+            if Path::new(&s.embeddings_dir).is_dir() {
+                ui.weak("No embeddings (.pt, .bin, .safetensors) in this folder.");
+            } else {
+                ui.weak("This folder does not exist.");
+            }
             return;
         }
         ui.horizontal_wrapped(|ui| {
-            for name in names {
+            for (name, about, fits) in names {
                 let button = ui
-                    .add(egui::Button::new(&name).small())
-                    .on_hover_text("Click: add to the prompt. Shift-click: add to the negative prompt");
+                    .add_enabled(fits, egui::Button::new(&name).small())
+                    .on_hover_text(format!("{about}. Click: add to the prompt; shift-click: to the negative prompt"))
+                    .on_disabled_hover_text(format!(
+                        "{about}: it does not fit the loaded {} model",
+                        family.map_or("", |f| f.label())
+                    ));
                 if button.clicked() {
                     let negative = ui.input(|i| i.modifiers.shift);
                     let target = if negative { &mut s.negative } else { &mut s.prompt };
@@ -129,4 +152,10 @@ pub fn prompt_options_ui(ui: &mut Ui, state: &mut AppState) {
             }
         });
     });
+    header.header_response.on_hover_text(
+        "How A1111 and ComfyUI read prompts and draw noise, to remake their pictures; importing one sets these",
+    );
 }
+
+const CLIP_SKIP_HINT: &str =
+    "SD 1.x: 2 reads the text encoder's next-to-last layer (anime models); SD 2.x and SDXL keep their own layers, as in A1111";

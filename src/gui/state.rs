@@ -198,8 +198,10 @@ pub struct AppState {
     pub history_dirty: bool,
     /// A new model arrived: the stack's compatibility must be checked again.
     pub recheck_loras: bool,
-    /// The embeddings folder's names, as last listed.
+    /// The embeddings folder, as last read.
     pub embedding_names: super::prompt_options::EmbeddingList,
+    /// The token counters of the prompt and the negative prompt.
+    pub token_counts: [super::token_count::TokenCounter; 2],
     next_job: JobId,
 }
 
@@ -234,6 +236,7 @@ impl AppState {
             history_dirty: false,
             recheck_loras: false,
             embedding_names: Default::default(),
+            token_counts: Default::default(),
             next_job: 1,
         }
     }
