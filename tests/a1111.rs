@@ -255,6 +255,8 @@ golden! {
     sd1_ddim => "sd1_ddim",
     sd1_lcm => "sd1_lcm",
     sd1_long_prompt_and_short_negative => "sd1_long",
+    sd1_and_composition => "sd1_and",
+    sd1_and_with_editing => "sd1_and_editing",
     sdxl_original_emphasis => "sdxl_original",
     sdxl_no_norm_emphasis => "sdxl_nonorm",
     sdxl_strong_original_emphasis => "sdxl_original_strong",

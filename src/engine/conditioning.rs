@@ -127,11 +127,12 @@ impl PromptConditioning {
         k: usize,
         cfg_scale: f64,
     ) -> Result<Tensor> {
-        let mut texts: Vec<&Encoded> = Vec::with_capacity(self.conds.len() + 1);
+        let conds = padded_to_longest(self.conds.iter().map(|(c, _)| c.at(k)).collect())?;
+        let mut texts: Vec<&Encoded> = Vec::with_capacity(conds.len() + 1);
         if let Some(u) = &self.uncond {
             texts.push(u.at(k));
         }
-        texts.extend(self.conds.iter().map(|(c, _)| c.at(k)));
+        texts.extend(conds.iter().map(|c| c.as_ref()));
         let outputs = self.run(unet, input, t, &texts)?;
         let Some(uncond) = self.uncond.as_ref().map(|_| &outputs[0]) else {
             return Ok(outputs[0].clone());
@@ -175,6 +176,26 @@ impl PromptConditioning {
         }
         Ok(outputs)
     }
+}
+
+/// The `AND` parts of a prompt at one step, the shorter ones lengthened by repeating their last
+/// token's vector, as A1111's `stack_conds` does so that the parts go through the UNet together.
+fn padded_to_longest(parts: Vec<&Encoded>) -> Result<Vec<std::borrow::Cow<'_, Encoded>>> {
+    use std::borrow::Cow;
+    let longest = parts.iter().map(|e| e.context.dim(1)).collect::<candle_core::Result<Vec<_>>>()?;
+    let longest = longest.into_iter().max().unwrap_or(0);
+    parts
+        .into_iter()
+        .map(|e| {
+            let n = e.context.dim(1)?;
+            if n == longest {
+                return Ok(Cow::Borrowed(e));
+            }
+            let last = e.context.narrow(1, n - 1, 1)?.repeat((1, longest - n, 1))?;
+            let context = Tensor::cat(&[&e.context, &last], 1)?;
+            Ok(Cow::Owned(Encoded { context, pooled: e.pooled.clone() }))
+        })
+        .collect()
 }
 
 /// The embeddings folder of `request`, read for `model`'s tokenizer (none without a folder).
