@@ -37,11 +37,13 @@ fn bundled_tokenizer_matches_hf() {
 
 #[test]
 fn over_long_prompts_keep_every_token_in_chunks() {
+    use easel::engine::embeddings::EmbeddingDb;
+    use easel::engine::prompt::{chunks::chunks, Segment};
     let tok = Tokenizer::bundled(EOS).expect("loads");
     for case in cases().iter().filter(|c| c.ids.len() > 77) {
-        let chunks = tok.encode_chunks(&case.prompt, 1);
+        let (found, _) = chunks(&[Segment::Text(case.prompt.clone(), 1.0)], &tok, &EmbeddingDb::empty());
         let kept: Vec<u32> =
-            chunks.iter().flat_map(|c| c[1..].iter().copied().take_while(|&t| t != EOS)).collect();
+            found.iter().flat_map(|c| c.tokens[1..].iter().copied().take_while(|&t| t != EOS)).collect();
         assert_eq!(kept, case.ids[1..case.ids.len() - 1], "prompt {:?}", case.prompt);
     }
 }

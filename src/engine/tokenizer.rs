@@ -3,8 +3,8 @@
 //! It follows Hugging Face's `CLIPTokenizer` step by step (NFC, whitespace runs to one space,
 //! lowercase, the CLIP split pattern, byte-level symbols, BPE with `</w>` word ends), reading a model
 //! folder's `vocab.json` + `merges.txt`, or the merges bundled in Easel for single-file checkpoints,
-//! which carry no vocabulary. Long prompts are split into 75-token chunks the way A1111 does, never
-//! silently cut.
+//! which carry no vocabulary. Prompts are cut into 77-token chunks by `prompt::chunks`, as A1111
+//! does, never silently shortened.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -26,8 +26,6 @@ const MAX_CACHED_WORDS: usize = 50_000;
 pub const CONTEXT: usize = 77;
 /// Prompt tokens per chunk (the context less the start and end tokens).
 pub const CHUNK: usize = CONTEXT - 2;
-/// A1111 ends a chunk at a comma found within this many tokens of the chunk's end.
-const COMMA_BACKTRACK: usize = 20;
 
 const SPLIT_PATTERN: &str =
     r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
@@ -164,50 +162,6 @@ impl Tokenizer {
         ids
     }
 
-    /// The prompt as A1111 feeds it to the text encoder: chunks of 75 tokens (ending early at a
-    /// comma near a chunk's end), each framed by start and end tokens and padded to 77.
-    /// `min_chunks` pads with empty chunks so a negative prompt can match its prompt's length.
-    pub fn encode_chunks(&self, text: &str, min_chunks: usize) -> Vec<Vec<u32>> {
-        let tokens = self.tokenize(text);
-        let mut chunks: Vec<Vec<u32>> = Vec::new();
-        let mut current: Vec<u32> = Vec::new();
-        let mut last_comma: Option<usize> = None;
-        for &tok in &tokens {
-            if Some(tok) == self.comma_id {
-                last_comma = Some(current.len());
-            }
-            current.push(tok);
-            if current.len() == CHUNK {
-                match last_comma {
-                    Some(pos) if CHUNK - 1 - pos <= COMMA_BACKTRACK && pos + 1 < CHUNK => {
-                        let rest = current.split_off(pos + 1);
-                        chunks.push(std::mem::take(&mut current));
-                        current = rest;
-                    }
-                    _ => chunks.push(std::mem::take(&mut current)),
-                }
-                last_comma = None;
-            }
-        }
-        if !current.is_empty() || chunks.is_empty() {
-            chunks.push(current);
-        }
-        while chunks.len() < min_chunks {
-            chunks.push(Vec::new());
-        }
-        chunks
-            .into_iter()
-            .map(|chunk| {
-                let mut ids = Vec::with_capacity(CONTEXT);
-                ids.push(BOS);
-                ids.extend(chunk);
-                ids.push(EOS);
-                ids.resize(CONTEXT, self.pad_id);
-                ids
-            })
-            .collect()
-    }
-
     fn bpe_ids(&self, word: &str) -> Vec<u32> {
         if let Some(ids) = self.cache.lock().ok().and_then(|c| c.get(word).cloned()) {
             return ids;
@@ -313,37 +267,6 @@ mod tests {
     fn bundled_tokenizer_gives_known_ids() {
         let tok = Tokenizer::bundled(EOS).expect("bundled tokenizer");
         assert_eq!(tok.encode("a photo of a cat"), vec![49406, 320, 1125, 539, 320, 2368, 49407]);
-    }
-
-    #[test]
-    fn long_prompts_are_chunked_not_cut() {
-        let tok = Tokenizer::bundled(EOS).expect("bundled tokenizer");
-        let prompt = "cat ".repeat(160);
-        let chunks = tok.encode_chunks(&prompt, 0);
-        assert_eq!(chunks.len(), 3);
-        assert!(chunks.iter().all(|c| c.len() == CONTEXT && c[0] == BOS));
-        let cats: usize = chunks.iter().map(|c| c.iter().filter(|&&t| t == 2368).count()).sum();
-        assert_eq!(cats, 160);
-    }
-
-    #[test]
-    fn chunks_break_at_a_late_comma() {
-        let tok = Tokenizer::bundled(EOS).expect("bundled tokenizer");
-        // 70 words, a comma, then 10 more: the first chunk ends right after the comma.
-        let prompt = format!("{}, {}", "cat ".repeat(70), "dog ".repeat(10));
-        let chunks = tok.encode_chunks(&prompt, 0);
-        assert_eq!(chunks.len(), 2);
-        assert_eq!(chunks[0][71], 267, "the comma closes the first chunk");
-        assert_eq!(chunks[0][72], EOS);
-        assert_eq!(chunks[1][1..11], [1929; 10]);
-    }
-
-    #[test]
-    fn negative_prompt_is_padded_to_the_prompt_chunks() {
-        let tok = Tokenizer::bundled(0).expect("bundled tokenizer");
-        let chunks = tok.encode_chunks("", 2);
-        assert_eq!(chunks.len(), 2);
-        assert_eq!(&chunks[0][..3], &[BOS, EOS, 0]);
     }
 
     #[test]

@@ -146,3 +146,39 @@ pub fn chunks(segments: &[Segment], tokenizer: &Tokenizer, embeddings: &Embeddin
     }
     (b.chunks, b.token_count)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain(text: &str) -> Vec<Chunk> {
+        let tok = Tokenizer::bundled(EOS).expect("bundled tokenizer");
+        chunks(&[Segment::Text(text.into(), 1.0)], &tok, &EmbeddingDb::empty()).0
+    }
+
+    #[test]
+    fn long_prompts_are_chunked_not_cut() {
+        let found = plain(&"cat ".repeat(160));
+        assert_eq!(found.len(), 3);
+        assert!(found.iter().all(|c| c.tokens.len() == CHUNK + 2 && c.tokens[0] == BOS));
+        let cats: usize = found.iter().map(|c| c.tokens.iter().filter(|&&t| t == 2368).count()).sum();
+        assert_eq!(cats, 160);
+    }
+
+    #[test]
+    fn chunks_break_at_a_late_comma() {
+        // 70 words, a comma, then 10 more: the first chunk ends right after the comma.
+        let found = plain(&format!("{}, {}", "cat ".repeat(70), "dog ".repeat(10)));
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].tokens[71], 267, "the comma closes the first chunk");
+        assert_eq!(found[0].tokens[72], EOS);
+        assert_eq!(found[1].tokens[1..11], [1929; 10]);
+    }
+
+    #[test]
+    fn openclip_pads_after_the_first_end_token() {
+        let chunk = &plain("a cat")[0];
+        assert_eq!(chunk.padded(0)[..5], [BOS, 320, 2368, EOS, 0]);
+        assert_eq!(chunk.padded(EOS)[4], EOS);
+    }
+}
