@@ -147,18 +147,29 @@ fn gpu_noise_is_a1111s_philox() {
     }
 }
 
+/// `easel generate` on the fixture model `model`, writing `out` (replacing it), with `flags`.
+fn generate(model: &str, out: &Path, flags: &[&str]) -> std::process::Output {
+    let mut args =
+        vec!["generate".to_string(), "--model".into(), fixtures().join(model).display().to_string()];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    args.extend(["--overwrite".into(), "-o".into(), out.display().to_string()]);
+    easel_owned(&args)
+}
+
+/// The fixture embeddings folder.
+fn embeddings() -> String {
+    fixtures().join("embeddings").display().to_string()
+}
+
 /// The `easel generate` flags that reproduce one A1111 case.
-fn case_args(case: &Value, out: &Path) -> Vec<String> {
+fn case_flags(case: &Value) -> Vec<String> {
     let s = |k: &str| case[k].as_str().unwrap_or_default().to_string();
     let n = |k: &str| case[k].as_u64().unwrap_or_default().to_string();
     let sampler =
         easel::engine::SamplerKind::from_a1111(&s("sampler"), Some(&s("schedule"))).expect("known sampler");
     let emphasis = Emphasis::from_a1111(&s("emphasis")).expect("known emphasis");
     let rng = if s("rng") == "CPU" { "cpu" } else { "gpu" };
-    let mut args: Vec<String> = [
-        "generate",
-        "--model",
-        &fixtures().join(s("model")).display().to_string(),
+    [
         "--prompt",
         &s("prompt"),
         "--negative",
@@ -186,17 +197,13 @@ fn case_args(case: &Value, out: &Path) -> Vec<String> {
         "--ensd",
         &n("ensd"),
         "--embeddings-dir",
-        &fixtures().join("embeddings").display().to_string(),
+        &embeddings(),
         "--device",
         &common::test_device(),
-        "-o",
-        &out.display().to_string(),
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect();
-    args.push("--overwrite".into());
-    args
+    .collect()
 }
 
 fn case(name: &str) -> Value {
@@ -215,7 +222,12 @@ fn check(name: &str) {
     let case = case(name);
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out.png");
-    let res = easel_owned(&case_args(&case, &out));
+    let flags = case_flags(&case);
+    let res = generate(
+        case["model"].as_str().expect("model"),
+        &out,
+        &flags.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     assert!(res.status.success(), "{name}: {}", stderr(&res));
     assert_matches_golden(&out, &fixtures().join("golden").join(case["png"].as_str().expect("png")));
 }
@@ -283,23 +295,9 @@ fn an_a1111_pictures_settings_give_its_picture() {
         let source = dir.path().join("from_a1111.png");
         png_with_parameters(&source, case["infotext"].as_str().expect("infotext"));
         let out = dir.path().join("again.png");
-        let args: Vec<String> = [
-            "generate",
-            "--model",
-            &fixtures().join(case["model"].as_str().expect("model")).display().to_string(),
-            "--settings-from",
-            &source.display().to_string(),
-            "--embeddings-dir",
-            &fixtures().join("embeddings").display().to_string(),
-            "--device",
-            &common::test_device(),
-            "-o",
-            &out.display().to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let res = easel_owned(&args);
+        let (source, device) = (source.display().to_string(), common::test_device());
+        let flags = ["--settings-from", &source, "--embeddings-dir", &embeddings(), "--device", &device];
+        let res = generate(case["model"].as_str().expect("model"), &out, &flags);
         assert!(res.status.success(), "{name}: {}", stderr(&res));
         assert_matches_golden(&out, &fixtures().join("golden").join(case["png"].as_str().expect("png")));
         // What Easel writes, A1111 reads the same way.
@@ -350,25 +348,12 @@ fn inspect_shows_tokens_and_weights() {
 fn an_embedding_for_another_family_is_refused_by_name() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out: PathBuf = dir.path().join("x.png");
-    let res = easel_owned(&[
-        "generate".into(),
-        "--model".into(),
-        fixtures().join("tiny-sdxl").display().to_string(),
-        "--prompt".into(),
-        "a castle".into(),
-        "--negative".into(),
-        "tinyneg, lowres".into(),
-        "--steps".into(),
-        "2".into(),
-        "--width".into(),
-        "64".into(),
-        "--height".into(),
-        "64".into(),
-        "--embeddings-dir".into(),
-        fixtures().join("embeddings").display().to_string(),
-        "-o".into(),
-        out.display().to_string(),
-    ]);
+    let emb = embeddings();
+    let small = ["--steps", "2", "--width", "64", "--height", "64"];
+    let flags =
+        [&["--prompt", "a castle", "--negative", "tinyneg, lowres", "--embeddings-dir", &emb][..], &small]
+            .concat();
+    let res = generate("tiny-sdxl", &out, &flags);
     assert!(!res.status.success());
     let err = stderr(&res);
     assert!(err.contains("tinyneg") && err.contains("but the model is SDXL"), "{err}");
@@ -377,25 +362,10 @@ fn an_embedding_for_another_family_is_refused_by_name() {
     // An unreadable file is an error only when the prompt names it, and the message names it.
     let folder = tempfile::tempdir().expect("temp dir");
     std::fs::write(folder.path().join("broken.pt"), b"PK\x03\x04 cut short").expect("write");
+    let folder_path = folder.path().display().to_string();
     let run = |prompt: &str| {
-        easel_owned(&[
-            "generate".into(),
-            "--model".into(),
-            fixtures().join("tiny-sd").display().to_string(),
-            "--prompt".into(),
-            prompt.into(),
-            "--steps".into(),
-            "1".into(),
-            "--width".into(),
-            "64".into(),
-            "--height".into(),
-            "64".into(),
-            "--embeddings-dir".into(),
-            folder.path().display().to_string(),
-            "--overwrite".into(),
-            "-o".into(),
-            out.display().to_string(),
-        ])
+        let flags = [&["--prompt", prompt, "--embeddings-dir", &folder_path][..], &small].concat();
+        generate("tiny-sd", &out, &flags)
     };
     let res = run("a castle, (broken:1.2)");
     assert!(!res.status.success());
@@ -416,24 +386,19 @@ fn malformed_prompts_never_fail_a_generation() {
         "trailing backslash \\",
         "(((((((((((((((((((((((((((((((((deep))))))))))))))))))))))))))))))))) AND :0.5 AND",
     ] {
-        let res = easel_owned(&[
-            "generate".into(),
-            "--model".into(),
-            fixtures().join("tiny-sd").display().to_string(),
-            "--prompt".into(),
-            prompt.into(),
-            "--negative".into(),
-            "[unclosed (neg:".into(),
-            "--steps".into(),
-            "2".into(),
-            "--width".into(),
-            "64".into(),
-            "--height".into(),
-            "64".into(),
-            "--overwrite".into(),
-            "-o".into(),
-            out.display().to_string(),
-        ]);
+        let flags = [
+            "--prompt",
+            prompt,
+            "--negative",
+            "[unclosed (neg:",
+            "--steps",
+            "2",
+            "--width",
+            "64",
+            "--height",
+            "64",
+        ];
+        let res = generate("tiny-sd", &out, &flags);
         assert!(res.status.success(), "{prompt:?}: {}", stderr(&res));
     }
 }

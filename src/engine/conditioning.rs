@@ -37,11 +37,6 @@ impl Conditioning {
         Self { context, pooled: None, time_ids: None }
     }
 
-    /// Pictures in the batch this conditions.
-    pub fn batch(&self) -> Result<usize> {
-        Ok(self.context.dim(0)?)
-    }
-
     /// Stand-in conditioning of the right shapes for timing a UNet built from `cfg`: normal
     /// random text embeddings of `tokens` positions, and for SDXL a zero pooled vector and the
     /// time ids of a `width`×`height` picture.
@@ -60,7 +55,7 @@ impl Conditioning {
             return Ok(Self::text(context));
         };
         let pooled = Tensor::zeros((1, input.saturating_sub(6 * time)), dtype, device)?;
-        let time_ids = time_ids(&MicroConditioning::default(), (width, height), 1, dtype, device)?;
+        let time_ids = time_ids(&MicroConditioning::default(), (width, height), dtype, device)?;
         Ok(Self { context, pooled: Some(pooled), time_ids: Some(time_ids) })
     }
 }
@@ -87,16 +82,6 @@ impl Scheduled {
         let index = self.entries.iter().position(|(end, _)| k <= *end).unwrap_or(0);
         &self.entries[index].1
     }
-
-    /// How many different texts the prompt goes through.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether it has no text (never: every prompt has at least one).
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
 }
 
 /// Everything a run is conditioned on.
@@ -111,11 +96,6 @@ pub struct PromptConditioning {
 }
 
 impl PromptConditioning {
-    /// Whether guidance runs (a negative half is part of every step).
-    pub fn guided(&self) -> bool {
-        self.uncond.is_some()
-    }
-
     /// The guided model output for UNet call `k` on `input` at timestep `t`: one pass over every
     /// text (batched when their lengths agree, separately otherwise, as A1111 does), combined as
     /// `uncond + Σ (cond_i − uncond)·w_i·cfg`.
@@ -230,7 +210,15 @@ fn prompt_parts(request: &GenerationRequest) -> Vec<(String, f64)> {
 
 /// The embeddings `request`'s prompts use, in order of first use, each checked against `model`.
 pub fn used_embeddings(model: &StableDiffusion, request: &GenerationRequest) -> Result<Vec<Arc<Embedding>>> {
-    let db = embeddings_for(model, request);
+    used_in(model, request, &embeddings_for(model, request))
+}
+
+/// [`used_embeddings`] from an embeddings folder already read.
+fn used_in(
+    model: &StableDiffusion,
+    request: &GenerationRequest,
+    db: &EmbeddingDb,
+) -> Result<Vec<Arc<Embedding>>> {
     let negative = super::lora::tags::strip_tags(&request.negative_prompt);
     let texts: Vec<String> =
         prompt_parts(request).into_iter().map(|(t, _)| t).chain(std::iter::once(negative)).collect();
@@ -246,7 +234,7 @@ pub fn used_embeddings(model: &StableDiffusion, request: &GenerationRequest) -> 
         return Ok(used);
     }
     for text in texts {
-        for (_, _, chunks) in chunked(model, &text, request, &db) {
+        for (_, _, chunks) in chunked(model, &text, request, db) {
             for (_, e) in chunks.iter().flat_map(|c| &c.fixes) {
                 if !used.iter().any(|u| u.name == e.name) {
                     check_embedding(model, e)?;
@@ -282,7 +270,7 @@ fn check_embedding(model: &StableDiffusion, e: &Embedding) -> Result<()> {
 /// Encodes `request`'s prompts for `model`.
 pub fn encode(model: &StableDiffusion, request: &GenerationRequest) -> Result<PromptConditioning> {
     let db = embeddings_for(model, request);
-    used_embeddings(model, request)?;
+    used_in(model, request, &db)?;
     let parts = prompt_parts(request);
     let mut conds = Vec::with_capacity(parts.len());
     for (text, weight) in &parts {
@@ -297,7 +285,7 @@ pub fn encode(model: &StableDiffusion, request: &GenerationRequest) -> Result<Pr
     };
     let time_ids = match model.second {
         Some(_) => {
-            Some(time_ids(&request.micro, (request.width, request.height), 1, model.dtype, &model.device)?)
+            Some(time_ids(&request.micro, (request.width, request.height), model.dtype, &model.device)?)
         }
         None => None,
     };
@@ -456,14 +444,13 @@ fn emphasize(
     (0..b).map(|i| Ok(z.narrow(0, i, 1)?.to_dtype(dtype)?)).collect()
 }
 
-/// The six micro-conditioning numbers, one row per picture in the batch.
+/// The six micro-conditioning numbers as one row `[1, 6]` (repeated per row of a UNet batch).
 fn time_ids(
     micro: &MicroConditioning,
     (width, height): (usize, usize),
-    batch: usize,
     dtype: DType,
     device: &Device,
 ) -> Result<Tensor> {
     let row = micro.time_ids(width, height);
-    Ok(Tensor::new(&row, device)?.unsqueeze(0)?.repeat((batch, 1))?.to_dtype(dtype)?)
+    Ok(Tensor::new(&row, device)?.unsqueeze(0)?.to_dtype(dtype)?)
 }

@@ -167,13 +167,7 @@ fn prompt_ui(ui: &mut Ui, state: &mut AppState) {
     let (s, names) = (&mut state.settings, &mut state.embedding_names);
     let prompt_tokens = prompt_count.count(&s.prompt, s.emphasis, s.steps, names);
     let negative_tokens = negative_count.count(&s.negative, s.emphasis, s.steps, names);
-    let label = ui
-        .horizontal(|ui| {
-            let label = ui.strong("Prompt");
-            ui.weak(&prompt_tokens).on_hover_text(TOKENS_HINT);
-            label
-        })
-        .inner;
+    let label = label_with_count(ui, egui::RichText::new("Prompt").strong(), &prompt_tokens);
     ui.add(
         egui::TextEdit::multiline(&mut s.prompt)
             .desired_rows(3)
@@ -207,13 +201,7 @@ fn prompt_ui(ui: &mut Ui, state: &mut AppState) {
             }
         });
     }
-    let label = ui
-        .horizontal(|ui| {
-            let label = ui.label("Negative prompt");
-            ui.weak(&negative_tokens).on_hover_text(TOKENS_HINT);
-            label
-        })
-        .inner;
+    let label = label_with_count(ui, "Negative prompt".into(), &negative_tokens);
     ui.add(
         egui::TextEdit::multiline(&mut s.negative)
             .desired_rows(2)
@@ -223,9 +211,17 @@ fn prompt_ui(ui: &mut Ui, state: &mut AppState) {
     .labelled_by(label.id);
 }
 
-/// What the counters beside the prompts mean.
-const TOKENS_HINT: &str =
-    "Tokens the text encoder reads, out of the chunks of 75 they fill (past 75, the prompt takes another chunk)";
+/// A prompt's label with its token count beside it; the label's response, for `labelled_by`.
+fn label_with_count(ui: &mut Ui, label: egui::RichText, count: &str) -> egui::Response {
+    ui.horizontal(|ui| {
+        let label = ui.label(label);
+        ui.weak(count).on_hover_text(
+            "Tokens the text encoder reads, out of the chunks of 75 they fill (past 75, the prompt takes another chunk)",
+        );
+        label
+    })
+    .inner
+}
 
 fn settings_ui(ui: &mut Ui, state: &mut AppState) {
     // The size menu offers the loaded model's family's sizes (SDXL's one-megapixel buckets).

@@ -21,6 +21,8 @@ pub struct EmbeddingList {
     dir: Option<String>,
     tokenizer: Option<Tokenizer>,
     db: EmbeddingDb,
+    /// Bumped at every read, so counts made with the old embeddings are made again.
+    generation: u64,
 }
 
 impl EmbeddingList {
@@ -28,6 +30,7 @@ impl EmbeddingList {
     pub fn read(&mut self, dir: &str, refresh: bool) -> &EmbeddingDb {
         if refresh || self.dir.as_deref() != Some(dir) {
             self.dir = Some(dir.to_string());
+            self.generation += 1;
             self.db = match self.tokenizer() {
                 Some(tok) if Path::new(dir).is_dir() => EmbeddingDb::load(Path::new(dir), tok),
                 _ => EmbeddingDb::empty(),
@@ -44,9 +47,9 @@ impl EmbeddingList {
         self.tokenizer.as_ref()
     }
 
-    /// The embeddings last read.
-    pub fn db(&self) -> &EmbeddingDb {
-        &self.db
+    /// How many times the folder has been read.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The tokenizer (once made) and the embeddings last read.

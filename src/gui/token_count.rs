@@ -10,12 +10,11 @@ use crate::engine::prompt::{composable_parts, schedule::schedule, Emphasis};
 use crate::engine::tokenizer::{Tokenizer, CHUNK};
 
 /// What a count was made from.
-#[derive(Clone, PartialEq)]
 struct Key {
     text: String,
     emphasis: Emphasis,
     steps: usize,
-    embeddings: usize,
+    embeddings: u64,
 }
 
 /// A1111's count for one prompt field, kept until what it was made from changes.
@@ -33,12 +32,14 @@ impl TokenCounter {
         steps: usize,
         list: &mut EmbeddingList,
     ) -> String {
-        let key = Key { text: text.to_string(), emphasis, steps, embeddings: list.db().all().len() };
+        let embeddings = list.generation();
         if let Some((k, shown)) = &self.last {
-            if *k == key {
+            // Every frame asks; only a changed prompt or setting is counted again.
+            if k.text == text && k.emphasis == emphasis && k.steps == steps && k.embeddings == embeddings {
                 return shown.clone();
             }
         }
+        let key = Key { text: text.to_string(), emphasis, steps, embeddings };
         list.tokenizer();
         let (Some(tokenizer), db) = list.parts() else { return String::new() };
         let shown = count_tokens(text, emphasis, steps, tokenizer, db);
