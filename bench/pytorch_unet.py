@@ -5,6 +5,10 @@ machine. With --family sdxl: SDXL base 1.0's UNet (context [1, 77, 2048], pooled
 (s, s, 0, 0, s, s)) at 512² and 1024², and SDXL's VAE (SD 1.5's architecture) and a TAESD (TAESDXL's
 architecture) decode at 1024².
 
+With --controlnet: also one evaluation steered by a ControlNet (diffusers' ControlNetModel.from_unet, the
+published hint widths) at the largest size — the ControlNet's pass and the UNet's with its residuals — beside
+the plain one, the counterpart of `easel bench --controlnet`.
+
 Run: python bench/pytorch_unet.py [--runs 2]   (needs: pip install torch diffusers)
      python bench/pytorch_unet.py --family sdxl [--sizes 512,1024] [--runs 2]   (f32 UNet: 10.3 GB)
      python bench/pytorch_unet.py --device cuda --dtype f16 [--family sdxl]   (the GPU baseline for
@@ -17,7 +21,7 @@ import json
 import resource
 
 import torch
-from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
+from diffusers import AutoencoderKL, AutoencoderTiny, ControlNetModel, UNet2DConditionModel
 
 from timing import median_secs
 
@@ -72,6 +76,7 @@ def main():
     parser.add_argument("--sizes", default=None, help="default 256,512 (sd15) or 512,1024 (sdxl)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16"])
+    parser.add_argument("--controlnet", action="store_true", help="also time a step with one ControlNet unit")
     args = parser.parse_args()
     if args.sizes is None:
         args.sizes = DEFAULT_SIZES[args.family]
@@ -91,6 +96,8 @@ def main():
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 secs = median_secs(lambda: unet(x, 500, context, added_cond_kwargs=added), args.runs)
             report["unet_bf16"].append({"size": size, "secs_per_eval": secs})
+        if args.controlnet:
+            report["controlnet"] = controlnet_row(unet, context, added_for, args)
         del unet
         vae = make_vae(args.family)
         size = max(int(s) for s in args.sizes.split(","))
@@ -105,6 +112,25 @@ def main():
         report["preview_decode_bf16"] = {"size": size, "secs": secs}
     report["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps(report, indent=2))
+
+
+def controlnet_row(unet, context, added_for, args):
+    """One UNet evaluation with and without a ControlNet unit's residuals at the largest size."""
+    size = max(int(s) for s in args.sizes.split(","))
+    net = ControlNetModel.from_unet(unet).eval()
+    x = torch.randn(1, 4, size // 8, size // 8)
+    hint = torch.rand(1, 3, size, size)
+    added = added_for(size)
+
+    def steered():
+        down, mid = net(x, 500, context, hint, added_cond_kwargs=added, return_dict=False)
+        unet(x, 500, context, added_cond_kwargs=added, down_block_additional_residuals=down,
+             mid_block_additional_residual=mid)
+
+    plain = median_secs(lambda: unet(x, 500, context, added_cond_kwargs=added), args.runs)
+    with_unit = median_secs(steered, args.runs)
+    return {"size": size, "secs_per_eval_plain": plain, "secs_per_eval_with_unit": with_unit,
+            "ratio": with_unit / plain}
 
 
 def gpu(args):

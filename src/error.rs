@@ -133,11 +133,13 @@ pub enum Setting {
     ClipSkip,
     /// Which random generator draws the noise.
     Rng,
+    /// A ControlNet unit.
+    Control,
 }
 
 impl Setting {
     /// Every setting, for tests that check each surface names all of them.
-    pub const ALL: [Setting; 21] = [
+    pub const ALL: [Setting; 22] = [
         Setting::Prompt,
         Setting::NegativePrompt,
         Setting::Sampler,
@@ -159,6 +161,7 @@ impl Setting {
         Setting::Emphasis,
         Setting::ClipSkip,
         Setting::Rng,
+        Setting::Control,
     ];
 
     /// The plain name used when no surface translates it ("steps", "guidance scale").
@@ -185,6 +188,7 @@ impl Setting {
             Setting::Emphasis => "emphasis mode",
             Setting::ClipSkip => "clip skip",
             Setting::Rng => "noise source",
+            Setting::Control => "ControlNet unit",
         }
     }
 
@@ -212,6 +216,7 @@ impl Setting {
             Setting::Emphasis => "Emphasis",
             Setting::ClipSkip => "Clip skip",
             Setting::Rng => "Noise",
+            Setting::Control => "ControlNet",
         }
     }
 }

@@ -59,6 +59,35 @@ pub fn cached_model(repo_id: &str) -> Option<PathBuf> {
     cached_file(repo_id, "model_index.json").and_then(|p| p.parent().map(Path::to_path_buf))
 }
 
+/// The local snapshot folder of a diffusers ControlNet (a `config.json` beside its weights at the
+/// repository's root) pulled earlier, if the cache has one.
+pub fn cached_controlnet(repo_id: &str) -> Option<PathBuf> {
+    let dir = cached_file(repo_id, "config.json")?.parent()?.to_path_buf();
+    CONTROLNET_WEIGHTS.iter().any(|w| dir.join(w).is_file()).then_some(dir)
+}
+
+/// A ControlNet repository's weight files, in the order they are preferred.
+const CONTROLNET_WEIGHTS: [&str; 3] = [
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.fp16.safetensors",
+    "diffusion_pytorch_model.bin",
+];
+
+/// The files of a ControlNet repository Easel needs: its config and one weight file (the fp16
+/// variant first when `fp16`).
+fn choose_controlnet_files(files: &[String], fp16: bool) -> Option<Vec<String>> {
+    let has = |f: &str| files.iter().any(|x| x == f);
+    if !has("config.json") {
+        return None;
+    }
+    let mut order = CONTROLNET_WEIGHTS.to_vec();
+    if fp16 {
+        order.swap(0, 1);
+    }
+    let weights = order.into_iter().find(|f| has(f))?;
+    Some(vec!["config.json".to_string(), weights.to_string()])
+}
+
 /// Every diffusers model in the local hub cache: (hub id, snapshot folder).
 pub fn list_cached() -> Vec<(String, PathBuf)> {
     let root = Cache::from_env().path().clone();
@@ -118,9 +147,13 @@ pub fn pull_reporting(repo_id: &str, fp16: bool, report: Option<PullReporter>) -
     let info = repo.info().map_err(|e| offline(&e))?;
     let files: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
     if !files.iter().any(|f| f == "model_index.json") {
+        // A ControlNet repository (lllyasviel's, xinsir's…) is one model: a config and its weights.
+        if let Some(wanted) = choose_controlnet_files(&files, fp16) {
+            return download(&repo, (repo_id, &offline), &wanted, "config.json", report);
+        }
         return Err(Error::Hub(format!(
-            "{repo_id} is not a diffusers model (it has no model_index.json); download its .safetensors \
-             checkpoint and open that file"
+            "{repo_id} is not a diffusers model or ControlNet (it has no model_index.json, nor a config.json \
+             beside diffusion_pytorch_model weights); download its .safetensors file and open that"
         )));
     }
     let wanted = choose_files(&files, fp16).map_err(Error::Hub)?;
@@ -407,6 +440,29 @@ mod tests {
         files.retain(|f| !f.starts_with("text_encoder_2/model"));
         let err = choose_files(&files, true).expect_err("no weights");
         assert!(err.contains("text_encoder_2"), "{err}");
+    }
+
+    #[test]
+    fn controlnet_repositories_bring_their_config_and_one_weight_file() {
+        let files: Vec<String> = [
+            "config.json",
+            "diffusion_pytorch_model.bin",
+            "diffusion_pytorch_model.fp16.safetensors",
+            "diffusion_pytorch_model.safetensors",
+            "images/input.png",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            choose_controlnet_files(&files, false),
+            Some(vec!["config.json".into(), "diffusion_pytorch_model.safetensors".into()])
+        );
+        assert_eq!(
+            choose_controlnet_files(&files, true),
+            Some(vec!["config.json".into(), "diffusion_pytorch_model.fp16.safetensors".into()])
+        );
+        assert_eq!(choose_controlnet_files(&files[1..], false), None, "no config, no ControlNet");
     }
 
     #[test]

@@ -80,7 +80,46 @@ pub fn provenance(
             (name, model.vae_hash().unwrap_or_default().to_string())
         }),
         embeddings,
+        controls: request
+            .controls
+            .iter()
+            .map(|c| {
+                (
+                    crate::engine::model::display_name(&c.model),
+                    crate::engine::controlnet::prepare::old_hash(&c.model),
+                )
+            })
+            .collect(),
     })
+}
+
+/// Points each ControlNet unit of `request` at the file or folder it names: a path, a hub id
+/// pulled earlier (`easel models pull lllyasviel/control_v11p_sd15_canny`), or a name — A1111's
+/// `control_v11p_sd15_canny [d14c016b]` — in `dir`. What the PNG then records is what ran.
+pub fn resolve_controlnets(request: &mut GenerationRequest, dir: &Path) -> Result<()> {
+    for unit in &mut request.controls {
+        let spec = unit.model.to_string_lossy().to_string();
+        if unit.model.as_os_str().is_empty() {
+            continue;
+        }
+        if unit.model.exists() {
+            // Recorded whole, so the history finds it from any working folder.
+            unit.model = std::path::absolute(&unit.model).unwrap_or_else(|_| unit.model.clone());
+            continue;
+        }
+        if crate::hub::looks_like_repo_id(&spec) {
+            unit.model = crate::hub::cached_controlnet(&spec).ok_or_else(|| {
+                crate::error::Error::Hub(format!(
+                    "the ControlNet {spec} is not downloaded yet; pull it first (`easel models pull {spec}`), \
+                     or give its file"
+                ))
+            })?;
+            continue;
+        }
+        let found = crate::engine::controlnet::prepare::resolve(&unit.model, dir)?;
+        unit.model = std::path::absolute(&found).unwrap_or(found);
+    }
+    Ok(())
 }
 
 /// The A1111 short hash of the model at `path` when it is one file; folders have none.

@@ -578,3 +578,72 @@ fn an_a1111_picture_is_made_again_from_its_settings_and_embeddings() {
     assert!(item.path.is_file(), "{:?}", h.state().state.notices);
     assert_matches_golden(&item.path, &golden);
 }
+
+#[test]
+fn a_canvas_sketch_steers_the_render_through_a_scribble_unit() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let dialogs = Arc::new(ScriptedDialogs::default());
+    let mut h = studio(root.path(), Some(tiny_model()), Arc::clone(&dialogs));
+    wait_until(&mut h, "the model to load", ready);
+    quick_settings(&mut h, 3);
+    h.state_mut().state.settings.prompt = "a lighthouse".into();
+    // A dark stroke across the white canvas.
+    {
+        let c = &mut h.state_mut().canvas;
+        c.size = 30.0;
+        c.begin_stroke(60.0, 60.0);
+        c.stroke_to(400.0, 300.0);
+        c.end_stroke();
+    }
+    // Open the ControlNet panel, add a unit (scribble from the canvas) and choose its model.
+    h.get_by_label("ControlNet").click();
+    h.step();
+    h.get_by_role_and_label(Role::Button, "Add unit").click();
+    h.step();
+    let sd15 = fixtures().join("controlnet/sd15");
+    dialogs.push(sd15.clone());
+    h.get_by_role_and_label(Role::Button, "Model file…").click();
+    wait_until(&mut h, "the model to be chosen", |a| a.state.settings.controls[0].spec.model == sd15);
+    assert!(h.query_by_label("Unit 0: sd15").is_some());
+    assert!(h.query_by_label("Preprocessor").is_some());
+    h.get_by_role_and_label(Role::Slider, "Weight").set_value_accesskit(0.9);
+    h.run_steps(3);
+    assert_eq!(h.state().state.settings.controls[0].spec.weight, 0.9);
+    // The unit with its scribble map of the stroke, drawn in the left panel.
+    h.snapshot("controlnet_panel");
+
+    h.get_by_role_and_label(Role::Button, "Generate").click();
+    wait_until(&mut h, "the picture", |a| idle(a) && a.state.history.items.len() == 1);
+    let item = h.state().state.history.items[0].clone();
+    assert!(item.path.is_file(), "{:?}", h.state().state.notices);
+    // The request names the saved canvas copy the map was made from; the PNG names the unit.
+    let unit = &item.request.controls[0];
+    assert!(
+        matches!(unit.preprocess, easel::engine::controlnet::Preprocessor::Scribble { .. }),
+        "Easel's JSON keeps it"
+    );
+    let source = unit.image.clone().expect("the canvas copy");
+    assert!(source.is_file());
+    let map =
+        easel::engine::controlnet::prepare::control_map(unit, &load_rgb(&source), 64, 64, None).expect("map");
+    assert!(
+        map.image.pixels().any(|p| p.0 == [255; 3]) && map.image.pixels().any(|p| p.0 == [0; 3]),
+        "strokes on black"
+    );
+    let texts = easel::export::png::read_png_text(&item.path).expect("text");
+    assert!(
+        texts["parameters"].contains(
+            "ControlNet 0: \"Module: invert (from white bg & black line), Model: sd15, Weight: 0.9"
+        ),
+        "{}",
+        texts["parameters"]
+    );
+
+    // The same settings without the unit give another picture: the sketch steered this one.
+    h.state_mut().state.settings.controls[0].enabled = false;
+    h.get_by_role_and_label(Role::Button, "Generate").click();
+    wait_until(&mut h, "the second picture", |a| idle(a) && a.state.history.items.len() == 2);
+    let plain = h.state().state.history.items[1].path.clone();
+    let (psnr, _) = compare(&load_rgb(&item.path), &load_rgb(&plain));
+    assert!(psnr < 40.0, "the unit changed the picture only {psnr:.1} dB");
+}

@@ -126,3 +126,45 @@ fn the_preview_decoder_is_pulled_by_its_short_name_and_then_found_offline() {
     assert!(out.contains("live previews: tiny decoder") && out.contains(commit), "{out}");
     assert!(!out.contains("taesd_decoder.safetensors\n"), "the decoder is not listed as a model: {out}");
 }
+
+#[test]
+fn a_pulled_controlnet_is_used_by_its_hub_id_offline() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let commit = "89abcdef0123456789abcdef0123456789abcdef";
+    let repo = home.path().join("hub/models--easel-tests--tiny-controlnet");
+    copy_tree(&fixtures().join("controlnet/sd15"), &repo.join("snapshots").join(commit));
+    std::fs::create_dir_all(repo.join("refs")).expect("refs");
+    std::fs::write(repo.join("refs/main"), commit).expect("ref");
+    let out = home.path().join("out.png");
+    let model = fixtures().join("tiny-sd").display().to_string();
+    let scribble = fixtures().join("controlnet/scribble.png").display().to_string();
+    let args = |control: &str| {
+        vec![
+            "generate".to_string(),
+            "--model".into(),
+            model.clone(),
+            "--prompt".into(),
+            "a cat".into(),
+            "--steps".into(),
+            "2".into(),
+            "--width".into(),
+            "64".into(),
+            "--height".into(),
+            "64".into(),
+            "--control".into(),
+            control.to_string(),
+            "-o".into(),
+            out.display().to_string(),
+        ]
+    };
+    let run =
+        |a: Vec<String>| easel_with_home(home.path(), &a.iter().map(String::as_str).collect::<Vec<_>>());
+    let res = run(args(&format!("model=easel-tests/tiny-controlnet,image={scribble}")));
+    assert!(res.status.success(), "{}", stderr(&res));
+    let texts = easel::export::png::read_png_text(&out).expect("text");
+    assert!(texts["parameters"].contains("ControlNet 0: \"Module: none, Model: "), "{}", texts["parameters"]);
+    std::fs::remove_file(&out).expect("remove");
+    let res = run(args(&format!("model=easel-tests/not-pulled,image={scribble}")));
+    assert!(!res.status.success());
+    assert!(stderr(&res).contains("easel models pull easel-tests/not-pulled"), "{}", stderr(&res));
+}

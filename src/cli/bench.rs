@@ -59,6 +59,10 @@ pub struct BenchArgs {
     /// projection layer) and a UNet evaluation with it merged, at the largest size.
     #[arg(long)]
     lora_rank: Option<usize>,
+    /// Also time a UNet evaluation steered by one ControlNet unit (the ControlNet's pass and the
+    /// UNet's with its residuals) at the largest size, beside the plain one.
+    #[arg(long)]
+    controlnet: bool,
     /// Also time Inception feature extraction (pictures per second) and FID on 2048-d statistics.
     #[arg(long)]
     metrics: bool,
@@ -182,6 +186,13 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
                            "size": size, "secs_per_eval_merged": with_lora });
     }
 
+    let controlnet_row = if args.controlnet {
+        let size = *args.sizes.iter().max().unwrap_or(&512);
+        bench_controlnet(&unet, &unet_cfg, &vb, size, args.runs, &device, args.json)?
+    } else {
+        serde_json::Value::Null
+    };
+
     let metrics_row =
         if args.metrics { bench_metrics(args.runs, &device, args.json)? } else { serde_json::Value::Null };
 
@@ -214,6 +225,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
         "vae_decode": vae_row,
         "preview_decode": preview_row,
         "lora": lora_row,
+        "controlnet": controlnet_row,
         "metrics": metrics_row,
         "peak_rss_bytes": peak,
         "version": easel::version(),
@@ -227,6 +239,53 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One UNet evaluation with and without a ControlNet unit (random weights) at `size`².
+fn bench_controlnet(
+    unet: &UNet,
+    cfg: &UNetConfig,
+    vb: &VarBuilder,
+    size: usize,
+    runs: usize,
+    device: &Device,
+    quiet: bool,
+) -> anyhow::Result<serde_json::Value> {
+    let dtype = vb.dtype();
+    let net = easel::engine::controlnet::ControlNet::with_weights(
+        vb.pp("controlnet"),
+        cfg,
+        std::path::Path::new("random"),
+    )?;
+    let context = Conditioning::stand_in(cfg, 77, (size, size), dtype, device)?;
+    let latent = size / 8;
+    let x = Tensor::randn(0f32, 1.0, (1, cfg.in_channels, latent, latent), device)?.to_dtype(dtype)?;
+    let hint = Tensor::rand(0f32, 1.0, (1, 3, size, size), device)?.to_dtype(dtype)?;
+    let plain = time_median(runs, device, || {
+        unet.forward(&x, 500.0, &context)?;
+        Ok(())
+    })?;
+    // A run encodes the map once; each step then costs the ControlNet's pass and the UNet's.
+    let mut embedded = None;
+    let encode = time_median(runs, device, || {
+        embedded = Some(net.embed_hint(&hint)?);
+        Ok(())
+    })?;
+    let embedded = embedded.ok_or_else(|| anyhow::anyhow!("the hint was not encoded"))?;
+    let steered = time_median(runs, device, || {
+        let residuals = net.forward_embedded(&x, 500.0, &context, &embedded)?;
+        unet.forward_controlled(&x, 500.0, &context, Some(&residuals))?;
+        Ok(())
+    })?;
+    if !quiet {
+        println!(
+            "UNet {size}x{size} with one ControlNet unit: {steered:.3} s per evaluation ({:.2}x the plain {plain:.3} s); \
+             the map's encoding, once per run: {encode:.3} s",
+            steered / plain
+        );
+    }
+    Ok(json!({ "size": size, "secs_per_eval_plain": plain, "secs_per_eval_with_unit": steered,
+               "ratio": steered / plain, "hint_encode_secs_once": encode }))
 }
 
 /// Times decoders of random latents at one picture size.

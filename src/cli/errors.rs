@@ -30,6 +30,7 @@ pub fn flag(setting: Setting) -> &'static str {
         Setting::Emphasis => "--emphasis",
         Setting::ClipSkip => "--clip-skip",
         Setting::Rng => "--rng",
+        Setting::Control => "--control",
     }
 }
 

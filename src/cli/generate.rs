@@ -124,6 +124,18 @@ pub struct GenerateArgs {
     /// Where `<lora:name:weight>` prompt tags are looked up (default: models/lora).
     #[arg(long)]
     lora_dir: Option<PathBuf>,
+    /// A ControlNet unit: model=PATH,image=PATH[,weight=W][,start=S][,end=E][,preprocess=P]
+    /// [,mode=M][,resize=R][,low=L,high=H|threshold=T|factor=F][,save=MAP.png]. Preprocessors:
+    /// none, canny (low/high, default 100/200), scribble, lineart (threshold), invert, tile
+    /// (factor), inpaint (with --mask); modes: balanced, prompt, control, guess; resize: just,
+    /// crop, fill. Repeat for several units; with --settings-from the k-th flag completes the
+    /// picture's k-th unit.
+    #[arg(long = "control", value_name = "KEY=VALUE,…")]
+    controls: Vec<String>,
+    /// Where ControlNets named without a path (and in imported pictures) are found
+    /// (default: models/controlnet).
+    #[arg(long)]
+    controlnet_dir: Option<PathBuf>,
     /// auto, cpu, cuda or metal.
     #[arg(long, default_value_t = DeviceChoice::Auto, value_parser = super::errors::value::<DeviceChoice>)]
     device: DeviceChoice,
@@ -204,6 +216,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         Some(p) => Some(read_image(p, "init image")?),
         None => None,
     };
+    let control_flags =
+        args.controls.iter().map(|s| super::control::parse_flag(s)).collect::<Result<Vec<_>, _>>()?;
     let flag_loras =
         args.loras.iter().map(|s| super::loras::parse_flag(s)).collect::<anyhow::Result<Vec<_>>>()?;
     let mut loras = flag_loras.clone();
@@ -257,6 +271,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         ensd: args.ensd.unwrap_or(base.ensd),
         sampler_impl: args.sampler_impl.unwrap_or(base.sampler_impl),
         embeddings_dir: args.embeddings_dir.clone().or_else(default_embeddings_dir),
+        controls: super::control::units(base.controls, &control_flags),
     };
     request.validate()?;
     check_output(&args.output)?;
@@ -266,7 +281,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     }
     let sized =
         args.width.is_some() || args.height.is_some() || init.is_some() || args.settings_from.is_some();
-    let inputs = read_inputs(&request, init)?;
+    let mut inputs = read_inputs(&request, init)?;
     let model_path = super::resolve_model(&args.model)?;
     let device = args.device.open()?;
     let dtype = args.dtype.dtype_on(&device)?;
@@ -282,6 +297,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     if let Some(p) = args.prediction {
         model.scheduler_config.insert("prediction_type".into(), serde_json::Value::String(p.id().into()));
     }
+    let controlnet_dir = super::control::dir(args.controlnet_dir.as_deref());
+    easel::job::resolve_controlnets(&mut request, &controlnet_dir)?;
+    inputs.controls = prepare_controls(&model, &request, &inputs, &control_flags, &controlnet_dir)?;
     let stack = super::loras::apply(&mut model, &request.loras)?;
     model.use_vae(request.vae.as_deref())?;
     let provenance = easel::job::provenance(&model, easel::job::model_hash(&model_path)?, &stack, &request)?;
@@ -347,6 +365,32 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Loads each unit's ControlNet and makes its map (writing it where `save=` asks).
+fn prepare_controls(
+    model: &StableDiffusion,
+    request: &GenerationRequest,
+    inputs: &GenerationInputs,
+    flags: &[super::control::ControlFlag],
+    dir: &Path,
+) -> anyhow::Result<Vec<easel::engine::controlnet::ControlInput>> {
+    use easel::engine::controlnet::prepare;
+    for (i, (spec, flag)) in request.controls.iter().zip(flags).enumerate() {
+        let (Some(save), Some(image)) = (&flag.save, &spec.image) else { continue };
+        let picture = prepare::read_picture(image, i)?;
+        let map = prepare::control_map(
+            spec,
+            &picture,
+            request.width as u32,
+            request.height as u32,
+            inputs.mask.as_ref(),
+        )?;
+        save_png(save, &map.image, &[], false)?;
+        eprintln!("wrote unit {i}'s control map to {}", save.display());
+    }
+    let mut cache = prepare::ControlNetCache::default();
+    Ok(prepare::prepare(model, request, None, inputs.mask.as_ref(), dir, &mut cache)?)
 }
 
 /// Refuses an output whose folder cannot take it before minutes go into generating it (what
@@ -438,5 +482,5 @@ fn read_inputs(
         }
         None => None,
     };
-    Ok(GenerationInputs { init_image, mask, noise })
+    Ok(GenerationInputs { init_image, mask, noise, controls: Vec::new() })
 }

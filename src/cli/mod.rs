@@ -2,6 +2,7 @@
 //! work starts ("parse, don't validate"), then each subcommand runs.
 
 mod bench;
+mod control;
 mod errors;
 mod eval;
 mod generate;

@@ -167,7 +167,7 @@ fn resnet_name(rest: &str) -> String {
 }
 
 /// The diffusers name of an original UNet key (SD 1.x/2.x: three slots per level).
-fn unet_key(rest: &str) -> Option<String> {
+pub(crate) fn unet_key(rest: &str) -> Option<String> {
     const PER: usize = 3;
     let simple = [
         ("time_embed.0.", "time_embedding.linear_1."),
@@ -302,7 +302,7 @@ fn renumber_decoder(vae: TensorMap) -> TensorMap {
         .collect()
 }
 
-fn dim(map: &TensorMap, key: &str, axis: usize, path: &Path) -> Result<usize> {
+pub(crate) fn dim(map: &TensorMap, key: &str, axis: usize, path: &Path) -> Result<usize> {
     map.get(key).and_then(|t| t.dims().get(axis).copied()).ok_or_else(|| {
         Error::bad_file(
             format!("the checkpoint lacks the tensor {key}, so its architecture cannot be read"),
@@ -311,7 +311,7 @@ fn dim(map: &TensorMap, key: &str, axis: usize, path: &Path) -> Result<usize> {
     })
 }
 
-fn count_indices(map: &TensorMap, prefix: &str) -> usize {
+pub(crate) fn count_indices(map: &TensorMap, prefix: &str) -> usize {
     map.keys()
         .filter_map(|k| k.strip_prefix(prefix)?.split('.').next()?.parse::<usize>().ok())
         .max()
@@ -319,7 +319,7 @@ fn count_indices(map: &TensorMap, prefix: &str) -> usize {
 }
 
 /// The UNet's architecture from its tensors; `pooled` is the width of SDXL's pooled text vector.
-fn infer_unet(unet: &TensorMap, pooled: Option<usize>, path: &Path) -> Result<UNetConfig> {
+pub(crate) fn infer_unet(unet: &TensorMap, pooled: Option<usize>, path: &Path) -> Result<UNetConfig> {
     let n = count_indices(unet, "down_blocks.");
     let channels = (0..n)
         .map(|i| dim(unet, &format!("down_blocks.{i}.resnets.0.conv1.weight"), 0, path))
@@ -342,7 +342,8 @@ fn infer_unet(unet: &TensorMap, pooled: Option<usize>, path: &Path) -> Result<UN
         .collect();
     let mut cfg = json!({
         "in_channels": dim(unet, "conv_in.weight", 1, path)?,
-        "out_channels": dim(unet, "conv_out.weight", 0, path)?,
+        // A ControlNet has no conv_out; a UNet without one fails later, naming the tensor.
+        "out_channels": unet.get("conv_out.weight").map_or(4, |t| t.dims()[0]),
         "block_out_channels": channels,
         "down_block_types": down,
         "up_block_types": up,
@@ -363,7 +364,7 @@ fn infer_unet(unet: &TensorMap, pooled: Option<usize>, path: &Path) -> Result<UN
 }
 
 /// SD 1.x uses 8 heads everywhere; SD 2.x and SDXL use 64-wide heads.
-fn with_family_heads(mut cfg: UNetConfig, family: Family) -> UNetConfig {
+pub(crate) fn with_family_heads(mut cfg: UNetConfig, family: Family) -> UNetConfig {
     cfg.attention_head_dim = match family {
         Family::Sd1 => PerBlock::One(8),
         Family::Sd2 | Family::Sdxl => {

@@ -12,6 +12,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::clip::{ClipTextEncoder, Layer};
 use super::config::UNetConfig;
+use super::controlnet::StepControl;
 use super::embeddings::{Embedding, EmbeddingDb};
 use super::family::Family;
 use super::model::StableDiffusion;
@@ -106,6 +107,7 @@ impl PromptConditioning {
         t: f64,
         k: usize,
         cfg_scale: f64,
+        control: &StepControl,
     ) -> Result<Tensor> {
         let conds = padded_to_longest(self.conds.iter().map(|(c, _)| c.at(k)).collect())?;
         let mut texts: Vec<&Encoded> = Vec::with_capacity(conds.len() + 1);
@@ -113,7 +115,7 @@ impl PromptConditioning {
             texts.push(u.at(k));
         }
         texts.extend(conds.iter().map(|c| c.as_ref()));
-        let outputs = self.run(unet, input, t, &texts)?;
+        let outputs = self.run(unet, input, t, &texts, control)?;
         let Some(uncond) = self.uncond.as_ref().map(|_| &outputs[0]) else {
             return Ok(outputs[0].clone());
         };
@@ -131,14 +133,17 @@ impl PromptConditioning {
         input: &Tensor,
         t: f64,
         texts: &[&Encoded],
+        control: &StepControl,
     ) -> Result<Vec<Tensor>> {
         let len = texts[0].context.dim(1)?;
         let same = texts.iter().all(|e| e.context.dim(1).ok() == Some(len));
         let groups: Vec<Vec<&Encoded>> =
             if same { vec![texts.to_vec()] } else { texts.iter().map(|e| vec![*e]).collect() };
         let mut outputs = Vec::with_capacity(texts.len());
-        for group in groups {
+        for (g, group) in groups.into_iter().enumerate() {
             let n = group.len();
+            // Only the first group can start with the negative prompt's row.
+            let first_is_negative = g == 0 && self.uncond.is_some();
             let context = Tensor::cat(&group.iter().map(|e| &e.context).collect::<Vec<_>>(), 0)?;
             let pooled = match group.iter().map(|e| e.pooled.as_ref()).collect::<Option<Vec<_>>>() {
                 Some(p) => Some(Tensor::cat(&p, 0)?),
@@ -149,7 +154,9 @@ impl PromptConditioning {
                 None => None,
             };
             let x = if n == 1 { input.clone() } else { input.repeat((n, 1, 1, 1))? };
-            let out = unet.forward(&x, t, &Conditioning { context, pooled, time_ids })?;
+            let cond = Conditioning { context, pooled, time_ids };
+            let residuals = control.residuals(&x, t, &cond, first_is_negative)?;
+            let out = unet.forward_controlled(&x, t, &cond, residuals.as_ref())?;
             for i in 0..n {
                 outputs.push(out.narrow(0, i, 1)?);
             }

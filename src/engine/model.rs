@@ -405,7 +405,7 @@ pub fn display_name(path: &Path) -> String {
 
 /// Reads a component's weights, preferring full-precision safetensors, then the fp16 variant,
 /// then PyTorch `.bin`; safetensors arrive already in `dtype`.
-fn read_part(dir: &Path, part: &str, stem: &str, dtype: DType) -> Result<(PathBuf, TensorMap)> {
+pub(crate) fn read_part(dir: &Path, part: &str, stem: &str, dtype: DType) -> Result<(PathBuf, TensorMap)> {
     let folder = dir.join(part);
     let candidates = [
         format!("{stem}.safetensors"),

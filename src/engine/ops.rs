@@ -35,6 +35,11 @@ impl Conv2d {
         Ok(Self { weight, bias, stride, padding })
     }
 
+    /// The dtype of the weights.
+    pub fn weight_dtype(&self) -> candle_core::DType {
+        self.weight.dtype()
+    }
+
     /// Loads a `kernel`×`kernel` convolution with no bias, stride 1 and "same" padding.
     pub fn no_bias(vb: VarBuilder, in_ch: usize, out_ch: usize, kernel: usize) -> Result<Self> {
         let weight = vb.get((out_ch, in_ch, kernel, kernel), "weight")?;

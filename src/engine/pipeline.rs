@@ -10,6 +10,7 @@ use candle_core::{DType, Tensor};
 use image::{GrayImage, RgbImage};
 
 use super::conditioning::PromptConditioning;
+use super::controlnet::{ControlInput, StepControl};
 use super::model::StableDiffusion;
 use super::request::GenerationRequest;
 use super::rng::ImageRng;
@@ -25,6 +26,8 @@ pub struct GenerationInputs {
     pub mask: Option<GrayImage>,
     /// Starting noise `[1, C, H/8, W/8]` replacing the seeded noise.
     pub noise: Option<Tensor>,
+    /// ControlNet units with their maps at the request's size, in the request's order.
+    pub controls: Vec<ControlInput>,
 }
 
 /// Where a generation is, reported after every step.
@@ -158,6 +161,8 @@ struct Run<'a> {
     index: usize,
     /// Latent shape `[1, channels, height/8, width/8]`.
     shape: (usize, usize, usize, usize),
+    /// ControlNet units.
+    controls: &'a [ControlInput],
 }
 
 /// What the loop starts from, made before the first step in diffusers' order of random draws.
@@ -193,7 +198,7 @@ fn denoise(
     }
     let mut sampler = request.sampler.build_as(&config, request.steps, request.sampler_impl)?;
     let shape = (1, model.latent_channels(), request.height / 8, request.width / 8);
-    let run = Run { model, request, context, index, shape };
+    let run = Run { model, request, context, index, shape, controls: &inputs.controls };
     let mut rng = ImageRng::new(request.rng, seed);
     let start = prepare(&run, inputs, sampler.as_ref(), &mut rng)?;
     if request.ensd != 0 {
@@ -317,7 +322,9 @@ fn step_loop(
         if let (Some(m), Some(ml)) = (&start.latent_mask, &start.masked_latents) {
             input = Tensor::cat(&[&input, m, ml], 1)?;
         }
-        let out = run.context.predict(&model.unet, &input, timesteps[i], k, run.request.cfg_scale)?;
+        let control = StepControl::at(run.controls, k, steps, run.request.sampler_impl);
+        let out =
+            run.context.predict(&model.unet, &input, timesteps[i], k, run.request.cfg_scale, &control)?;
         let mut step_noise = || randn(rng, run.shape, model);
         latents = sampler.step(&out, i, &latents, &mut step_noise)?;
         // Plain models inpaint by putting the known region back at the next step's noise level.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::controlnet::ControlSpec;
 use super::prompt::Emphasis;
 use super::rng::NoiseSource;
 use super::samplers::schedule::Spacing;
@@ -77,6 +78,9 @@ pub struct GenerationRequest {
     /// The folder of textual-inversion embeddings the prompts may name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embeddings_dir: Option<PathBuf>,
+    /// ControlNet units, applied together (their residuals add up).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub controls: Vec<ControlSpec>,
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -186,6 +190,7 @@ impl Default for GenerationRequest {
             ensd: 0,
             sampler_impl: SamplerImpl::default(),
             embeddings_dir: None,
+            controls: Vec::new(),
         }
     }
 }
@@ -193,6 +198,9 @@ impl Default for GenerationRequest {
 impl GenerationRequest {
     /// Refuses values no pipeline can use, with a sentence saying which and why.
     pub fn validate(&self) -> Result<()> {
+        for (i, unit) in self.controls.iter().enumerate() {
+            unit.check(i)?;
+        }
         for (setting, v) in [(Setting::Width, self.width), (Setting::Height, self.height)] {
             if v % 8 != 0 || v < 64 {
                 return Err(Error::setting(

@@ -70,6 +70,13 @@ fn checked(mut imported: Imported, path: &Path) -> Result<Imported> {
     tags::parse_tags(&imported.request.prompt).map_err(|e| Error::bad_file(e, path))?;
     let request = &mut imported.request;
     (request.init_image, request.mask, request.noise) = (None, None, None);
+    // ControlNets are found by name in the user's folder, and their pictures are not in the PNG.
+    for unit in &mut request.controls {
+        unit.image = None;
+        if let Some(name) = unit.model.file_name() {
+            unit.model = std::path::PathBuf::from(name);
+        }
+    }
     Ok(imported)
 }
 

@@ -1,6 +1,7 @@
 //! Writing results: PNGs that carry their parameters, written atomically and never over an
 //! existing file unless asked.
 
+pub mod controlnet_text;
 pub mod import;
 pub mod parameters;
 pub mod png;

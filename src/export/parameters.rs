@@ -35,6 +35,8 @@ pub struct Provenance {
     pub vae: Option<(String, String)>,
     /// (name, short hash) of each textual-inversion embedding the prompts used (`TI hashes`).
     pub embeddings: Vec<(String, String)>,
+    /// (name, A1111's old short hash) of each ControlNet unit's model, in the request's order.
+    pub controls: Vec<(String, Option<String>)>,
 }
 
 /// The request as A1111 writes it, for the image made with `seed`.
@@ -91,6 +93,8 @@ pub fn to_a1111(request: &GenerationRequest, seed: u64, provenance: &Provenance)
         let hashes: Vec<String> = provenance.lora_hashes.iter().map(|(n, h)| format!("{n}: {h}")).collect();
         fields.push(("Lora hashes", hashes.join(", ")));
     }
+    let controls = super::controlnet_text::fields(request, &provenance.controls);
+    fields.extend(controls.iter().map(|(k, v)| (k.as_str(), v.clone())));
     fields.push(("Version", provenance.version.clone()));
     let line = fields.into_iter().map(|(k, v)| format!("{k}: {}", quote(&v))).collect::<Vec<_>>().join(", ");
     let mut text = request.prompt.clone();
@@ -176,6 +180,7 @@ impl ParsedParameters {
             req.emphasis = Emphasis::from_a1111(v)
                 .ok_or_else(|| unusable("Emphasis", v, "Original, No norm, Ignore or None"))?;
         }
+        req.controls = super::controlnet_text::read(&self.fields);
         Ok(req)
     }
 
@@ -270,6 +275,7 @@ mod tests {
             lora_hashes: vec![],
             vae: None,
             embeddings: vec![],
+            controls: vec![],
         }
     }
 

@@ -56,6 +56,8 @@ pub struct Panels {
     pub presets: PresetsMenu,
     /// The Metrics tab.
     pub metrics: MetricsView,
+    /// The ControlNet panel's map previews.
+    pub control: super::control_panel::ControlView,
 }
 
 /// The studio.
@@ -331,7 +333,7 @@ impl eframe::App for EaselApp {
         let (state, panels, textures, out) =
             (&mut self.state, &mut self.panels, &mut self.textures, &mut self.commands);
         egui::Panel::left("controls").resizable(true).default_size(340.0).show(ui, |ui| {
-            super::controls::controls_ui(ui, state, &mut panels.lora_browser, out);
+            super::controls::controls_ui(ui, state, panels, &self.canvas, out);
         });
         egui::CentralPanel::default().show(ui, |ui| match state.settings.tab {
             _ if matches!(state.model, super::state::ModelStatus::None)

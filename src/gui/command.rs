@@ -36,6 +36,16 @@ pub enum UiCommand {
     ChooseLoraFolder,
     /// List this folder in the LoRA browser.
     SetLoraFolder(PathBuf),
+    /// Ask for unit N's ControlNet file.
+    ChooseControlNet(usize),
+    /// Use this ControlNet for unit N.
+    SetControlNet(usize, PathBuf),
+    /// Download the hub id typed in unit N, then use it there.
+    PullControlNet(usize),
+    /// Ask for unit N's picture.
+    ChooseControlPicture(usize),
+    /// Use this picture for unit N.
+    SetControlPicture(usize, PathBuf),
     /// Queue the current settings as a render.
     Generate,
     /// Stop the running job and drop the queued ones.

@@ -4,7 +4,6 @@
 use egui::Ui;
 
 use super::command::{Commands, UiCommand};
-use super::lora_panel::LoraBrowser;
 use super::state::{AppState, CanvasUse, JobStatus, ModelStatus};
 use crate::engine::device::Precision;
 use crate::engine::samplers::schedule::Spacing;
@@ -12,7 +11,13 @@ use crate::engine::SamplerKind;
 use crate::worker::PreviewKind;
 
 /// The left panel: Generate / Cancel always in view, the rest scrolls.
-pub fn controls_ui(ui: &mut Ui, state: &mut AppState, browser: &mut LoraBrowser, out: &mut Commands) {
+pub fn controls_ui(
+    ui: &mut Ui,
+    state: &mut AppState,
+    panels: &mut super::app::Panels,
+    canvas: &super::canvas::Canvas,
+    out: &mut Commands,
+) {
     generate_ui(ui, state, out);
     ui.separator();
     egui::ScrollArea::vertical().show(ui, |ui| {
@@ -21,7 +26,9 @@ pub fn controls_ui(ui: &mut Ui, state: &mut AppState, browser: &mut LoraBrowser,
         prompt_ui(ui, state);
         super::prompt_options::prompt_options_ui(ui, state);
         ui.separator();
-        super::lora_panel::lora_stack_ui(ui, state, browser, out);
+        super::lora_panel::lora_stack_ui(ui, state, &mut panels.lora_browser, out);
+        ui.separator();
+        super::control_panel::control_panel_ui(ui, state, canvas, &mut panels.control, out);
         ui.separator();
         settings_ui(ui, state);
     });
@@ -449,22 +456,24 @@ mod tests {
 
     use super::super::test_support::{harness, pushed, session, session_with_model};
     use super::*;
+    use crate::gui::app::Panels;
     use crate::gui::state::JobKind;
 
-    fn controls(ui: &mut Ui, state: &mut AppState, browser: &mut LoraBrowser, out: &mut Commands) {
-        controls_ui(ui, state, browser, out);
+    fn controls(ui: &mut Ui, state: &mut AppState, panels: &mut Panels, out: &mut Commands) {
+        let canvas = crate::gui::canvas::Canvas::new(64, 64);
+        controls_ui(ui, state, panels, &canvas, out);
     }
 
     #[test]
     fn generate_waits_for_a_model_then_asks_for_a_render() {
         let (_dir, state) = session();
-        let mut h = harness(state, LoraBrowser::default(), controls);
+        let mut h = harness(state, Panels::default(), controls);
         h.run();
         h.get_by_label("Generate").click();
         h.run();
         assert!(pushed(&mut h).is_empty(), "a disabled button asks for nothing");
         let (_dir, state) = session_with_model();
-        let mut h = harness(state, LoraBrowser::default(), controls);
+        let mut h = harness(state, Panels::default(), controls);
         h.run();
         h.get_by_label("Generate").click();
         h.run();
@@ -474,7 +483,7 @@ mod tests {
     #[test]
     fn model_buttons_ask_for_dialogs_and_downloads_instead_of_opening_them() {
         let (_dir, state) = session();
-        let mut h = harness(state, LoraBrowser::default(), controls);
+        let mut h = harness(state, Panels::default(), controls);
         h.run();
         for (button, command) in [
             ("Open file…", UiCommand::ChooseModelFile),
@@ -488,7 +497,10 @@ mod tests {
         }
         h.get_by_label("Browse…").click();
         h.run();
-        assert!(h.state().view.open && pushed(&mut h).is_empty(), "the browser is the panel's own state");
+        assert!(
+            h.state().view.lora_browser.open && pushed(&mut h).is_empty(),
+            "the browser is the panel's own state"
+        );
     }
 
     #[test]
@@ -496,7 +508,7 @@ mod tests {
         let (_dir, mut state) = session_with_model();
         let (first, _) = state.enqueue("a cat".into(), 1, JobKind::Render);
         state.enqueue("a dog".into(), 1, JobKind::Render);
-        let mut h = harness(state, LoraBrowser::default(), controls);
+        let mut h = harness(state, Panels::default(), controls);
         h.run();
         h.get_by_label("Cancel").click();
         h.run();

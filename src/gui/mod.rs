@@ -7,6 +7,7 @@ mod app;
 pub mod canvas;
 pub mod command;
 pub mod compare;
+pub mod control_panel;
 pub mod controls;
 pub mod dialogs;
 pub mod gallery;

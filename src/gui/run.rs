@@ -68,6 +68,49 @@ impl EaselApp {
                 self.ask(Ask::Folder { title: "LoRA folder" }, UiCommand::SetLoraFolder)
             }
             UiCommand::SetLoraFolder(dir) => self.state.settings.lora_dir = dir.display().to_string(),
+            UiCommand::ChooseControlNet(i) => {
+                let ask =
+                    Ask::File { title: "ControlNet", extensions: &["safetensors", "pth", "ckpt", "bin"] };
+                self.ask(ask, move |p| UiCommand::SetControlNet(i, p));
+            }
+            UiCommand::SetControlNet(i, path) => {
+                // A diffusers ControlNet is a folder: choosing its config or weights means the folder.
+                let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                let folder = path.parent().filter(|d| d.join("config.json").is_file());
+                let path = match folder {
+                    Some(dir) if name == "config.json" || name.starts_with("diffusion_pytorch_model") => {
+                        dir.to_path_buf()
+                    }
+                    _ => path,
+                };
+                if let Some(slot) = self.state.settings.controls.get_mut(i) {
+                    slot.spec.model = path;
+                }
+            }
+            UiCommand::PullControlNet(i) => {
+                let Some(slot) = self.state.settings.controls.get(i) else { return };
+                let repo_id = slot.hub_id.trim().to_string();
+                if !crate::hub::looks_like_repo_id(&repo_id) {
+                    self.state.error(format!(
+                        "\"{repo_id}\" is not a hub id; type one such as lllyasviel/control_v11p_sd15_scribble"
+                    ));
+                    return;
+                }
+                self.state.pull = Some(Download::starting(&repo_id));
+                self.send(Command::PullControlNet { repo_id, unit: i });
+            }
+            UiCommand::ChooseControlPicture(i) => {
+                let ask = Ask::File {
+                    title: "Control picture",
+                    extensions: &["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"],
+                };
+                self.ask(ask, move |p| UiCommand::SetControlPicture(i, p));
+            }
+            UiCommand::SetControlPicture(i, path) => {
+                if let Some(slot) = self.state.settings.controls.get_mut(i) {
+                    slot.source = super::control_panel::ControlSource::File(path);
+                }
+            }
             UiCommand::Generate => self.generate(),
             UiCommand::CancelAll => self.state.cancel_all(),
             UiCommand::CancelJob(id) => self.state.cancel_job(id),
@@ -216,6 +259,10 @@ impl EaselApp {
                 }
             }
         }
+        if let Err(e) = self.canvas_units(&mut request) {
+            self.state.error(e.in_studio_words());
+            return;
+        }
         let label = job_label(&request.prompt, request.batch, request.seed);
         let saved_prompt = self.state.settings.saved_prompt();
         let (id, cancel) = self.state.enqueue(label, request.batch, JobKind::Render);
@@ -231,11 +278,30 @@ impl EaselApp {
         })));
     }
 
+    /// Points ControlNet units that read the canvas at a saved copy of it, as it is now, so the
+    /// job and the history make the same picture again.
+    fn canvas_units(&mut self, request: &mut crate::engine::GenerationRequest) -> crate::error::Result<()> {
+        if request.controls.iter().all(|u| u.image.is_some()) {
+            return Ok(());
+        }
+        let inputs =
+            self.canvas.inputs(&self.state.paths.inputs(), request.width as u32, request.height as u32)?;
+        for unit in request.controls.iter_mut().filter(|u| u.image.is_none()) {
+            unit.image = Some(inputs.image_path.clone());
+        }
+        Ok(())
+    }
+
     fn queue_grid(&mut self) {
-        let (grid, cells) = match super::compare::grid_cells(&self.state) {
+        let (grid, mut cells) = match super::compare::grid_cells(&self.state) {
             Ok(g) => g,
             Err(e) => return self.state.error(e),
         };
+        for (_, _, request) in &mut cells {
+            if let Err(e) = self.canvas_units(request) {
+                return self.state.error(e.in_studio_words());
+            }
+        }
         self.state.grid = grid;
         let output_dir = self.state.paths.gallery();
         for (row, col, request) in cells {

@@ -174,6 +174,8 @@ pub struct Settings {
     pub sampler_impl: crate::engine::samplers::SamplerImpl,
     /// Where textual-inversion embeddings are found.
     pub embeddings_dir: String,
+    /// ControlNet units.
+    pub controls: Vec<super::control_panel::ControlSlot>,
 }
 
 impl Default for Settings {
@@ -210,6 +212,7 @@ impl Default for Settings {
             ensd: r.ensd,
             sampler_impl: r.sampler_impl,
             embeddings_dir: "models/embeddings".into(),
+            controls: Vec::new(),
         }
     }
 }
@@ -239,6 +242,12 @@ impl Settings {
             sampler_impl: self.sampler_impl,
             embeddings_dir: (!self.embeddings_dir.trim().is_empty())
                 .then(|| PathBuf::from(&self.embeddings_dir)),
+            controls: self
+                .controls
+                .iter()
+                .filter(|c| c.enabled)
+                .map(super::control_panel::ControlSlot::unit)
+                .collect(),
             ..Default::default()
         }
     }
@@ -287,6 +296,21 @@ impl Settings {
         if r.vae.is_some() {
             self.vae = r.vae.clone();
         }
+        // Its ControlNet units replace the current ones; their pictures are not in a PNG, so an
+        // imported unit reads the canvas until another picture is chosen.
+        self.controls = r
+            .controls
+            .iter()
+            .map(|spec| super::control_panel::ControlSlot {
+                enabled: true,
+                source: match &spec.image {
+                    Some(p) if p.is_file() => super::control_panel::ControlSource::File(p.clone()),
+                    _ => super::control_panel::ControlSource::Canvas,
+                },
+                spec: crate::engine::controlnet::ControlSpec { image: None, ..spec.clone() },
+                hub_id: String::new(),
+            })
+            .collect();
         // The picture's stack replaces the current one, also when it had none.
         self.loras.clear();
         if !r.loras.is_empty() {

@@ -363,6 +363,13 @@ impl AppState {
                     info.preview = kind;
                 }
             }
+            Event::ControlNetPulled { unit, repo_id, path } => {
+                self.pull = None;
+                if let Some(slot) = self.settings.controls.get_mut(unit) {
+                    slot.spec.model = path;
+                }
+                self.info(format!("Downloaded the ControlNet {repo_id} for unit {unit}"));
+            }
             Event::PullFailed { repo_id, message } => {
                 self.pull = None;
                 self.error(format!("Could not download {repo_id}: {message}"));
@@ -478,6 +485,22 @@ mod tests {
         let notice = s.notices.last().expect("told");
         assert!(notice.is_error && notice.text.contains("2 queued jobs were lost"), "{}", notice.text);
         assert_eq!(s.worker_restarted(), None, "nothing to reload without a model");
+    }
+
+    #[test]
+    fn a_downloaded_controlnet_lands_in_the_unit_that_asked() {
+        let (_dir, mut s) = state();
+        s.settings.controls = vec![Default::default(), Default::default()];
+        s.pull = Some(Download::starting("lllyasviel/control_v11p_sd15_scribble"));
+        let path = std::path::PathBuf::from("/cache/scribble");
+        s.apply(Event::ControlNetPulled {
+            unit: 1,
+            repo_id: "lllyasviel/control_v11p_sd15_scribble".into(),
+            path: path.clone(),
+        });
+        assert!(s.pull.is_none());
+        assert_eq!(s.settings.controls[1].spec.model, path);
+        assert!(s.settings.controls[0].spec.model.as_os_str().is_empty());
     }
 
     #[test]

@@ -40,8 +40,24 @@ fn generate(state: &mut State, outbox: &Outbox, job: &GenerateJob) -> Result<()>
     loaded.model.use_vae(job.request.vae.as_deref())?;
     std::fs::create_dir_all(&job.output_dir)
         .map_err(|e| Error::io("cannot create the gallery folder", e, &job.output_dir))?;
-    let provenance = crate::job::provenance(&loaded.model, loaded.model_hash.clone(), &stack, &job.request)?;
-    let inputs = GenerationInputs { init_image: job.init_image.clone(), mask: job.mask.clone(), noise: None };
+    let mut request = job.request.clone();
+    let dir = std::path::Path::new(crate::engine::controlnet::prepare::DEFAULT_DIR);
+    crate::job::resolve_controlnets(&mut request, dir)?;
+    let controls = crate::engine::controlnet::prepare(
+        &loaded.model,
+        &request,
+        None,
+        job.mask.as_ref(),
+        dir,
+        &mut loaded.controlnets,
+    )?;
+    let provenance = crate::job::provenance(&loaded.model, loaded.model_hash.clone(), &stack, &request)?;
+    let inputs = GenerationInputs {
+        init_image: job.init_image.clone(),
+        mask: job.mask.clone(),
+        noise: None,
+        controls,
+    };
     let started = Instant::now();
     let preview = &mut loaded.preview;
     preview.start_job();
@@ -58,7 +74,7 @@ fn generate(state: &mut State, outbox: &Outbox, job: &GenerateJob) -> Result<()>
     };
     let mut index = 0u64;
     let mut on_image = |img: GeneratedImage| -> Result<()> {
-        let request = crate::engine::GenerationRequest { seed: img.seed, batch: 1, ..job.request.clone() };
+        let request = crate::engine::GenerationRequest { seed: img.seed, batch: 1, ..request.clone() };
         let texts =
             crate::export::generation_texts(&request, &job.saved_prompt, img.seed, &provenance, &img.timings);
         let path = save_new(&job.output_dir, img.seed, &img.image, &texts)?;
@@ -77,7 +93,7 @@ fn generate(state: &mut State, outbox: &Outbox, job: &GenerateJob) -> Result<()>
     };
     crate::engine::generate_each(
         &loaded.model,
-        &job.request,
+        &request,
         &inputs,
         &mut on_progress,
         &mut on_image,

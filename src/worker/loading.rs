@@ -24,6 +24,8 @@ pub(crate) struct Loaded {
     pub merged: Option<Vec<LoraSpec>>,
     /// Draws the live previews.
     pub preview: Previewer,
+    /// ControlNets read for this model, kept between jobs.
+    pub controlnets: crate::engine::controlnet::ControlNetCache,
 }
 
 /// Everything the worker keeps between commands.
@@ -75,6 +77,7 @@ impl Failure {
             Command::PullPreviewDecoder(family) => {
                 Failure::Pull(crate::hub::preview_decoder_repo(*family).to_string())
             }
+            Command::PullControlNet { repo_id, .. } => Failure::Pull(repo_id.clone()),
             Command::InspectLora { path } => Failure::Inspect(path.clone()),
             Command::Generate(job) => Failure::Job(job.id),
             Command::Evaluate(_) => Failure::Evaluate,
@@ -116,6 +119,7 @@ fn execute(state: &mut State, outbox: &Outbox, command: Command) {
         Command::LoadModel { source, device, precision } => load(state, outbox, source, device, precision),
         Command::PullModel { repo_id, precision } => pull(state, outbox, repo_id, precision),
         Command::PullPreviewDecoder(family) => pull_preview_decoder(state, outbox, family),
+        Command::PullControlNet { repo_id, unit } => pull_controlnet(outbox, repo_id, unit),
         Command::InspectLora { path } => {
             let info = inspect(state, &path).map_err(|e| (path, e.in_studio_words()));
             outbox.send(Event::LoraInspected(info));
@@ -160,7 +164,7 @@ fn load_model(source: &str, device: DeviceChoice, precision: Precision) -> Resul
         load_secs: started.elapsed().as_secs_f64(),
         preview: preview_kind,
     };
-    Ok(Loaded { model, info, model_hash, merged: Some(Vec::new()), preview })
+    Ok(Loaded { model, info, model_hash, merged: Some(Vec::new()), preview, controlnets: Default::default() })
 }
 
 /// A download progress callback that sends a few events a second for `repo_id`.
@@ -214,6 +218,19 @@ fn pull_preview_decoder(state: &mut State, outbox: &Outbox, family: Family) {
         Err(e) => {
             outbox.send(Event::PullFailed { repo_id: repo_id.to_string(), message: e.in_studio_words() })
         }
+    }
+}
+
+/// Downloads a ControlNet repository (the fp16 weights where published: they are read into the
+/// model's precision anyway) with progress events.
+fn pull_controlnet(outbox: &Outbox, repo_id: String, unit: usize) {
+    let pulled = {
+        let mut report = progress_events(outbox, &repo_id);
+        crate::hub::pull_reporting(&repo_id, true, Some(&mut report))
+    };
+    match pulled {
+        Ok(path) => outbox.send(Event::ControlNetPulled { unit, repo_id, path }),
+        Err(e) => outbox.send(Event::PullFailed { repo_id, message: e.in_studio_words() }),
     }
 }
 

@@ -49,6 +49,13 @@ pub enum Command {
     /// Download a family's tiny preview decoder (TAESD, TAESDXL), then use it for the loaded
     /// model's previews when it is of that family.
     PullPreviewDecoder(crate::engine::Family),
+    /// Download a ControlNet (a diffusers ControlNet repository) for a unit of the studio.
+    PullControlNet {
+        /// `owner/name`.
+        repo_id: String,
+        /// The studio's unit that asked.
+        unit: usize,
+    },
     /// Read an adapter's metadata and check it against the loaded model.
     InspectLora {
         /// The file.
@@ -165,6 +172,15 @@ pub enum Event {
     },
     /// The tiny preview decoder was downloaded; how the loaded model's previews are drawn now.
     PreviewDecoderReady(PreviewKind),
+    /// A ControlNet was downloaded for a unit.
+    ControlNetPulled {
+        /// The studio's unit that asked.
+        unit: usize,
+        /// The repository.
+        repo_id: String,
+        /// Its local folder.
+        path: PathBuf,
+    },
     /// An adapter was read.
     LoraInspected(Result<LoraInfo, (PathBuf, String)>),
     /// What each adapter of a job's stack did.

@@ -101,6 +101,11 @@ impl Canvas {
         }
     }
 
+    /// A number that changes whenever the picture or mask does.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
     /// Width and height in pixels.
     pub fn size_px(&self) -> (u32, u32) {
         (self.image.width(), self.image.height())

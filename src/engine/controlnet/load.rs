@@ -1,0 +1,163 @@
+//! Loading a ControlNet: a diffusers folder (`config.json` + weights), or one file — the
+//! original layout (`.pth`, `.safetensors`, with or without `control_model.`) or diffusers' names
+//! without a config (as SDXL ControlNets such as xinsir's are shared). Single files carry no
+//! config: the shape comes from the tensors and what shapes cannot tell (attention heads, SDXL's
+//! time-embedding width) from the model it steers, which a ControlNet copies.
+
+use std::path::Path;
+
+use candle_core::{DType, Device};
+use serde_json::{Map, Value};
+
+use super::convert::{self, Layout};
+use super::{Build, ControlNet, HintWidths};
+use crate::engine::checkpoint::{count_indices, dim, infer_unet};
+use crate::engine::config::{read_json, UNetConfig};
+use crate::engine::family::Family;
+use crate::engine::model::read_part;
+use crate::engine::weights::{self, TensorMap};
+use crate::error::{Error, Result};
+
+/// Loads the ControlNet at `path` to steer a UNet built from `base`, refusing one made for
+/// another family or shape.
+pub fn load(path: &Path, base: &UNetConfig, device: &Device, dtype: DType) -> Result<ControlNet> {
+    if !path.exists() {
+        return Err(Error::not_found("ControlNet", path));
+    }
+    let (tensors, config, extras) =
+        if path.is_dir() { read_folder(path, dtype)? } else { read_file(path, base, dtype)? };
+    check_fits(&config, base, path)?;
+    let tensors = weights::to_compute(tensors, dtype, device)?;
+    let vb = weights::var_builder(&tensors, dtype, device);
+    let build = Build { config: &config, global_pool: extras.global_pool, bgr: extras.bgr, path };
+    ControlNet::new(&tensors, build, vb).map_err(|e| weights::explain_load_error("ControlNet", path, e))
+}
+
+/// What a folder's config says beside the UNet fields.
+#[derive(Default)]
+struct Extras {
+    global_pool: bool,
+    bgr: bool,
+}
+
+fn read_folder(dir: &Path, dtype: DType) -> Result<(TensorMap, UNetConfig, Extras)> {
+    let config_path = dir.join("config.json");
+    if !config_path.exists() {
+        return Err(Error::bad_file(
+            "this folder is not a diffusers ControlNet (it has no config.json); choose the folder \
+             that holds config.json and diffusion_pytorch_model.safetensors, or the single file",
+            dir,
+        ));
+    }
+    let raw: Map<String, Value> = read_json(&config_path)?;
+    match raw.get("_class_name").and_then(Value::as_str) {
+        None | Some("ControlNetModel") => {}
+        Some(other) => {
+            return Err(Error::bad_file(
+                format!("this folder holds a {other}, not a ControlNetModel; Easel reads plain ControlNets"),
+                &config_path,
+            ))
+        }
+    }
+    let mut config: UNetConfig = read_json(&config_path)?;
+    // A ControlNet has no up path; the UNet checks expect one that mirrors the down path.
+    config.up_block_types = config.down_block_types.iter().rev().map(|k| k.replace("Down", "Up")).collect();
+    let extras = Extras {
+        global_pool: raw.get("global_pool_conditions").and_then(Value::as_bool).unwrap_or(false),
+        bgr: raw.get("controlnet_conditioning_channel_order").and_then(Value::as_str) == Some("bgr"),
+    };
+    let (_, tensors) = read_part(dir, "", "diffusion_pytorch_model", dtype)?;
+    Ok((tensors, config, extras))
+}
+
+fn read_file(path: &Path, base: &UNetConfig, dtype: DType) -> Result<(TensorMap, UNetConfig, Extras)> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let tensors = match ext.as_str() {
+        "safetensors" => {
+            let header = weights::read_safetensors_header(path)?;
+            convert::layout(header.names.iter().map(String::as_str), path)?;
+            weights::read_safetensors_selected(path, Some(dtype), &|_| true)?
+        }
+        "pth" | "pt" | "ckpt" | "bin" => weights::read_pickle_checkpoint(path)?,
+        _ => {
+            return Err(Error::bad_file(
+                "a ControlNet is a .safetensors or .pth file, or a diffusers folder",
+                path,
+            ))
+        }
+    };
+    let tensors = match convert::layout(tensors.keys().map(String::as_str), path)? {
+        Layout::Diffusers => tensors,
+        Layout::Original => convert::from_original(tensors),
+    };
+    let mut config = infer_unet(&tensors, None, path)?;
+    // What the tensors cannot tell comes from the model the ControlNet copies.
+    config.attention_head_dim = base.attention_head_dim.clone();
+    config.num_attention_heads = base.num_attention_heads.clone();
+    config.addition_time_embed_dim = config.addition_time_embed_dim.and(base.addition_time_embed_dim);
+    config.flip_sin_to_cos = base.flip_sin_to_cos;
+    config.freq_shift = base.freq_shift;
+    config.upcast_attention = base.upcast_attention;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_ascii_lowercase();
+    // A1111 averages shuffle models' residuals by name too: single files record no such flag.
+    let extras = Extras { global_pool: name.contains("shuffle"), bgr: false };
+    Ok((tensors, config, extras))
+}
+
+/// A ControlNet steers only the UNet it was trained beside: same family, same widths.
+fn check_fits(config: &UNetConfig, base: &UNetConfig, path: &Path) -> Result<()> {
+    let (mine, theirs) = (Family::of_unet(config), Family::of_unet(base));
+    if mine != theirs {
+        return Err(Error::bad_file(
+            format!(
+                "this ControlNet is made for {mine}, but the loaded model is {theirs}; choose a \
+                 ControlNet made for {theirs} (or load a {mine} model)"
+            ),
+            path,
+        ));
+    }
+    if config.block_out_channels != base.block_out_channels
+        || config.cross_attention_dim != base.cross_attention_dim
+        || config.layers_per_block != base.layers_per_block
+    {
+        return Err(Error::bad_file(
+            format!(
+                "this ControlNet's shape (widths {:?}, text width {}) does not match the loaded \
+                 model's (widths {:?}, text width {}); it was made for another base model",
+                config.block_out_channels,
+                config.cross_attention_dim,
+                base.block_out_channels,
+                base.cross_attention_dim
+            ),
+            path,
+        ));
+    }
+    match config.mid_block_type.as_deref() {
+        None | Some("UNetMidBlock2DCrossAttn") => {}
+        Some(other) => {
+            return Err(Error::bad_file(
+                format!("this ControlNet's middle block is {other}, which Easel does not build yet"),
+                path,
+            ))
+        }
+    }
+    config.check_supported(path)
+}
+
+/// The hint encoder's widths and input channels, read from its weights.
+pub(super) fn hint_widths(tensors: &TensorMap, path: &Path) -> Result<HintWidths> {
+    let prefix = "controlnet_cond_embedding.";
+    let conv_in = format!("{prefix}conv_in.weight");
+    let mut widths = vec![dim(tensors, &conv_in, 0, path)?];
+    let blocks = count_indices(tensors, &format!("{prefix}blocks."));
+    if !blocks.is_multiple_of(2) {
+        return Err(Error::bad_file(
+            format!("the ControlNet's hint encoder has {blocks} convolutions; pairs were expected"),
+            path,
+        ));
+    }
+    for i in 0..blocks / 2 {
+        widths.push(dim(tensors, &format!("{prefix}blocks.{}.weight", 2 * i + 1), 0, path)?);
+    }
+    Ok(HintWidths(widths, dim(tensors, &conv_in, 1, path)?))
+}
