@@ -337,3 +337,93 @@ fn units_run_with_every_sampler_a_lora_and_an_inpaint_map() {
         format!("model={},image={init},preprocess=inpaint", fixtures().join("controlnet/sd15").display());
     run("inpaint", &s(&["--init-image", &init, "--mask", &mask, "--control", &inpaint_unit]));
 }
+
+/// A picture made with a unit is made again from its PNG: `--settings-from` brings the unit, its
+/// model is found by name in `--controlnet-dir`, and `--control image=` gives the picture back.
+#[test]
+fn a_picture_with_a_unit_is_made_again_from_its_settings() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = dir.path().join("first.png");
+    let again = dir.path().join("again.png");
+    let model = fixtures().join("tiny-sd").display().to_string();
+    let scribble = fixtures().join("controlnet/scribble.png").display().to_string();
+    let unit = format!(
+        "model={},image={scribble},weight=1.3,end=0.7,mode=control,preprocess=lineart,threshold=100",
+        fixtures().join("controlnet/control_tiny_sd15.pth").display()
+    );
+    let args = [
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        "a boat",
+        "--steps",
+        "4",
+        "--seed",
+        "9",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--control",
+        &unit,
+        "-o",
+    ];
+    let mut first_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    first_args.push(first.display().to_string());
+    let res = easel_owned(&first_args);
+    assert!(res.status.success(), "{}", stderr(&res));
+
+    let cn_dir = fixtures().join("controlnet").display().to_string();
+    let again_args: Vec<String> = [
+        "generate",
+        "--model",
+        &model,
+        "--settings-from",
+        first.to_str().expect("utf-8"),
+        "--controlnet-dir",
+        &cn_dir,
+        "--control",
+        &format!("image={scribble}"),
+        "-o",
+        again.to_str().expect("utf-8"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let res = easel_owned(&again_args);
+    assert!(res.status.success(), "{}", stderr(&res));
+    assert_eq!(load_rgb(&first), load_rgb(&again), "the same picture");
+
+    // Without the picture, the unit says what it lacks.
+    let res = easel_owned(
+        &again_args[..again_args.len() - 4]
+            .iter()
+            .cloned()
+            .chain(["-o".into(), dir.path().join("x.png").display().to_string()])
+            .collect::<Vec<_>>(),
+    );
+    assert!(!res.status.success());
+    assert!(stderr(&res).contains("unit 0 has no control picture"), "{}", stderr(&res));
+}
+
+#[test]
+fn inspect_tells_each_layout_and_family() {
+    let cases = [
+        ("sd15", "diffusers folder", "SD 1.x", 13),
+        ("control_tiny_sd15.pth", "original (lllyasviel), control_model. prefix", "SD 1.x", 13),
+        ("control_tiny2_sd15.safetensors", "original (lllyasviel), no prefix", "SD 1.x", 13),
+        ("xl_tiny_diffusers_names.safetensors", "diffusers names in one file", "SDXL", 10),
+    ];
+    for (file, layout, family, residuals) in cases {
+        let res = easel(&["inspect", cn(file).to_str().expect("utf-8"), "--json"]);
+        assert!(res.status.success(), "{}", stderr(&res));
+        let v: Value = serde_json::from_slice(&res.stdout).expect("JSON");
+        assert_eq!((v["kind"].as_str(), v["layout"].as_str()), (Some("ControlNet"), Some(layout)), "{file}");
+        assert_eq!(
+            (v["family"].as_str(), v["residuals"].as_u64()),
+            (Some(family), Some(residuals)),
+            "{file}"
+        );
+    }
+}

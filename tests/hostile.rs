@@ -369,3 +369,59 @@ fn an_unwritable_output_is_refused_before_generating() {
     let err = refused(&generate_args(text(&tiny()), text(dir.path()), &[]));
     assert!(err.contains("is a folder") && err.contains("picture.png"), "{err}");
 }
+
+/// ControlNet files from strangers: a cut download, a pickle that would run code, a config naming
+/// another kind of model, shapes that do not fit, and a control picture that is not one — each
+/// refused in one sentence naming the file, before any step runs.
+#[test]
+fn broken_controlnets_and_pictures_are_refused_by_name() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("x.png");
+    let out = out.to_str().expect("utf-8");
+    let model = tiny();
+    let model = model.to_str().expect("utf-8");
+    let scribble = fixtures().join("controlnet/scribble.png");
+    let unit = |cn: &Path, image: &Path| format!("model={},image={}", cn.display(), image.display());
+    let run = |control: String| refused(&generate_args(model, out, &["--control", &control]));
+
+    // A download cut in half.
+    let whole = std::fs::read(fixtures().join("controlnet/control_tiny2_sd15.safetensors")).expect("fixture");
+    let cut = dir.path().join("cut.safetensors");
+    std::fs::write(&cut, &whole[..whole.len() / 2]).expect("write");
+    let e = run(unit(&cut, &scribble));
+    assert!(e.contains("cut.safetensors"), "{e}");
+
+    // A pickle that would run code is read, never executed (its tensors are those of a checkpoint).
+    let evil = dir.path().join("evil.pth");
+    std::fs::copy(fixtures().join("evil.ckpt"), &evil).expect("copy");
+    let e = run(unit(&evil, &scribble));
+    assert!(e.contains("evil.pth") && e.contains("not a ControlNet"), "{e}");
+
+    // A folder whose config is another kind of model.
+    let other = dir.path().join("adapter");
+    copy_tree(&fixtures().join("controlnet/sd15"), &other);
+    let config = other.join("config.json");
+    let text = std::fs::read_to_string(&config).expect("config").replace("ControlNetModel", "T2IAdapter");
+    std::fs::write(&config, text).expect("write");
+    let e = run(unit(&other, &scribble));
+    assert!(e.contains("T2IAdapter") && e.contains("config.json"), "{e}");
+
+    // Weights whose shapes do not match the config.
+    let wrong = dir.path().join("wrong");
+    copy_tree(&fixtures().join("controlnet/sd15"), &wrong);
+    let config = wrong.join("config.json");
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("\"layers_per_block\": 2", "\"layers_per_block\": 1");
+    std::fs::write(&config, text).expect("write");
+    let e = run(unit(&wrong, &scribble));
+    assert!(e.contains("wrong"), "{e}");
+
+    // A "picture" that is a truncated PNG.
+    let png = std::fs::read(&scribble).expect("png");
+    let bad = dir.path().join("bad.png");
+    std::fs::write(&bad, &png[..png.len() / 3]).expect("write");
+    let e = run(unit(&fixtures().join("controlnet/sd15"), &bad));
+    assert!(e.contains("bad.png") && e.contains("unit 0"), "{e}");
+    assert!(!Path::new(out).exists(), "nothing is written");
+}

@@ -51,21 +51,26 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
     if !path.exists() {
         return Err(Error::not_found("file", path).into());
     }
-    let report = if path.is_dir() {
-        describe_folder(path)?
-    } else {
-        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
-            Some("png") => describe_png(path)?,
-            Some("safetensors") => describe_safetensors(path, args.model.as_deref())?,
-            _ => {
-                return Err(Error::bad_file(
-                    "Easel inspects model folders, .safetensors files and PNGs",
-                    path,
-                )
-                .into())
+    let report =
+        if path.is_dir() && !path.join("model_index.json").exists() && path.join("config.json").exists() {
+            describe_controlnet(path)?
+        } else if path.is_dir() {
+            describe_folder(path)?
+        } else {
+            match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+                Some("png") => describe_png(path)?,
+                Some("safetensors") if looks_like_controlnet(path)? => describe_controlnet(path)?,
+                Some("safetensors") => describe_safetensors(path, args.model.as_deref())?,
+                Some("pth") => describe_controlnet(path)?,
+                _ => {
+                    return Err(Error::bad_file(
+                        "Easel inspects model folders, .safetensors files, ControlNet .pth files and PNGs",
+                        path,
+                    )
+                    .into())
+                }
             }
-        }
-    };
+        };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -174,6 +179,22 @@ fn describe_png(path: &Path) -> anyhow::Result<Value> {
         }
     }
     Ok(report)
+}
+
+fn describe_controlnet(path: &Path) -> anyhow::Result<Value> {
+    let mut report = serde_json::to_value(easel::engine::controlnet::describe(path)?)?;
+    report["kind"] = json!("ControlNet");
+    Ok(report)
+}
+
+/// A ControlNet's names, from the header alone.
+fn looks_like_controlnet(path: &Path) -> anyhow::Result<bool> {
+    let header = read_safetensors_header(path)?;
+    Ok(header.names.iter().any(|k| {
+        k.starts_with("controlnet_cond_embedding.")
+            || k.starts_with("input_hint_block.")
+            || k.starts_with("control_model.input_hint_block.")
+    }))
 }
 
 fn describe_folder(dir: &Path) -> anyhow::Result<Value> {

@@ -33,6 +33,56 @@ pub fn load(path: &Path, base: &UNetConfig, device: &Device, dtype: DType) -> Re
     ControlNet::new(&tensors, build, vb).map_err(|e| weights::explain_load_error("ControlNet", path, e))
 }
 
+/// What `easel inspect` says of a ControlNet file or folder, read without a model beside it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Description {
+    /// How it is stored: a diffusers folder, the original layout (with or without
+    /// `control_model.`), or diffusers' names in one file.
+    pub layout: String,
+    /// The family it steers.
+    pub family: String,
+    /// The UNet widths it copies.
+    pub unet_channels: Vec<usize>,
+    /// The hint encoder's widths.
+    pub hint_channels: Vec<usize>,
+    /// Residuals it gives (skips and the middle block).
+    pub residuals: usize,
+    /// A1111's old short hash of a file (none for a folder).
+    pub a1111_hash: Option<String>,
+}
+
+/// Describes the ControlNet at `path` (refusing what is not one, as loading does).
+pub fn describe(path: &Path) -> Result<Description> {
+    let (tensors, config, layout) = if path.is_dir() {
+        let (t, c, _) = read_folder(path, DType::F32)?;
+        (t, c, "diffusers folder".to_string())
+    } else {
+        let raw = read_tensors(path, DType::F32)?;
+        let prefixed = raw.keys().any(|k| k.starts_with("control_model."));
+        let (tensors, layout) = match convert::layout(raw.keys().map(String::as_str), path)? {
+            Layout::Diffusers => (raw, "diffusers names in one file"),
+            Layout::Original if prefixed => {
+                (convert::from_original(raw), "original (lllyasviel), control_model. prefix")
+            }
+            Layout::Original => (convert::from_original(raw), "original (lllyasviel), no prefix"),
+        };
+        let config = infer_unet(&tensors, None, path)?;
+        (tensors, config, layout.to_string())
+    };
+    let hint = hint_widths(&tensors, path)?;
+    let residuals =
+        tensors.keys().filter(|k| k.starts_with("controlnet_down_blocks.") && k.ends_with(".weight")).count()
+            + 1;
+    Ok(Description {
+        layout,
+        family: Family::of_unet(&config).label().to_string(),
+        unet_channels: config.block_out_channels,
+        hint_channels: hint.0,
+        residuals,
+        a1111_hash: super::prepare::old_hash(path),
+    })
+}
+
 /// What a folder's config says beside the UNet fields.
 #[derive(Default)]
 struct Extras {
@@ -70,9 +120,10 @@ fn read_folder(dir: &Path, dtype: DType) -> Result<(TensorMap, UNetConfig, Extra
     Ok((tensors, config, extras))
 }
 
-fn read_file(path: &Path, base: &UNetConfig, dtype: DType) -> Result<(TensorMap, UNetConfig, Extras)> {
+/// A single file's tensors, its names checked to be a ControlNet's before the weights are read.
+fn read_tensors(path: &Path, dtype: DType) -> Result<TensorMap> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    let tensors = match ext.as_str() {
+    Ok(match ext.as_str() {
         "safetensors" => {
             let header = weights::read_safetensors_header(path)?;
             convert::layout(header.names.iter().map(String::as_str), path)?;
@@ -85,7 +136,11 @@ fn read_file(path: &Path, base: &UNetConfig, dtype: DType) -> Result<(TensorMap,
                 path,
             ))
         }
-    };
+    })
+}
+
+fn read_file(path: &Path, base: &UNetConfig, dtype: DType) -> Result<(TensorMap, UNetConfig, Extras)> {
+    let tensors = read_tensors(path, dtype)?;
     let tensors = match convert::layout(tensors.keys().map(String::as_str), path)? {
         Layout::Diffusers => tensors,
         Layout::Original => convert::from_original(tensors),
@@ -111,7 +166,7 @@ fn check_fits(config: &UNetConfig, base: &UNetConfig, path: &Path) -> Result<()>
         return Err(Error::bad_file(
             format!(
                 "this ControlNet is made for {mine}, but the loaded model is {theirs}; choose a \
-                 ControlNet made for {theirs} (or load a {mine} model)"
+                 ControlNet made for {theirs} (or load an {mine} model)"
             ),
             path,
         ));
@@ -122,11 +177,14 @@ fn check_fits(config: &UNetConfig, base: &UNetConfig, path: &Path) -> Result<()>
     {
         return Err(Error::bad_file(
             format!(
-                "this ControlNet's shape (widths {:?}, text width {}) does not match the loaded \
-                 model's (widths {:?}, text width {}); it was made for another base model",
+                "this ControlNet's shape (widths {:?}, {} resnets a level, text width {}) does not match \
+                 the loaded model's (widths {:?}, {} resnets a level, text width {}); it was made for another \
+                 base model",
                 config.block_out_channels,
+                config.layers_per_block,
                 config.cross_attention_dim,
                 base.block_out_channels,
+                base.layers_per_block,
                 base.cross_attention_dim
             ),
             path,

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
-pub use load::load;
+pub use load::{describe, load, Description};
 pub use prepare::{prepare, ControlNetCache};
 pub use unit::{ControlInput, ControlMode, ControlSpec, Preprocessor, ResizeMode, StepControl};
 
