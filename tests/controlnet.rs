@@ -222,6 +222,28 @@ fn a_grey_control_picture_of_another_size_is_fitted_as_diffusers_fits_it() {
 }
 
 #[test]
+fn a_globally_pooled_model_matches_diffusers() {
+    // The folder's weights with global_pool_conditions set, as shuffle ControlNets publish it.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pooled = dir.path().join("controlnet/sd15");
+    copy_tree(&cn("sd15"), &pooled);
+    let config = pooled.join("config.json");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text.replace("\"global_pool_conditions\": false", "\"global_pool_conditions\": true");
+    assert!(text.contains("\"global_pool_conditions\": true"));
+    std::fs::write(&config, text).expect("write");
+    let out = dir.path().join("cn_pooled.png");
+    let mut args = case_args(&case("cn_pooled.png"), &out, false);
+    for a in &mut args {
+        *a = a.replace(&cn("sd15").display().to_string(), &pooled.display().to_string());
+    }
+    assert!(args.iter().any(|a| a.contains(&pooled.display().to_string())), "the unit reads the pooled copy");
+    let res = easel_owned(&args);
+    assert!(res.status.success(), "generate failed: {}", stderr(&res));
+    assert_matches_golden(&out, &fixtures().join("golden/cn_pooled.png"));
+}
+
+#[test]
 fn sdxl_with_a_unit_matches_diffusers_from_the_folder_and_a_bare_file() {
     check("cn_sdxl_one.png", false);
     check("cn_sdxl_one.png", true);

@@ -100,6 +100,15 @@ pub fn generate_each(
     cancel: &AtomicBool,
 ) -> Result<()> {
     request.validate()?;
+    if request.controls.len() != inputs.controls.len() {
+        // Units are prepared (network loaded, map made) by the caller; running without them
+        // would draw a picture its parameters misdescribe.
+        return Err(Error::Internal(format!(
+            "the request has {} ControlNet unit(s) but {} were prepared",
+            request.controls.len(),
+            inputs.controls.len()
+        )));
+    }
     let started = Instant::now();
     let context = super::conditioning::encode(model, request)?;
     let text_secs = started.elapsed().as_secs_f64();

@@ -141,6 +141,8 @@ fn compare(state: &mut State, outbox: &Outbox, job: &EvalJob) -> Result<EvalResu
                 init_image: None,
                 mask: None,
                 noise: None,
+                // Configurations are compared on text alone, as for the start picture.
+                controls: Vec::new(),
                 ..job.settings.clone()
             };
             let images = crate::engine::generate(

@@ -273,7 +273,13 @@ impl<'a> StepControl<'a> {
                 time_ids: cond.time_ids.as_ref().map(part).transpose()?,
             };
             let raw = unit.net.forward_embedded(&xc, t, &cc, unit.embedded()?)?;
-            let scales = unit.mode.scales(unit.weight, raw.down.len() + 1);
+            // Pooled models take guess mode's passes without its fading scales (as diffusers).
+            let mode = if unit.net.global_pool && unit.mode == ControlMode::Guess {
+                ControlMode::Balanced
+            } else {
+                unit.mode
+            };
+            let scales = mode.scales(unit.weight, raw.down.len() + 1);
             let scale = |t: &Tensor, s: f64| -> Result<Tensor> {
                 let t = (t * s)?;
                 Ok(if skip_first { Tensor::cat(&[&t.narrow(0, 0, 1)?.zeros_like()?, &t], 0)? } else { t })

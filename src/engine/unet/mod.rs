@@ -37,6 +37,17 @@ impl Residuals {
     }
 }
 
+/// `a + b`, a 1×1 side spread over the other's picture.
+fn add_spread(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    Ok(if a.dims() == b.dims() {
+        (a + b)?
+    } else if a.elem_count() >= b.elem_count() {
+        a.broadcast_add(b)?
+    } else {
+        b.broadcast_add(a)?
+    })
+}
+
 /// The UNet: noisy latents, a timestep and text embeddings in; predicted noise (or v) out.
 pub struct UNet {
     encoder: Encoder,
@@ -121,9 +132,9 @@ impl UNet {
                 )));
             }
             for (skip, add) in skips.iter_mut().zip(&r.down) {
-                *skip = (&*skip + add)?;
+                *skip = add_spread(skip, add)?;
             }
-            mid = (mid + &r.mid)?;
+            mid = add_spread(&mid, &r.mid)?;
         }
         let mut h = mid;
         for level in &self.up {
