@@ -190,6 +190,17 @@ fn one_unit_matches_diffusers_from_the_folder_and_the_pth() {
 }
 
 #[test]
+fn one_unit_in_half_precision_matches_diffusers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("cn_one_f16.png");
+    let mut args = case_args(&case("cn_one.png"), &out, true);
+    args.extend(["--dtype".into(), "f16".into()]);
+    let res = easel_owned(&args);
+    assert!(res.status.success(), "generate failed: {}", stderr(&res));
+    assert_matches_golden(&out, &fixtures().join("golden/cn_one.png"));
+}
+
+#[test]
 fn two_units_with_their_own_weights_and_step_ranges_match_diffusers() {
     // Without the second unit the picture lands 10/255 away: the bar of 3 tells them apart.
     check("cn_two.png", false);
