@@ -599,7 +599,8 @@ fn a_canvas_sketch_steers_the_render_through_a_scribble_unit() {
     h.get_by_label("ControlNet").click();
     h.step();
     h.get_by_role_and_label(Role::Button, "Add unit").click();
-    h.step();
+    // The new unit unfolds over a few frames.
+    h.run_steps(10);
     let sd15 = fixtures().join("controlnet/sd15");
     dialogs.push(sd15.clone());
     h.get_by_role_and_label(Role::Button, "Model file…").click();

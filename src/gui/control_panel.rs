@@ -81,13 +81,25 @@ pub fn control_panel_ui(
     let count = state.settings.controls.len();
     let title = if count == 0 { "ControlNet".to_string() } else { format!("ControlNet ({count})") };
     egui::CollapsingHeader::new(title).id_salt("controlnet").default_open(count > 0).show(ui, |ui| {
-        if ui.button("Add unit").on_hover_text("Steer the picture with a sketch, edges or line art").clicked()
+        if count == 0 {
+            ui.label(format!(
+                "Steer the picture with a sketch, edges or line art. Put ControlNet models in \
+                 {DEFAULT_DIR}, choose a file, or pull one by hub id."
+            ));
+        }
+        let mut added = false;
+        if ui
+            .button("Add unit")
+            .on_hover_text("A unit reads the canvas (or a picture) through a ControlNet")
+            .clicked()
         {
             state.settings.controls.push(ControlSlot::new());
+            added = true;
         }
         let current = state.selected.and_then(|id| state.history.get(id)).map(|i| i.path.clone());
         let (w, h) = (state.settings.width as u32, state.settings.height as u32);
-        view.previews.resize_with(state.settings.controls.len(), || None);
+        let units = state.settings.controls.len();
+        view.previews.resize_with(units, || None);
         let mut remove = None;
         for (i, slot) in state.settings.controls.iter_mut().enumerate() {
             ui.push_id(("unit", i), |ui| {
@@ -97,17 +109,26 @@ pub fn control_panel_ui(
                 } else {
                     crate::engine::model::display_name(&slot.spec.model)
                 };
-                ui.horizontal(|ui| {
-                    ui.checkbox(&mut slot.enabled, format!("Unit {i}: {model_name}"));
-                    if ui.small_button("×").on_hover_text(format!("Remove unit {i}")).clicked() {
-                        remove = Some(i);
-                    }
-                });
-                ui.add_enabled_ui(slot.enabled, |ui| {
-                    unit_ui(ui, i, slot, current.as_ref(), out);
-                    let preview = &mut view.previews[i];
-                    preview_ui(ui, i, slot, canvas, (w, h), preview);
-                });
+                // Each unit folds away, so several fit the panel.
+                let id = ui.make_persistent_id("unit-body");
+                let (_, header, _) =
+                    egui::collapsing_header::CollapsingState::load_with_default_open(ui.ctx(), id, true)
+                        .show_header(ui, |ui| {
+                            ui.checkbox(&mut slot.enabled, format!("Unit {i}: {model_name}"));
+                            if ui.small_button("×").on_hover_text(format!("Remove unit {i}")).clicked() {
+                                remove = Some(i);
+                            }
+                        })
+                        .body(|ui| {
+                            ui.add_enabled_ui(slot.enabled, |ui| {
+                                unit_ui(ui, i, slot, current.as_ref(), out);
+                                let preview = &mut view.previews[i];
+                                preview_ui(ui, i, slot, canvas, (w, h), preview);
+                            });
+                        });
+                if added && i + 1 == units {
+                    header.response.scroll_to_me(Some(egui::Align::TOP));
+                }
             });
         }
         if let Some(i) = remove {
