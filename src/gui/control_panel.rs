@@ -314,7 +314,10 @@ fn preview_ui(
         ControlSource::File(p) => format!("file {}", p.display()),
     };
     let key = format!("{source_key} {w}x{h} {:?} {:?}", slot.spec.preprocess, slot.spec.resize);
-    if cached.as_ref().map(|(k, _)| k) != Some(&key) {
+    // While a stroke is being drawn the canvas changes every frame: the map (a full-size resize and
+    // preprocess) follows once the stroke ends, so drawing stays smooth.
+    let mid_stroke = slot.source == ControlSource::Canvas && canvas.is_stroking() && cached.is_some();
+    if !mid_stroke && cached.as_ref().map(|(k, _)| k) != Some(&key) {
         let made = map_picture(slot, canvas, w, h).map(|image| {
             let color =
                 egui::ColorImage::from_rgb([image.width() as usize, image.height() as usize], image.as_raw());

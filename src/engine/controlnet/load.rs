@@ -57,15 +57,7 @@ pub fn describe(path: &Path) -> Result<Description> {
         let (t, c, _) = read_folder(path, DType::F32)?;
         (t, c, "diffusers folder".to_string())
     } else {
-        let raw = read_tensors(path, DType::F32)?;
-        let prefixed = raw.keys().any(|k| k.starts_with("control_model."));
-        let (tensors, layout) = match convert::layout(raw.keys().map(String::as_str), path)? {
-            Layout::Diffusers => (raw, "diffusers names in one file"),
-            Layout::Original if prefixed => {
-                (convert::from_original(raw), "original (lllyasviel), control_model. prefix")
-            }
-            Layout::Original => (convert::from_original(raw), "original (lllyasviel), no prefix"),
-        };
+        let (tensors, layout) = single_file(path, DType::F32)?;
         let config = infer_unet(&tensors, None, path)?;
         (tensors, config, layout.to_string())
     };
@@ -139,12 +131,21 @@ fn read_tensors(path: &Path, dtype: DType) -> Result<TensorMap> {
     })
 }
 
+/// A single file's tensors under diffusers' names, and which layout they came in.
+fn single_file(path: &Path, dtype: DType) -> Result<(TensorMap, &'static str)> {
+    let raw = read_tensors(path, dtype)?;
+    let prefixed = raw.keys().any(|k| k.starts_with("control_model."));
+    Ok(match convert::layout(raw.keys().map(String::as_str), path)? {
+        Layout::Diffusers => (raw, "diffusers names in one file"),
+        Layout::Original if prefixed => {
+            (convert::from_original(raw), "original (lllyasviel), control_model. prefix")
+        }
+        Layout::Original => (convert::from_original(raw), "original (lllyasviel), no prefix"),
+    })
+}
+
 fn read_file(path: &Path, base: &UNetConfig, dtype: DType) -> Result<(TensorMap, UNetConfig, Extras)> {
-    let tensors = read_tensors(path, dtype)?;
-    let tensors = match convert::layout(tensors.keys().map(String::as_str), path)? {
-        Layout::Diffusers => tensors,
-        Layout::Original => convert::from_original(tensors),
-    };
+    let (tensors, _) = single_file(path, dtype)?;
     let mut config = infer_unet(&tensors, None, path)?;
     // What the tensors cannot tell comes from the model the ControlNet copies.
     config.attention_head_dim = base.attention_head_dim.clone();

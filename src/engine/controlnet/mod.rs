@@ -71,7 +71,6 @@ pub struct ControlNet {
     bgr: bool,
     family: Family,
     path: PathBuf,
-    hash: Option<String>,
 }
 
 /// What [`ControlNet::new`] needs beside the weights.
@@ -127,7 +126,6 @@ impl ControlNet {
             global_pool: build.global_pool,
             bgr: build.bgr,
             path: build.path.to_path_buf(),
-            hash: None,
         })
     }
 
@@ -144,15 +142,6 @@ impl ControlNet {
     /// The name A1111 shows: the file (or folder) name without extension.
     pub fn name(&self) -> String {
         super::model::display_name(&self.path)
-    }
-
-    /// A1111's short hash of the file (none for folders).
-    pub fn hash(&self) -> Option<&str> {
-        self.hash.as_deref()
-    }
-
-    pub(crate) fn set_hash(&mut self, hash: Option<String>) {
-        self.hash = hash;
     }
 
     /// How many residuals it gives (skips plus the middle block).

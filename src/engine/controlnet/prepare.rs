@@ -21,7 +21,8 @@ pub const DEFAULT_DIR: &str = "models/controlnet";
 /// Extensions a ControlNet file can have, in the order a name is tried.
 const EXTENSIONS: [&str; 4] = ["safetensors", "pth", "ckpt", "bin"];
 
-/// ControlNets loaded for the current model, kept between jobs (a unit's network is read once).
+/// ControlNets loaded for the current model, kept between jobs (a unit's network is read once;
+/// the cache goes with the model).
 #[derive(Default)]
 pub struct ControlNetCache {
     nets: HashMap<PathBuf, Arc<ControlNet>>,
@@ -33,16 +34,9 @@ impl ControlNetCache {
         if let Some(net) = self.nets.get(path) {
             return Ok(Arc::clone(net));
         }
-        let mut net = super::load(path, model.unet.config(), &model.device, model.dtype)?;
-        net.set_hash(old_hash(path));
-        let net = Arc::new(net);
+        let net = Arc::new(super::load(path, model.unet.config(), &model.device, model.dtype)?);
         self.nets.insert(path.to_path_buf(), Arc::clone(&net));
         Ok(net)
-    }
-
-    /// Forgets every network (after another model is loaded).
-    pub fn clear(&mut self) {
-        self.nets.clear();
     }
 }
 

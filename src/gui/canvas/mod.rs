@@ -177,7 +177,8 @@ impl Canvas {
         self.pressure = pressure.clamp(MIN_PRESSURE, 1.0);
     }
 
-    fn is_stroking(&self) -> bool {
+    /// Whether a stroke is being drawn (pressed and not yet released).
+    pub fn is_stroking(&self) -> bool {
         self.stroke.is_some()
     }
 
