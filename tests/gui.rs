@@ -648,3 +648,131 @@ fn a_canvas_sketch_steers_the_render_through_a_scribble_unit() {
     let (psnr, _) = compare(&load_rgb(&item.path), &load_rgb(&plain));
     assert!(psnr < 40.0, "the unit changed the picture only {psnr:.1} dB");
 }
+
+/// Draws a stroke on the canvas with real pointer events, from `from` to `to` (fractions of the
+/// canvas's width and height).
+fn stroke(h: &mut Harness<'_, EaselApp>, from: (f32, f32), to: (f32, f32)) {
+    use egui::{Event, Modifiers, PointerButton};
+    let rect = h.get_by_role_and_label(Role::Image, "Canvas").rect();
+    let at = |(x, y): (f32, f32)| rect.lerp_inside(egui::vec2(x, y));
+    let (a, b) = (at(from), at(to));
+    let middle = a.lerp(b, 0.5);
+    let button = |pos, pressed| Event::PointerButton {
+        pos,
+        button: PointerButton::Primary,
+        pressed,
+        modifiers: Modifiers::NONE,
+    };
+    for event in [
+        Event::PointerMoved(a),
+        button(a, true),
+        Event::PointerMoved(middle),
+        Event::PointerMoved(b),
+        button(b, false),
+    ] {
+        h.input_mut().events.push(event);
+        h.step();
+    }
+}
+
+#[test]
+fn live_painting_follows_the_brush_and_keep_adds_a_full_picture() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let dialogs = Arc::new(ScriptedDialogs::default());
+    let mut h = studio(root.path(), Some(tiny_model()), Arc::clone(&dialogs));
+    wait_until(&mut h, "the model to load", ready);
+    quick_settings(&mut h, 3);
+    {
+        let s = &mut h.state_mut().state.settings;
+        s.prompt = "a lighthouse, ink".into();
+        s.live.autoencoder = Some(fixtures().join("tiny-taesd"));
+        s.live.preset = "lcm".into();
+    }
+    h.state_mut().canvas = easel::gui::Canvas::new(64, 64);
+    h.state_mut().canvas.size = 8.0;
+    h.get_by_role_and_label(Role::Button, "Canvas").click();
+    h.step();
+    h.get_by_label("Live").click();
+    h.step();
+    assert!(h.state().state.live.on);
+    assert!(
+        h.query_by_role_and_label(Role::Image, "Live frame").is_some(),
+        "the frame sits beside the canvas"
+    );
+
+    // A stroke; a moment after it, a frame.
+    stroke(&mut h, (0.1, 0.1), (0.9, 0.9));
+    assert!(h.state().canvas.can_undo_redo().0, "the stroke was drawn");
+    wait_until(&mut h, "the first frame", |a| a.state.live.frame.is_some() && !a.state.live.rendering());
+    let first = h.state().state.live.frame.as_ref().map(|f| f.id).expect("a frame");
+
+    // Strokes made while a frame waits for the worker (busy with a long render) cancel it.
+    h.state_mut().state.settings.steps = 400;
+    h.get_by_role_and_label(Role::Button, "Generate").click();
+    wait_until(&mut h, "the long render to start", |a| a.state.running().is_some());
+    stroke(&mut h, (0.9, 0.1), (0.1, 0.9));
+    wait_until(&mut h, "a frame to be asked for", |a| a.state.live.rendering());
+    let cancelled = h.state().state.live.cancelled;
+    stroke(&mut h, (0.5, 0.0), (0.5, 1.0));
+    assert_eq!(h.state().state.live.cancelled, cancelled + 1, "the stale frame was cancelled at once");
+    h.state_mut().state.cancel_all();
+    h.state_mut().state.settings.steps = 3;
+    wait_until(&mut h, "the newest frame", |a| {
+        idle(a) && !a.state.live.rendering() && a.state.live.frame.as_ref().is_some_and(|f| f.id > first)
+    });
+
+    // The frame on show is the newest canvas's: `easel generate` makes it from the same settings.
+    let canvas = root.path().join("canvas.png");
+    h.state().canvas.picture_at(64, 64).save(&canvas).expect("save");
+    let request =
+        easel::gui::live::frame_request(&h.state().state, easel::engine::Family::Sd1).expect("request");
+    assert_eq!((request.steps, request.strength, request.seed), (6, 0.5, 7));
+    let out = root.path().join("generated.png");
+    let path = |p: &Path| p.display().to_string();
+    let res = easel_owned(
+        &[
+            "generate",
+            "--model",
+            &tiny_model(),
+            "--prompt",
+            "a lighthouse, ink",
+            "--sampler",
+            "lcm",
+            "--steps",
+            "6",
+            "--cfg",
+            "1",
+            "--seed",
+            "7",
+            "--strength",
+            "0.5",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--init-image",
+            &path(&canvas),
+            "--vae",
+            &path(&fixtures().join("tiny-taesd")),
+            "-o",
+            &path(&out),
+        ]
+        .map(String::from),
+    );
+    assert!(res.status.success(), "{}", stderr(&res));
+    let frame = h.state().state.live.frame.as_ref().expect("a frame");
+    assert_eq!(frame.image.as_raw(), load_rgb(&out).as_raw(), "the newest state's frame");
+
+    // Keep: the full settings (3 steps, the model's own VAE) into the gallery, canvas as input.
+    let before = h.state().state.history.items.len();
+    h.get_by_role_and_label(Role::Button, "Keep").click();
+    wait_until(&mut h, "the kept picture", |a| idle(a) && a.state.history.items.len() == before + 1);
+    let item = h.state().state.history.items.last().cloned().expect("kept");
+    assert!(item.path.is_file());
+    assert_eq!((item.request.steps, item.request.seed, item.request.strength), (3, 7, 0.5));
+    assert_eq!(item.request.vae, None, "the full VAE");
+    let init = item.request.init_image.clone().expect("the canvas copy");
+    assert_eq!(load_rgb(&init).as_raw(), load_rgb(&canvas).as_raw());
+    let texts = easel::export::png::read_png_text(&item.path).expect("text");
+    assert!(texts["parameters"].contains("Denoising strength: 0.5"), "{}", texts["parameters"]);
+}

@@ -298,14 +298,17 @@ impl VaeConfig {
     }
 }
 
-/// `config.json` of diffusers' `AutoencoderTiny` (TAESD); only the decoder's fields. Missing keys
-/// take TAESD's values ([`Default`]), so the original single-file decoders need no config.
+/// `config.json` of diffusers' `AutoencoderTiny` (TAESD). Missing keys take TAESD's values
+/// ([`Default`]), so the original single files need no config.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default)]
 #[allow(missing_docs)]
 pub struct TinyVaeConfig {
     pub latent_channels: usize,
+    pub in_channels: usize,
     pub out_channels: usize,
+    pub encoder_block_out_channels: Vec<usize>,
+    pub num_encoder_blocks: Vec<usize>,
     pub decoder_block_out_channels: Vec<usize>,
     pub num_decoder_blocks: Vec<usize>,
     pub upsampling_scaling_factor: usize,
@@ -317,7 +320,10 @@ impl Default for TinyVaeConfig {
     fn default() -> Self {
         Self {
             latent_channels: 4,
+            in_channels: 3,
             out_channels: 3,
+            encoder_block_out_channels: vec![64; 4],
+            num_encoder_blocks: vec![1, 3, 3, 3],
             decoder_block_out_channels: vec![64; 4],
             num_decoder_blocks: vec![3, 3, 3, 1],
             upsampling_scaling_factor: 2,
@@ -353,6 +359,14 @@ impl TinyVaeConfig {
             ("upsampling_scaling_factor", self.upsampling_scaling_factor),
         ])
         .and_then(|()| check_channels("decoder_block_out_channels", &self.decoder_block_out_channels, 1))
+        .and_then(|()| check_channels("encoder_block_out_channels", &self.encoder_block_out_channels, 1))
+        .and_then(|()| {
+            if self.num_encoder_blocks.len() == self.encoder_block_out_channels.len() {
+                Ok(())
+            } else {
+                Err("encoder block lists of different lengths".to_string())
+            }
+        })
         .map_err(|what| Error::bad_file(format!("the tiny autoencoder's config is not usable: {what}"), path))
     }
 }

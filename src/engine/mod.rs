@@ -12,6 +12,7 @@ pub mod device;
 pub mod embeddings;
 pub mod family;
 pub mod kernels;
+pub mod live;
 pub mod lora;
 pub mod model;
 pub mod ops;

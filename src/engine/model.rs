@@ -51,6 +51,17 @@ pub struct StableDiffusion {
     /// The standalone autoencoder in use instead of the model's own (which is then not held:
     /// at 1024² SDXL every few hundred megabytes count).
     swapped_vae: Option<VaeSwap>,
+    /// The tiny autoencoder (TAESD) when a request asked for one; it is held beside the full VAE,
+    /// not in its place, so live frames and full-quality pictures alternate without reloading.
+    tiny: Option<TinySwap>,
+}
+
+/// A tiny autoencoder a request chose, and whether the current request uses it.
+struct TinySwap {
+    path: PathBuf,
+    hash: Option<String>,
+    autoencoder: super::tiny_vae::TinyAutoencoder,
+    active: bool,
 }
 
 /// A standalone autoencoder in use: its file or folder, and A1111's short hash of a file (taken
@@ -112,8 +123,16 @@ impl StableDiffusion {
 
     /// Decodes with the standalone autoencoder at `path` (sdxl-vae-fp16-fix, vae-ft-mse…), or
     /// with the model's own again when `None`. Asking for the one in use reads nothing.
+    /// A tiny autoencoder (a TAESD folder or file) is loaded beside the full VAE and used for
+    /// both encoding and decoding until another choice is made.
     pub fn use_vae(&mut self, path: Option<&Path>) -> Result<()> {
-        if self.vae_file() == path {
+        if let Some(p) = path.filter(|p| super::tiny_vae::is_tiny_autoencoder(p)) {
+            return self.use_tiny(p);
+        }
+        if let Some(tiny) = &mut self.tiny {
+            tiny.active = false;
+        }
+        if self.swapped_vae.as_ref().map(|s| s.path.as_path()) == path {
             return Ok(());
         }
         let (file, (w, cfg)) = match path {
@@ -129,25 +148,41 @@ impl StableDiffusion {
         };
         // A failed read or build leaves the autoencoder in use as it was.
         self.vae = build_vae(w, &cfg, &self.device, vae_dtype(self.family, &cfg, self.dtype), file)?;
-        self.swapped_vae = path.map(|p| VaeSwap {
-            path: p.to_path_buf(),
-            hash: p
-                .is_file()
-                .then(|| crate::files::sha256_hex(p).ok())
-                .flatten()
-                .map(|h| h[..10].to_string()),
-        });
+        self.swapped_vae = path.map(|p| VaeSwap { path: p.to_path_buf(), hash: short_hash(p) });
         Ok(())
     }
 
-    /// The standalone autoencoder in use, if any.
+    /// Makes the tiny autoencoder at `path` the one in use, reading it unless it is held already.
+    fn use_tiny(&mut self, path: &Path) -> Result<()> {
+        if let Some(tiny) = self.tiny.as_mut().filter(|t| t.path == path) {
+            tiny.active = true;
+            return Ok(());
+        }
+        let autoencoder = super::tiny_vae::TinyAutoencoder::load(path, &self.device, self.dtype)?;
+        self.tiny =
+            Some(TinySwap { path: path.to_path_buf(), hash: short_hash(path), autoencoder, active: true });
+        Ok(())
+    }
+
+    /// The tiny autoencoder, when the current request uses one instead of the VAE.
+    pub fn tiny_autoencoder(&self) -> Option<&super::tiny_vae::TinyAutoencoder> {
+        self.tiny.as_ref().filter(|t| t.active).map(|t| &t.autoencoder)
+    }
+
+    /// The standalone autoencoder in use (full or tiny), if any.
     pub fn vae_file(&self) -> Option<&Path> {
-        self.swapped_vae.as_ref().map(|s| s.path.as_path())
+        match self.tiny.as_ref().filter(|t| t.active) {
+            Some(tiny) => Some(tiny.path.as_path()),
+            None => self.swapped_vae.as_ref().map(|s| s.path.as_path()),
+        }
     }
 
     /// A1111's short hash (sha256, 10 digits) of the standalone autoencoder in use, when it is a file.
     pub fn vae_hash(&self) -> Option<&str> {
-        self.swapped_vae.as_ref().and_then(|s| s.hash.as_deref())
+        match self.tiny.as_ref().filter(|t| t.active) {
+            Some(tiny) => tiny.hash.as_deref(),
+            None => self.swapped_vae.as_ref().and_then(|s| s.hash.as_deref()),
+        }
     }
 
     /// SDXL's second text-encoder weights as loaded (transformers names without `text_model.`).
@@ -235,6 +270,7 @@ impl StableDiffusion {
                 text_2,
             },
             swapped_vae: None,
+            tiny: None,
         })
     }
 
@@ -320,6 +356,7 @@ impl StableDiffusion {
                 text_2,
             },
             swapped_vae: None,
+            tiny: None,
         })
     }
 }
@@ -453,4 +490,10 @@ pub(crate) fn modernize_vae_keys(w: TensorMap) -> TensorMap {
             (k, t)
         })
         .collect()
+}
+
+/// A1111's short hash of an autoencoder file (the first 10 hex digits of its sha256); folders
+/// have none.
+fn short_hash(path: &Path) -> Option<String> {
+    path.is_file().then(|| crate::files::sha256_hex(path).ok()).flatten().map(|h| h[..10].to_string())
 }

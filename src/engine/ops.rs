@@ -46,6 +46,18 @@ impl Conv2d {
         Ok(Self { weight, bias: None, stride: 1, padding: kernel / 2 })
     }
 
+    /// Loads a `kernel`×`kernel` convolution with no bias that steps `stride` pixels, padded by
+    /// `kernel / 2` on every side (TAESD's encoder halves its picture so).
+    pub fn strided_no_bias(
+        vb: VarBuilder,
+        in_ch: usize,
+        out_ch: usize,
+        kernel: usize,
+        stride: usize,
+    ) -> Result<Self> {
+        Ok(Self { stride, ..Self::no_bias(vb, in_ch, out_ch, kernel)? })
+    }
+
     /// Loads a convolution stored as a linear layer's `[out, in]` matrix or a 1×1 kernel, as VAE
     /// attention projections are in some files.
     pub fn pointwise_from(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {

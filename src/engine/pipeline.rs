@@ -113,21 +113,37 @@ pub fn generate_each(
     let context = super::conditioning::encode(model, request)?;
     let text_secs = started.elapsed().as_secs_f64();
     for index in 0..request.batch {
-        let seed = request.seed.wrapping_add(index as u64);
-        let mut timings =
-            Timings { text_secs: if index == 0 { text_secs } else { 0.0 }, ..Default::default() };
-        let t0 = Instant::now();
-        let latents = denoise(model, request, inputs, &context, seed, index, on_progress, cancel)?;
-        timings.denoise_secs = t0.elapsed().as_secs_f64();
-        let t1 = Instant::now();
-        let mut image = decode_to_image(model, &latents)?;
-        if let (true, Some(init), Some(mask)) = (request.keep_unmasked, &inputs.init_image, &inputs.mask) {
-            keep_unmasked(&mut image, init, mask);
-        }
-        timings.decode_secs = t1.elapsed().as_secs_f64();
-        on_image(GeneratedImage { image, seed, timings })?;
+        let (mut img, _) = generate_one(model, request, inputs, &context, index, on_progress, cancel)?;
+        img.timings.text_secs = if index == 0 { text_secs } else { 0.0 };
+        on_image(img)?;
     }
     Ok(())
+}
+
+/// Picture `index` of `request`'s batch from text embeddings made already (live painting keeps
+/// them between frames), and the seconds its start picture took to encode (part of the
+/// denoising time).
+pub fn generate_one(
+    model: &StableDiffusion,
+    request: &GenerationRequest,
+    inputs: &GenerationInputs,
+    context: &PromptConditioning,
+    index: usize,
+    on_progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+) -> Result<(GeneratedImage, f64)> {
+    let seed = request.seed.wrapping_add(index as u64);
+    let mut timings = Timings::default();
+    let t0 = Instant::now();
+    let (latents, encode_secs) = denoise(model, request, inputs, context, seed, index, on_progress, cancel)?;
+    timings.denoise_secs = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let mut image = decode_to_image(model, &latents)?;
+    if let (true, Some(init), Some(mask)) = (request.keep_unmasked, &inputs.init_image, &inputs.mask) {
+        keep_unmasked(&mut image, init, mask);
+    }
+    timings.decode_secs = t1.elapsed().as_secs_f64();
+    Ok((GeneratedImage { image, seed, timings }, encode_secs))
 }
 
 /// Standard normal noise `[1, c, h, w]` from the image's own generator.
@@ -144,8 +160,12 @@ fn image_to_tensor(image: &RgbImage, model: &StableDiffusion) -> Result<Tensor> 
     Ok(t.permute((2, 0, 1))?.unsqueeze(0)?.to_dtype(model.dtype)?)
 }
 
-/// Encodes pixels and samples the latent distribution, scaled for the UNet.
+/// Encodes pixels and samples the latent distribution, scaled for the UNet; a tiny autoencoder's
+/// latents are the UNet's own and draw no random numbers, as in diffusers.
 fn encode_image(model: &StableDiffusion, pixels: &Tensor, rng: &mut ImageRng) -> Result<Tensor> {
+    if let Some(tiny) = model.tiny_autoencoder() {
+        return Ok(tiny.encoder()?.encode(pixels)?.to_dtype(model.dtype)?);
+    }
     let dist = model.vae.encode(pixels)?;
     let shape = dist.mean.dims4()?;
     let eps = randn(rng, shape, model)?;
@@ -188,6 +208,8 @@ struct Start {
     latent_mask: Option<Tensor>,
     /// The encoded masked picture a 9-channel inpainting UNet reads beside the latents.
     masked_latents: Option<Tensor>,
+    /// Seconds spent encoding pictures.
+    encode_secs: f64,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -200,7 +222,7 @@ fn denoise(
     index: usize,
     on_progress: &mut dyn FnMut(Progress),
     cancel: &AtomicBool,
-) -> Result<Tensor> {
+) -> Result<(Tensor, f64)> {
     let mut config = model.scheduler_config.clone();
     if let Some(spacing) = request.spacing {
         config.insert("timestep_spacing".into(), spacing.id().into());
@@ -214,7 +236,8 @@ fn denoise(
         // A1111's eta noise seed delta: the steps' noise comes from a generator of its own.
         rng = ImageRng::new(request.rng, seed.wrapping_add(request.ensd));
     }
-    step_loop(&run, sampler.as_mut(), start, &mut rng, on_progress, cancel)
+    let encode_secs = start.encode_secs;
+    Ok((step_loop(&run, sampler.as_mut(), start, &mut rng, on_progress, cancel)?, encode_secs))
 }
 
 /// The first step img2img runs: the tail of the schedule `strength` asks for.
@@ -278,11 +301,13 @@ fn prepare(run: &Run, inputs: &GenerationInputs, sampler: &dyn Sampler, rng: &mu
     // img2img runs the tail of the schedule; a full-strength inpaint starts from pure noise.
     let from_image = pixels.is_some() && !(mask.is_some() && run.request.strength >= 1.0);
     let first = if from_image { first_step(sampler, run.request)? } else { 0 };
+    let encoding = Instant::now();
     let image_latents = match (&pixels, nine_channel) {
         (Some(p), false) => Some(encode_image(model, p, rng)?),
         (Some(p), true) if from_image => Some(encode_image(model, p, rng)?),
         _ => None,
     };
+    let mut encode_secs = encoding.elapsed().as_secs_f64();
     let noise = starting_noise(run, inputs, rng)?;
     let latents = match (&image_latents, from_image) {
         (Some(init), true) => sampler.add_noise(init, &noise, first)?,
@@ -295,17 +320,23 @@ fn prepare(run: &Run, inputs: &GenerationInputs, sampler: &dyn Sampler, rng: &mu
     let masked_latents = match (&pixels, &mask, nine_channel) {
         (Some(p), Some(m), true) => {
             let keep = (m.ones_like()? - m)?;
-            Some(encode_image(model, &p.broadcast_mul(&keep)?, rng)?)
+            let encoding = Instant::now();
+            let encoded = encode_image(model, &p.broadcast_mul(&keep)?, rng)?;
+            encode_secs += encoding.elapsed().as_secs_f64();
+            Some(encoded)
         }
         (Some(_), Some(_), false) => {
             // diffusers encodes the masked image for plain models too and discards it; draw the
-            // same noise (without the encode) so later ancestral steps see the same stream.
-            randn(rng, run.shape, model)?;
+            // same noise (without the encode) so later ancestral steps see the same stream. A
+            // tiny autoencoder's encode draws nothing.
+            if model.tiny_autoencoder().is_none() {
+                randn(rng, run.shape, model)?;
+            }
             None
         }
         _ => None,
     };
-    Ok(Start { first, latents, noise, image_latents, latent_mask, masked_latents })
+    Ok(Start { first, latents, noise, image_latents, latent_mask, masked_latents, encode_secs })
 }
 
 /// The denoising steps from `start`, with guidance, inpainting and a progress report each.
@@ -360,7 +391,10 @@ fn step_loop(
 /// Decodes latents to 8-bit RGB exactly as diffusers post-processes: (x/2 + ½) clamped to [0, 1],
 /// times 255, rounded.
 pub fn decode_to_image(model: &StableDiffusion, latents: &Tensor) -> Result<RgbImage> {
-    let pixels = model.vae.decode(latents)?;
+    let pixels = match model.tiny_autoencoder() {
+        Some(tiny) => tiny.decoder.decode(latents)?,
+        None => model.vae.decode(latents)?,
+    };
     if !all_finite(&pixels)? {
         // A clamp would turn NaN into black and save it as if it were a picture.
         return Err(Error::Numerical(

@@ -322,6 +322,7 @@ impl eframe::App for EaselApp {
         let ctx = ui.ctx().clone();
         self.textures.begin_frame();
         self.drain_events(&ctx);
+        self.live_tick(&ctx);
         self.dropped_files(&ctx);
         egui::Panel::top("top").show(ui, |ui| {
             self.top_bar_ui(ui);

@@ -26,6 +26,12 @@ pub enum UiCommand {
     PullModel,
     /// Download the tiny preview decoder.
     PullPreviewDecoder,
+    /// Ask for the few-step LoRA live frames add to the stack.
+    ChooseLiveLora,
+    /// Use this LoRA for live frames.
+    SetLiveLora(PathBuf),
+    /// Render the canvas with the full settings into the gallery (live mode's Keep).
+    KeepLive,
     /// Read these adapters' metadata and check them against the model.
     InspectLoras(Vec<PathBuf>),
     /// Ask for an adapter file, then add it to the stack.

@@ -14,6 +14,7 @@ pub mod gallery;
 mod grid_image;
 mod history_saver;
 pub mod image_view;
+pub mod live;
 pub mod lora_panel;
 pub mod metrics_view;
 pub mod prompt_options;

@@ -52,6 +52,12 @@ impl EaselApp {
                 self.state.pull = Some(Download::starting(crate::hub::preview_decoder_repo(family)));
                 self.send(Command::PullPreviewDecoder(family));
             }
+            UiCommand::ChooseLiveLora => {
+                let ask = Ask::File { title: "Few-step LoRA for live frames", extensions: &["safetensors"] };
+                self.ask(ask, UiCommand::SetLiveLora);
+            }
+            UiCommand::SetLiveLora(path) => self.state.settings.live.lora = Some(path),
+            UiCommand::KeepLive => self.keep_live(),
             UiCommand::InspectLoras(paths) => {
                 for path in paths {
                     self.send(Command::InspectLora { path });
@@ -501,7 +507,7 @@ impl EaselApp {
 }
 
 /// A short queue label: the prompt's start, the batch and seed.
-fn job_label(prompt: &str, batch: usize, seed: u64) -> String {
+pub(super) fn job_label(prompt: &str, batch: usize, seed: u64) -> String {
     let mut text: String = prompt.chars().take(32).collect();
     if prompt.chars().count() > 32 {
         text.push('…');

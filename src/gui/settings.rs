@@ -176,6 +176,8 @@ pub struct Settings {
     pub embeddings_dir: String,
     /// ControlNet units.
     pub controls: Vec<super::control_panel::ControlSlot>,
+    /// Live painting.
+    pub live: super::live::LiveSettings,
 }
 
 impl Default for Settings {
@@ -213,6 +215,7 @@ impl Default for Settings {
             sampler_impl: r.sampler_impl,
             embeddings_dir: "models/embeddings".into(),
             controls: Vec::new(),
+            live: Default::default(),
         }
     }
 }

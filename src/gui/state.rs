@@ -202,6 +202,8 @@ pub struct AppState {
     pub embedding_names: super::prompt_options::EmbeddingList,
     /// The token counters of the prompt and the negative prompt.
     pub token_counts: [super::token_count::TokenCounter; 2],
+    /// Live painting.
+    pub live: super::live::LiveSession,
     next_job: JobId,
 }
 
@@ -237,6 +239,7 @@ impl AppState {
             recheck_loras: false,
             embedding_names: Default::default(),
             token_counts: Default::default(),
+            live: Default::default(),
             next_job: 1,
         }
     }
@@ -253,8 +256,7 @@ impl AppState {
 
     /// A new job id, with its entry in the queue.
     pub fn enqueue(&mut self, label: String, batch: usize, kind: JobKind) -> (JobId, Arc<AtomicBool>) {
-        let id = self.next_job;
-        self.next_job += 1;
+        let id = self.next_id();
         let cancel = Arc::new(AtomicBool::new(false));
         self.jobs.push_back(JobView {
             id,
@@ -265,6 +267,13 @@ impl AppState {
             kind,
         });
         (id, cancel)
+    }
+
+    /// A fresh job id (queued jobs and live frames share the numbering).
+    pub fn next_id(&mut self) -> JobId {
+        let id = self.next_job;
+        self.next_job += 1;
+        id
     }
 
     /// The running job, if any.
@@ -295,6 +304,7 @@ impl AppState {
         }
         self.preview = None;
         self.pull = None;
+        self.live.cancel();
         if matches!(self.eval, EvalStatus::Running { .. }) {
             self.eval = EvalStatus::Idle;
         }
@@ -420,6 +430,8 @@ impl AppState {
                     JobOutcome::Failed(message) => self.error(format!("Generation failed: {message}")),
                 }
             }
+            Event::LiveFrame(done) => self.live.frame_arrived(*done),
+            Event::LiveStopped { id, outcome } => self.live.stopped(id, outcome),
             Event::EvalProgress { stage, done, total } => {
                 let cancel = match &self.eval {
                     EvalStatus::Running { cancel, .. } => Arc::clone(cancel),

@@ -26,6 +26,8 @@ pub(crate) struct Loaded {
     pub preview: Previewer,
     /// ControlNets read for this model, kept between jobs.
     pub controlnets: crate::engine::controlnet::ControlNetCache,
+    /// The last live frame's text embeddings (a new model starts without).
+    pub live_texts: crate::engine::live::TextCache,
 }
 
 /// Everything the worker keeps between commands.
@@ -66,6 +68,7 @@ pub(crate) enum Failure {
     Pull(String),
     Inspect(PathBuf),
     Job(super::JobId),
+    Live(super::JobId),
     Evaluate,
 }
 
@@ -80,6 +83,7 @@ impl Failure {
             Command::PullControlNet { repo_id, .. } => Failure::Pull(repo_id.clone()),
             Command::InspectLora { path } => Failure::Inspect(path.clone()),
             Command::Generate(job) => Failure::Job(job.id),
+            Command::Live(job) => Failure::Live(job.id),
             Command::Evaluate(_) => Failure::Evaluate,
         }
     }
@@ -106,6 +110,7 @@ fn recover(state: &mut State, outbox: &Outbox, failed: Failure, panic: &(dyn std
         Failure::Pull(repo_id) => Event::PullFailed { repo_id, message },
         Failure::Inspect(path) => Event::LoraInspected(Err((path, message))),
         Failure::Job(id) => Event::JobFinished { id, outcome: super::JobOutcome::Failed(message) },
+        Failure::Live(id) => Event::LiveStopped { id, outcome: super::JobOutcome::Failed(message) },
         Failure::Evaluate => Event::EvalFailed { message },
     });
     // As after a load that fails normally: the previous model is still loaded and usable.
@@ -125,6 +130,7 @@ fn execute(state: &mut State, outbox: &Outbox, command: Command) {
             outbox.send(Event::LoraInspected(info));
         }
         Command::Generate(job) => super::generate::run(state, outbox, *job),
+        Command::Live(job) => super::live::run(state, outbox, *job),
         Command::Evaluate(job) => super::evaluate::run(state, outbox, *job),
     }
 }
@@ -164,7 +170,15 @@ fn load_model(source: &str, device: DeviceChoice, precision: Precision) -> Resul
         load_secs: started.elapsed().as_secs_f64(),
         preview: preview_kind,
     };
-    Ok(Loaded { model, info, model_hash, merged: Some(Vec::new()), preview, controlnets: Default::default() })
+    Ok(Loaded {
+        model,
+        info,
+        model_hash,
+        merged: Some(Vec::new()),
+        preview,
+        controlnets: Default::default(),
+        live_texts: Default::default(),
+    })
 }
 
 /// A download progress callback that sends a few events a second for `repo_id`.

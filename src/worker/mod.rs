@@ -6,6 +6,7 @@
 
 mod evaluate;
 mod generate;
+mod live;
 mod loading;
 pub mod preview;
 
@@ -18,6 +19,7 @@ use image::{GrayImage, RgbImage, RgbaImage};
 
 pub use evaluate::{config_dir, ConfigResult, EvalConfig, EvalJob, EvalResults, PromptSource};
 
+pub use live::{FrameDone, LiveJob};
 pub use preview::PreviewKind;
 
 use crate::engine::device::{DeviceChoice, Precision};
@@ -63,6 +65,8 @@ pub enum Command {
     },
     /// Generate pictures.
     Generate(Box<GenerateJob>),
+    /// Render one live-painting frame (skipped when cancelled before it starts).
+    Live(Box<LiveJob>),
     /// Generate pictures per configuration and score them against references.
     Evaluate(Box<EvalJob>),
 }
@@ -224,6 +228,15 @@ pub enum Event {
         /// The job.
         id: JobId,
         /// How.
+        outcome: JobOutcome,
+    },
+    /// A live frame is ready.
+    LiveFrame(Box<FrameDone>),
+    /// A live frame was cancelled (stale) or failed.
+    LiveStopped {
+        /// The frame.
+        id: JobId,
+        /// Why.
         outcome: JobOutcome,
     },
     /// Metrics comparison progress.

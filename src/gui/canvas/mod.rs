@@ -304,14 +304,22 @@ impl Canvas {
         GrayImage::from_fn(w, h, |x, y| image::Luma([self.mask.pixel(x, y).map_or(0, |p| p.alpha())]))
     }
 
+    /// The picture at a request's size (Lanczos when it differs), as generation reads it.
+    pub fn picture_at(&self, width: u32, height: u32) -> RgbImage {
+        let image = self.picture();
+        if image.dimensions() == (width, height) {
+            return image;
+        }
+        image::imageops::resize(&image, width, height, image::imageops::FilterType::Lanczos3)
+    }
+
     /// Saves both layers (content-addressed, so repeats cost nothing) at the request's size.
     pub fn inputs(&self, dir: &Path, width: u32, height: u32) -> Result<CanvasInputs> {
         use image::imageops::{resize, FilterType};
         std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create the inputs folder", e, dir))?;
-        let mut image = self.picture();
+        let image = self.picture_at(width, height);
         let mut mask = self.mask();
-        if image.dimensions() != (width, height) {
-            image = resize(&image, width, height, FilterType::Lanczos3);
+        if mask.dimensions() != (width, height) {
             mask = resize(&mask, width, height, FilterType::Triangle);
         }
         let image_path = save_addressed(dir, "canvas", image.as_raw(), |p| {

@@ -1,5 +1,6 @@
 //! The Canvas tab: the toolbar, and the canvas area that turns every pointer event of a frame
-//! into stroke points (from the press to the release, with pen pressure where reported).
+//! into stroke points (from the press to the release, with pen pressure where reported). With
+//! Live on, the live row sits under the toolbar and the live frame beside the canvas.
 
 use egui::{Color32, Pos2, Rect, Sense, Ui};
 
@@ -8,7 +9,7 @@ use super::super::state::AppState;
 use super::{Canvas, Tool};
 
 /// The Canvas tab.
-pub fn canvas_tab_ui(ui: &mut Ui, canvas: &mut Canvas, state: &AppState, out: &mut Commands) {
+pub fn canvas_tab_ui(ui: &mut Ui, canvas: &mut Canvas, state: &mut AppState, out: &mut Commands) {
     let c = &mut *canvas;
     // Tools and history on one row, the brush on the next: a slider with its label does not wrap,
     // so one long row cut the opacity control off in a small window.
@@ -28,6 +29,16 @@ pub fn canvas_tab_ui(ui: &mut Ui, canvas: &mut Canvas, state: &AppState, out: &m
         }
         if ui.button("Clear").clicked() {
             c.clear();
+        }
+        ui.separator();
+        let live = ui.selectable_label(state.live.on, "Live").on_hover_text(
+            "Live painting: the picture follows your brush, re-rendered a moment after each change",
+        );
+        if live.clicked() {
+            state.live.on = !state.live.on;
+            if !state.live.on {
+                state.live.cancel();
+            }
         }
     });
     ui.horizontal_wrapped(|ui| {
@@ -54,6 +65,17 @@ pub fn canvas_tab_ui(ui: &mut Ui, canvas: &mut Canvas, state: &AppState, out: &m
             };
         }
     });
+    if state.live.on {
+        super::super::live::live_bar_ui(ui, state, out);
+        let size = canvas.size_px();
+        let half =
+            egui::vec2((ui.available_width() - ui.spacing().item_spacing.x) / 2.0, ui.available_height());
+        ui.horizontal_top(|ui| {
+            ui.allocate_ui(half, |ui| canvas_area_ui(ui, canvas));
+            ui.allocate_ui(half, |ui| super::super::live::frame_ui(ui, state, size));
+        });
+        return;
+    }
     if state.settings.canvas_use == super::super::state::CanvasUse::Off {
         ui.weak("Choose “Canvas” or “Inpaint” under “Start from” on the left to generate from this canvas.");
     }

@@ -1,10 +1,13 @@
-//! The tiny preview decoder: TAESD (diffusers' `AutoencoderTiny` decoder), plain 3×3 convolutions
-//! and ReLUs that turn SD latents into a picture about 18 times more cheaply than the VAE. Live
-//! previews use it; finished pictures always go through the full VAE.
+//! The tiny autoencoder: TAESD (diffusers' `AutoencoderTiny`), plain 3×3 convolutions and ReLUs
+//! that turn SD latents into a picture about 18 times more cheaply than the VAE, and (the
+//! encoder, `encoder.rs`) pictures into latents. Step previews use the decoder; live painting uses
+//! both, as the autoencoder of its img2img frames (`--vae` pointing at a TAESD does the same for
+//! `easel generate`). Finished gallery pictures otherwise go through the full VAE.
 //!
 //! It reads a diffusers folder (`config.json` + `diffusion_pytorch_model.safetensors`, as on the hub
-//! at madebyollin/taesd) or the original repository's single decoder file (`taesd_decoder.safetensors`
-//! or `.pth`), whose layer numbers are one higher because its first module is the clamp.
+//! at madebyollin/taesd) or the original repository's single files (`taesd_decoder.safetensors`
+//! or `.pth`, whose layer numbers are one higher because its first module is the clamp, and
+//! `taesd_encoder.*` beside it).
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +18,10 @@ use super::config::{read_json, TinyVaeConfig};
 use super::ops::{add_into_fresh, Conv2d};
 use super::weights::{self, explain_load_error, TensorMap};
 use crate::error::{Error, Result};
+
+pub mod encoder;
+
+pub use encoder::TinyEncoder;
 
 /// The diffusers name prefix of the decoder's layers.
 const LAYERS: &str = "decoder.layers";
@@ -157,6 +164,80 @@ impl TinyDecoder {
         // The network outputs [0, 1]; diffusers shifts it to the VAE's [-1, 1].
         Ok(h.affine(2.0, -1.0)?)
     }
+}
+
+/// TAESD whole: the decoder, and the encoder when the files have it (a diffusers folder always
+/// does; an original `taesd_decoder` file does when `taesd_encoder` lies beside it).
+pub struct TinyAutoencoder {
+    /// Latents to pixels.
+    pub decoder: TinyDecoder,
+    /// Pixels to latents.
+    pub encoder: Option<TinyEncoder>,
+}
+
+impl TinyAutoencoder {
+    /// Loads a diffusers `AutoencoderTiny` folder, or an original decoder file with its encoder
+    /// file beside it when there is one.
+    pub fn load(path: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let decoder = TinyDecoder::load(path, device, dtype)?;
+        let encoder = match encoder_file(path, &decoder.source) {
+            Some(file) => load_encoder(path, &file, device, dtype)?,
+            None => None,
+        };
+        Ok(Self { decoder, encoder })
+    }
+
+    /// The encoder, or a sentence saying where to get one.
+    pub fn encoder(&self) -> Result<&TinyEncoder> {
+        self.encoder.as_ref().ok_or_else(|| {
+            Error::bad_file(
+                "this tiny autoencoder has only its decoder, so it cannot encode a start picture; use                  the diffusers folder (madebyollin/taesd, taesdxl) or put taesd_encoder.safetensors                  beside the decoder",
+                &self.decoder.source,
+            )
+        })
+    }
+}
+
+/// Whether `path` is a tiny autoencoder rather than a full VAE: a folder whose config names
+/// `AutoencoderTiny`, or a file named after TAESD or holding its layer names.
+pub fn is_tiny_autoencoder(path: &Path) -> bool {
+    if path.is_dir() {
+        let config: Option<serde_json::Value> =
+            std::fs::read(path.join("config.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        return config.is_some_and(|c| c["_class_name"] == "AutoencoderTiny");
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+    name.contains("taesd")
+        || weights::read_safetensors_header(path).is_ok_and(|header| {
+            header.names.iter().any(|n| n.starts_with("decoder.layers.") || n.starts_with("encoder.layers."))
+        })
+}
+
+/// The file the encoder is in: a folder's weights file, or `…encoder…` beside `…decoder…`.
+fn encoder_file(path: &Path, decoder_file: &Path) -> Option<PathBuf> {
+    if path.is_dir() {
+        return Some(decoder_file.to_path_buf());
+    }
+    let name = decoder_file.file_name()?.to_str()?;
+    let sibling = decoder_file.with_file_name(name.replace("decoder", "encoder"));
+    (name.contains("decoder") && sibling.is_file()).then_some(sibling)
+}
+
+fn load_encoder(path: &Path, file: &Path, device: &Device, dtype: DType) -> Result<Option<TinyEncoder>> {
+    let is_pickle = matches!(file.extension().and_then(|e| e.to_str()), Some("pth" | "pt" | "ckpt" | "bin"));
+    let tensors = if is_pickle {
+        weights::read_pickle_checkpoint(file)?
+    } else {
+        weights::read_safetensors_selected(file, Some(dtype), &|name| !name.starts_with("decoder."))?
+    };
+    let Some(tensors) = encoder::encoder_tensors(tensors) else { return Ok(None) };
+    let cfg = if path.is_dir() {
+        read_json::<TinyVaeConfig>(&path.join("config.json"))?
+    } else {
+        encoder::config_of_single_file(&tensors, file)?
+    };
+    let tensors = weights::to_compute(tensors, dtype, device)?;
+    TinyEncoder::from_tensors(&tensors, &cfg, file, device, dtype).map(Some)
 }
 
 /// The decoder's tensors under diffusers' names, encoder tensors skipped unread.
