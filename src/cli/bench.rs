@@ -66,6 +66,20 @@ pub struct BenchArgs {
     /// Also time Inception feature extraction (pictures per second) and FID on 2048-d statistics.
     #[arg(long)]
     metrics: bool,
+    /// Time live painting instead: stroke-to-frame latency through the worker, and the share of
+    /// it that is the model's own work, at each of --sizes (a full-size random SD 1.5 unless
+    /// --model names a model).
+    #[arg(long)]
+    live: bool,
+    /// With --live: a model (folder or file) instead of random full-size SD 1.5 weights.
+    #[arg(long, requires = "live")]
+    model: Option<PathBuf>,
+    /// With --live: a TAESD folder or file instead of a random full-size one.
+    #[arg(long, requires = "live")]
+    taesd: Option<PathBuf>,
+    /// With --live: the live preset (hyper, lcm, turbo, lightning, plain).
+    #[arg(long, default_value = "lcm", requires = "live")]
+    live_preset: String,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -73,7 +87,7 @@ pub struct BenchArgs {
 
 /// Hands out normal(0, 0.02) tensors for any weight a model asks for, and keeps them by name so
 /// adapters can be merged into them.
-struct RandomWeights(Arc<Mutex<TensorMap>>);
+pub(super) struct RandomWeights(pub(super) Arc<Mutex<TensorMap>>);
 
 impl SimpleBackend for RandomWeights {
     fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
@@ -98,7 +112,7 @@ impl SimpleBackend for RandomWeights {
     }
 }
 
-const SD15_UNET: &str = r#"{"block_out_channels": [320, 640, 1280, 1280], "cross_attention_dim": 768,
+pub(super) const SD15_UNET: &str = r#"{"block_out_channels": [320, 640, 1280, 1280], "cross_attention_dim": 768,
     "attention_head_dim": 8, "layers_per_block": 2, "norm_num_groups": 32}"#;
 /// SDXL base 1.0's published UNet config (its VAE has SD 1.5's shape).
 const SDXL_UNET: &str = r#"{"block_out_channels": [320, 640, 1280], "cross_attention_dim": 2048,
@@ -107,7 +121,7 @@ const SDXL_UNET: &str = r#"{"block_out_channels": [320, 640, 1280], "cross_atten
     "transformer_layers_per_block": [1, 2, 10], "attention_head_dim": [5, 10, 20],
     "use_linear_projection": true, "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
     "projection_class_embeddings_input_dim": 2816, "layers_per_block": 2, "norm_num_groups": 32}"#;
-const SD15_VAE: &str = r#"{"block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "latent_channels": 4,
+pub(super) const SD15_VAE: &str = r#"{"block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "latent_channels": 4,
     "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
     "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"]}"#;
 
@@ -121,6 +135,9 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
         anyhow::ensure!(s % 8 == 0 && s >= 64, "--sizes: {s} is not a multiple of 8 of at least 64");
     }
     let device = args.device.open()?;
+    if args.live {
+        return live(&args, &device);
+    }
     let dtype = args.dtype.dtype_on(&device)?;
     let unet_cfg: UNetConfig = match &args.unet_config {
         Some(p) => read_json(p)?,
@@ -404,6 +421,47 @@ fn time_median(
         device.synchronize()?;
         times.push(t.elapsed().as_secs_f64());
     }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    Ok(median(times))
+}
+
+/// The middle value (the upper one of an even count); 0 for none.
+pub(super) fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// `--live`: the live painting latency bench (`bench_live.rs`).
+#[cfg(feature = "gui")]
+fn live(args: &BenchArgs, device: &Device) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.model.is_some() || args.family == "sd15",
+        "--live builds a random SD 1.5; for SDXL give an SDXL model with --model"
+    );
+    anyhow::ensure!(
+        easel::engine::live::LIVE_PRESETS.iter().any(|p| p.id == args.live_preset),
+        "--live-preset: {:?} is not one of hyper, lcm, turbo, lightning, plain",
+        args.live_preset
+    );
+    let report = super::bench_live::run(&super::bench_live::LiveBench {
+        model: args.model.as_deref(),
+        taesd: args.taesd.as_deref(),
+        sizes: &args.sizes,
+        runs: args.runs,
+        preset: &args.live_preset,
+        device,
+        precision: args.dtype,
+        quiet: args.json,
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--live` measures the studio's own path, which this build leaves out.
+#[cfg(not(feature = "gui"))]
+fn live(_: &BenchArgs, _: &Device) -> anyhow::Result<ExitCode> {
+    anyhow::bail!(
+        "--live measures the studio's live painting; this easel was built without the studio (feature gui)"
+    )
 }

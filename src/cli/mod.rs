@@ -2,6 +2,8 @@
 //! work starts ("parse, don't validate"), then each subcommand runs.
 
 mod bench;
+#[cfg(feature = "gui")]
+mod bench_live;
 mod control;
 mod errors;
 mod eval;

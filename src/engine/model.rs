@@ -301,6 +301,20 @@ impl StableDiffusion {
             }
         };
         let parts = checkpoint::split(tensors, path)?;
+        Self::from_parts(parts, &markers, &titles, path, device, dtype)
+    }
+
+    /// Builds a model from a checkpoint's parts under diffusers' names (a single file's, split;
+    /// or random weights for benchmarks), with the bundled tokenizers. `markers` are the
+    /// checkpoint's prediction-type keys, `titles` the names it goes by; `path` names it.
+    pub fn from_parts(
+        parts: checkpoint::SingleFileParts,
+        markers: &[String],
+        titles: &[String],
+        path: &Path,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
         parts.unet_config.check_supported(path)?;
         if parts.text.is_empty() {
             return Err(Error::bad_file(
@@ -343,7 +357,7 @@ impl StableDiffusion {
             tokenizer: Tokenizer::bundled(pad)?,
             second,
             zero_empty_negative: parts.family == Family::Sdxl,
-            scheduler_config: checkpoint::with_markers(parts.family.scheduler_config(), &markers),
+            scheduler_config: checkpoint::with_markers(parts.family.scheduler_config(), markers),
             source: path.to_path_buf(),
             name: display_name(path),
             device: device.clone(),

@@ -40,8 +40,12 @@ pub(crate) struct State {
 /// The thread body: runs commands until the window drops its handle. A command that panics
 /// (a bug, or an input no check foresaw) ends as that command's failure event and the loop goes
 /// on: the window must never wait forever on a dead thread while the artist's work is open.
-pub(crate) fn run(commands: Receiver<Command>, outbox: Outbox) {
+pub(crate) fn run(commands: Receiver<Command>, outbox: Outbox, model: Option<Loaded>) {
     let mut state = State::default();
+    if let Some(loaded) = model {
+        outbox.send(Event::ModelLoaded(loaded.info.clone()));
+        state.loaded = Some(loaded);
+    }
     while let Ok(command) = commands.recv() {
         let failed = Failure::of(&command);
         guarded(&mut state, &outbox, failed, |state, outbox| execute(state, outbox, command));
@@ -159,26 +163,39 @@ fn load_model(source: &str, device: DeviceChoice, precision: Precision) -> Resul
     let dtype = precision.dtype_on(&device)?;
     let model = StableDiffusion::load(&path, &device, dtype)?;
     let model_hash = crate::job::model_hash(&path)?;
-    let (preview, preview_kind) = Previewer::load(None, &model.device, model.dtype, model.family);
-    let info = ModelInfo {
-        source: source.to_string(),
-        name: model.name.clone(),
-        family: model.family,
-        inpainting: model.is_inpainting(),
-        device: format!("{:?}", model.device.location()).to_lowercase(),
-        precision,
-        load_secs: started.elapsed().as_secs_f64(),
-        preview: preview_kind,
-    };
-    Ok(Loaded {
-        model,
-        info,
-        model_hash,
-        merged: Some(Vec::new()),
-        preview,
-        controlnets: Default::default(),
-        live_texts: Default::default(),
-    })
+    Ok(Loaded::new(model, source, precision, started.elapsed().as_secs_f64(), model_hash))
+}
+
+impl Loaded {
+    /// A model as the worker keeps it, with its preview decoder and nothing merged.
+    pub(crate) fn new(
+        model: StableDiffusion,
+        source: &str,
+        precision: Precision,
+        load_secs: f64,
+        model_hash: Option<String>,
+    ) -> Self {
+        let (preview, preview_kind) = Previewer::load(None, &model.device, model.dtype, model.family);
+        let info = ModelInfo {
+            source: source.to_string(),
+            name: model.name.clone(),
+            family: model.family,
+            inpainting: model.is_inpainting(),
+            device: format!("{:?}", model.device.location()).to_lowercase(),
+            precision,
+            load_secs,
+            preview: preview_kind,
+        };
+        Self {
+            model,
+            info,
+            model_hash,
+            merged: Some(Vec::new()),
+            preview,
+            controlnets: Default::default(),
+            live_texts: Default::default(),
+        }
+    }
 }
 
 /// A download progress callback that sends a few events a second for `repo_id`.

@@ -289,6 +289,24 @@ impl Outbox {
 impl Worker {
     /// Starts the worker thread; `wake` is called after every event (e.g. `ctx.request_repaint()`).
     pub fn spawn(wake: Box<dyn Fn() + Send + Sync>) -> std::io::Result<Self> {
+        Self::spawn_inner(wake, None)
+    }
+
+    /// Starts the worker with `model` already loaded (built in memory, as `easel bench --live`
+    /// builds random full-size networks); its first event is `ModelLoaded`.
+    pub fn with_model(
+        model: crate::engine::StableDiffusion,
+        precision: Precision,
+        wake: Box<dyn Fn() + Send + Sync>,
+    ) -> std::io::Result<Self> {
+        let source = model.source.display().to_string();
+        Self::spawn_inner(wake, Some(loading::Loaded::new(model, &source, precision, 0.0, None)))
+    }
+
+    fn spawn_inner(
+        wake: Box<dyn Fn() + Send + Sync>,
+        model: Option<loading::Loaded>,
+    ) -> std::io::Result<Self> {
         let (command_tx, command_rx) = sync_channel::<Command>(256);
         let (event_tx, event_rx) = sync_channel::<Event>(1024);
         let outbox = Outbox { events: event_tx, wake };
@@ -296,7 +314,7 @@ impl Worker {
         // Dropping this handle closes the command channel, which ends the thread's loop.
         let thread = std::thread::Builder::new()
             .name("easel-worker".into())
-            .spawn(move || loading::run(command_rx, outbox))?;
+            .spawn(move || loading::run(command_rx, outbox, model))?;
         Ok(Self { commands: command_tx, events: event_rx, thread })
     }
 
