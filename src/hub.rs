@@ -160,6 +160,30 @@ pub fn pull_reporting(repo_id: &str, fp16: bool, report: Option<PullReporter>) -
     download(&repo, (repo_id, &offline), &wanted, "model_index.json", report)
 }
 
+/// Downloads one file of a repository into the hub cache (a LoRA such as ByteDance/Hyper-SD's
+/// `Hyper-SD15-8steps-CFG-lora.safetensors`) and returns its path; a file already there is not
+/// fetched again, so this works offline once done.
+pub fn pull_file(repo_id: &str, file: &str, report: Option<PullReporter>) -> Result<PathBuf> {
+    if let Some(done) = cached_file(repo_id, file) {
+        return Ok(done);
+    }
+    let offline = |e: &dyn std::fmt::Display| {
+        Error::Hub(format!(
+            "cannot download {file} from {repo_id} ({e}). You may be offline: download it elsewhere and \
+             choose the file"
+        ))
+    };
+    let api = ApiBuilder::from_env().with_progress(report.is_none()).build().map_err(|e| offline(&e))?;
+    let repo = api.model(repo_id.to_string());
+    let folder = download(&repo, (repo_id, &offline), &[file.to_string()], file, report)?;
+    Ok(folder.join(file))
+}
+
+/// A file of a repository already in the hub cache.
+pub fn cached_repo_file(repo_id: &str, file: &str) -> Option<PathBuf> {
+    cached_file(repo_id, file)
+}
+
 /// Turns a network failure into the sentence the user sees.
 type OfflineError<'a> = dyn Fn(&dyn std::fmt::Display) -> Error + 'a;
 

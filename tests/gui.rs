@@ -699,6 +699,8 @@ fn live_painting_follows_the_brush_and_keep_adds_a_full_picture() {
         h.query_by_role_and_label(Role::Image, "Live frame").is_some(),
         "the frame sits beside the canvas"
     );
+    h.run_steps(2);
+    h.snapshot("live_mode");
 
     // A stroke; a moment after it, a frame.
     stroke(&mut h, (0.1, 0.1), (0.9, 0.9));

@@ -168,3 +168,25 @@ fn a_pulled_controlnet_is_used_by_its_hub_id_offline() {
     assert!(!res.status.success());
     assert!(stderr(&res).contains("easel models pull easel-tests/not-pulled"), "{}", stderr(&res));
 }
+
+#[test]
+fn one_file_of_a_repository_is_pulled_once_and_then_found_offline() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let args = ["models", "pull", "ByteDance/Hyper-SD", "--file", "Hyper-SD15-8steps-CFG-lora.safetensors"];
+    let res = easel_with_home(home.path(), &args);
+    assert!(!res.status.success());
+    let err = stderr(&res);
+    assert!(err.contains("Hyper-SD15-8steps-CFG-lora.safetensors") && err.contains("offline"), "{err}");
+    // Once in the cache (as a pull leaves it), the same command finds it without a network.
+    let repo = home.path().join("hub/models--ByteDance--Hyper-SD");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let snapshot = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snapshot).expect("snapshot");
+    std::fs::copy(fixtures().join("lora/inkStyle.safetensors"), snapshot.join(args[4])).expect("copy");
+    std::fs::create_dir_all(repo.join("refs")).expect("refs");
+    std::fs::write(repo.join("refs/main"), commit).expect("ref");
+    let res = easel_with_home(home.path(), &args);
+    assert!(res.status.success(), "{}", stderr(&res));
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(stdout.contains(&snapshot.join(args[4]).display().to_string()), "{stdout}");
+}

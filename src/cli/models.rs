@@ -14,14 +14,18 @@ pub struct ModelsArgs {
 #[derive(Subcommand)]
 enum Action {
     /// Download a diffusers model (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5), `inception`
-    /// for the FID Inception weights `easel eval` uses, or `taesd` for the tiny decoder the studio
-    /// draws detailed live previews with.
+    /// for the FID Inception weights `easel eval` uses, `taesd` for the tiny autoencoder of live
+    /// previews and live painting, or with --file one file of a repository (a LoRA).
     Pull {
         /// The hub id, owner/name.
         repo_id: String,
         /// Prefer the half-size fp16 weights when the repository has them.
         #[arg(long)]
         fp16: bool,
+        /// Download only this file of the repository (e.g. ByteDance/Hyper-SD's
+        /// Hyper-SD15-8steps-CFG-lora.safetensors) and print its path.
+        #[arg(long)]
+        file: Option<String>,
     },
     /// List models in the hub cache and in ./models.
     List,
@@ -29,6 +33,10 @@ enum Action {
 
 pub fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
     match args.action {
+        Action::Pull { repo_id, file: Some(file), .. } => {
+            let path = easel::hub::pull_file(&repo_id, &file, None)?;
+            println!("{file} of {repo_id} is ready: {}", path.display());
+        }
         Action::Pull { repo_id, .. } if repo_id == "inception" => {
             let path = easel::hub::pull_inception(std::path::Path::new("models"))?;
             println!("the FID Inception weights are ready: {}", path.display());
@@ -38,7 +46,7 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<ExitCode> {
             let path = easel::hub::pull_preview_decoder(family, None)?;
             println!("the tiny preview decoder for {family} is ready: {}", path.display());
         }
-        Action::Pull { repo_id, fp16 } => {
+        Action::Pull { repo_id, fp16, file: None } => {
             let dir = easel::hub::pull(&repo_id, fp16)?;
             println!("{repo_id} is ready: {}", dir.display());
             println!("use it with: easel generate --model {repo_id} --prompt \"…\" -o out.png");

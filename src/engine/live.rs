@@ -35,6 +35,8 @@ pub struct LivePreset {
     pub cfg_scale: f64,
     /// Timestep spacing, when the model's makers publish one.
     pub spacing: Option<Spacing>,
+    /// The few-step LoRA it is made for, per family: (hub repository, file) for SD 1.x, SDXL.
+    pub lora: [Option<(&'static str, &'static str)>; 2],
 }
 
 /// The live presets, in menu order.
@@ -48,6 +50,10 @@ pub const LIVE_PRESETS: [LivePreset; 5] = [
         steps: 6,
         cfg_scale: 1.8,
         spacing: Some(Spacing::Trailing),
+        lora: [
+            Some(("ByteDance/Hyper-SD", "Hyper-SD15-8steps-CFG-lora.safetensors")),
+            Some(("ByteDance/Hyper-SD", "Hyper-SDXL-8steps-CFG-lora.safetensors")),
+        ],
     },
     LivePreset {
         id: "lcm",
@@ -57,6 +63,10 @@ pub const LIVE_PRESETS: [LivePreset; 5] = [
         steps: 6,
         cfg_scale: 1.0,
         spacing: None,
+        lora: [
+            Some(("latent-consistency/lcm-lora-sdv1-5", "pytorch_lora_weights.safetensors")),
+            Some(("latent-consistency/lcm-lora-sdxl", "pytorch_lora_weights.safetensors")),
+        ],
     },
     LivePreset {
         id: "turbo",
@@ -66,6 +76,7 @@ pub const LIVE_PRESETS: [LivePreset; 5] = [
         steps: 2,
         cfg_scale: 0.0,
         spacing: Some(Spacing::Trailing),
+        lora: [None, None],
     },
     LivePreset {
         id: "lightning",
@@ -75,6 +86,7 @@ pub const LIVE_PRESETS: [LivePreset; 5] = [
         steps: 4,
         cfg_scale: 0.0,
         spacing: Some(Spacing::Trailing),
+        lora: [None, Some(("ByteDance/SDXL-Lightning", "sdxl_lightning_4step_lora.safetensors"))],
     },
     LivePreset {
         id: "plain",
@@ -84,6 +96,7 @@ pub const LIVE_PRESETS: [LivePreset; 5] = [
         steps: 10,
         cfg_scale: 5.0,
         spacing: None,
+        lora: [None, None],
     },
 ];
 
@@ -101,6 +114,16 @@ impl LivePreset {
             Family::Sd1 | Family::Sdxl => "hyper",
         };
         LIVE_PRESETS.iter().find(|p| p.id == id).unwrap_or(&LIVE_PRESETS[0])
+    }
+
+    /// The LoRA to download for a model of `family` (hub repository, file), if the preset uses one.
+    pub fn lora_for(&self, family: Family) -> Option<(&'static str, &'static str)> {
+        match family {
+            Family::Sd1 => self.lora[0],
+            Family::Sdxl => self.lora[1],
+            // SD 2.x has no published few-step LoRA; SD-Turbo is a model of its own.
+            Family::Sd2 => None,
+        }
     }
 
     /// `request` with this preset's sampler, steps, guidance and spacing.
@@ -261,6 +284,12 @@ mod tests {
             assert_eq!(LivePreset::by_id("no such preset", family), preset);
         }
         assert_eq!(LivePreset::by_id("lcm", Family::Sd1).sampler, SamplerKind::Lcm);
+        // The LoRA follows the family: SD 1.5's and SDXL's files differ; SD 2.x has none.
+        let hyper = LivePreset::by_id("hyper", Family::Sd1);
+        assert!(hyper.lora_for(Family::Sd1).is_some_and(|(_, f)| f.starts_with("Hyper-SD15")));
+        assert!(hyper.lora_for(Family::Sdxl).is_some_and(|(_, f)| f.starts_with("Hyper-SDXL")));
+        assert_eq!(hyper.lora_for(Family::Sd2), None);
+        assert_eq!(LivePreset::by_id("lightning", Family::Sdxl).lora_for(Family::Sd1), None);
         let ids: std::collections::HashSet<_> = LIVE_PRESETS.iter().map(|p| p.id).collect();
         assert_eq!(ids.len(), LIVE_PRESETS.len());
     }

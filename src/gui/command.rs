@@ -30,6 +30,9 @@ pub enum UiCommand {
     ChooseLiveLora,
     /// Use this LoRA for live frames.
     SetLiveLora(PathBuf),
+    /// Use the live preset's LoRA for the loaded model's family, downloading it when it is not
+    /// in the hub cache: (repository, file).
+    GetLiveLora(String, String),
     /// Render the canvas with the full settings into the gallery (live mode's Keep).
     KeepLive,
     /// Read these adapters' metadata and check them against the model.

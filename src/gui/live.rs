@@ -168,10 +168,15 @@ pub fn frame_request(state: &AppState, family: Family) -> Result<GenerationReque
 
 impl EaselApp {
     /// Once a frame: notices a changed state (cancelling the stale frame), and asks for a new
-    /// frame once the state has been still for the pause.
+    /// frame once the state has been still for the pause. Frames are made only while the Canvas
+    /// tab shows them.
     pub(super) fn live_tick(&mut self, ctx: &egui::Context) {
         let live = &mut self.state.live;
         if !live.on {
+            return;
+        }
+        if self.state.settings.tab != super::state::Tab::Canvas {
+            live.cancel();
             return;
         }
         if let Some(frame) = live.frame.as_mut().filter(|f| f.texture.is_none()) {
@@ -317,6 +322,22 @@ pub fn live_bar_ui(ui: &mut Ui, state: &mut AppState, out: &mut Commands) {
                 {
                     out.push(UiCommand::ChooseLiveLora);
                 }
+                if let Some((repo, file)) = live.preset(family).lora_for(family) {
+                    let downloading = state.pull.is_some();
+                    // diffusers-format repositories name every file alike; their name says more.
+                    let name = match file.strip_suffix(".safetensors") {
+                        Some("pytorch_lora_weights") | None => repo.rsplit('/').next().unwrap_or(repo),
+                        Some(stem) => stem,
+                    };
+                    let get = ui
+                        .add_enabled(!downloading, egui::Button::new(format!("Get {name}")))
+                        .on_hover_text(format!(
+                            "The preset's LoRA, from {repo} on the Hugging Face hub (downloaded once)"
+                        ));
+                    if get.clicked() {
+                        out.push(UiCommand::GetLiveLora(repo.to_string(), file.to_string()));
+                    }
+                }
             }
         }
         ui.separator();
@@ -378,6 +399,14 @@ pub fn frame_ui(ui: &mut Ui, state: &AppState, canvas_px: (u32, u32)) {
         }
         None => {
             ui.painter().rect_filled(rect, 4.0, ui.visuals().faint_bg_color);
+            let hint = if state.live.rendering() { "Rendering…" } else { "The live frame appears here" };
+            ui.painter().text(
+                rect.center(),
+                egui::Align2::CENTER_CENTER,
+                hint,
+                egui::FontId::proportional(14.0),
+                ui.visuals().weak_text_color(),
+            );
         }
     }
     response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, "Live frame"));

@@ -57,6 +57,13 @@ impl EaselApp {
                 self.ask(ask, UiCommand::SetLiveLora);
             }
             UiCommand::SetLiveLora(path) => self.state.settings.live.lora = Some(path),
+            UiCommand::GetLiveLora(repo_id, file) => match crate::hub::cached_repo_file(&repo_id, &file) {
+                Some(path) => self.state.settings.live.lora = Some(path),
+                None => {
+                    self.state.pull = Some(Download::starting(&repo_id));
+                    self.send(Command::PullLiveLora { repo_id, file });
+                }
+            },
             UiCommand::KeepLive => self.keep_live(),
             UiCommand::InspectLoras(paths) => {
                 for path in paths {

@@ -380,6 +380,12 @@ impl AppState {
                 }
                 self.info(format!("Downloaded the ControlNet {repo_id} for unit {unit}"));
             }
+            Event::LiveLoraPulled { repo_id, path } => {
+                self.pull = None;
+                let name = path.file_name().map_or(String::new(), |n| n.to_string_lossy().to_string());
+                self.settings.live.lora = Some(path);
+                self.info(format!("Downloaded {name} from {repo_id}: live frames use it now"));
+            }
             Event::PullFailed { repo_id, message } => {
                 self.pull = None;
                 self.error(format!("Could not download {repo_id}: {message}"));

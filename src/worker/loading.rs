@@ -85,6 +85,7 @@ impl Failure {
                 Failure::Pull(crate::hub::preview_decoder_repo(*family).to_string())
             }
             Command::PullControlNet { repo_id, .. } => Failure::Pull(repo_id.clone()),
+            Command::PullLiveLora { repo_id, .. } => Failure::Pull(repo_id.clone()),
             Command::InspectLora { path } => Failure::Inspect(path.clone()),
             Command::Generate(job) => Failure::Job(job.id),
             Command::Live(job) => Failure::Live(job.id),
@@ -129,6 +130,16 @@ fn execute(state: &mut State, outbox: &Outbox, command: Command) {
         Command::PullModel { repo_id, precision } => pull(state, outbox, repo_id, precision),
         Command::PullPreviewDecoder(family) => pull_preview_decoder(state, outbox, family),
         Command::PullControlNet { repo_id, unit } => pull_controlnet(outbox, repo_id, unit),
+        Command::PullLiveLora { repo_id, file } => {
+            let pulled = {
+                let mut report = progress_events(outbox, &repo_id);
+                crate::hub::pull_file(&repo_id, &file, Some(&mut report))
+            };
+            outbox.send(match pulled {
+                Ok(path) => Event::LiveLoraPulled { repo_id, path },
+                Err(e) => Event::PullFailed { repo_id, message: e.in_studio_words() },
+            });
+        }
         Command::InspectLora { path } => {
             let info = inspect(state, &path).map_err(|e| (path, e.in_studio_words()));
             outbox.send(Event::LoraInspected(info));

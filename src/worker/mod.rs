@@ -58,6 +58,13 @@ pub enum Command {
         /// The studio's unit that asked.
         unit: usize,
     },
+    /// Download a live preset's few-step LoRA (one file of a repository).
+    PullLiveLora {
+        /// `owner/name`.
+        repo_id: String,
+        /// The file.
+        file: String,
+    },
     /// Read an adapter's metadata and check it against the loaded model.
     InspectLora {
         /// The file.
@@ -183,6 +190,13 @@ pub enum Event {
         /// The repository.
         repo_id: String,
         /// Its local folder.
+        path: PathBuf,
+    },
+    /// A live preset's LoRA was downloaded.
+    LiveLoraPulled {
+        /// The repository.
+        repo_id: String,
+        /// The file on disk.
         path: PathBuf,
     },
     /// An adapter was read.
