@@ -101,9 +101,12 @@ pub const LIVE_PRESETS: [LivePreset; 5] = [
 ];
 
 impl LivePreset {
-    /// The preset named `id`, or the family's default when there is none of that name.
+    /// The preset named `id`, or the family's default when there is none of that name for it.
     pub fn by_id(id: &str, family: Family) -> &'static LivePreset {
-        LIVE_PRESETS.iter().find(|p| p.id == id).unwrap_or_else(|| Self::default_for(family))
+        LIVE_PRESETS
+            .iter()
+            .find(|p| p.id == id && p.fits(family))
+            .unwrap_or_else(|| Self::default_for(family))
     }
 
     /// The preset a family starts with: Hyper-SD (as Krita) for SD 1.x and SDXL, SD-Turbo's for
@@ -124,6 +127,12 @@ impl LivePreset {
             // SD 2.x has no published few-step LoRA; SD-Turbo is a model of its own.
             Family::Sd2 => None,
         }
+    }
+
+    /// Whether the preset is for models of `family`: one made for a LoRA needs that family's
+    /// LoRA (SDXL-Lightning is SDXL's alone); the others fit every family.
+    pub fn fits(&self, family: Family) -> bool {
+        self.lora == [None, None] || self.lora_for(family).is_some()
     }
 
     /// `request` with this preset's sampler, steps, guidance and spacing.
@@ -290,6 +299,11 @@ mod tests {
         assert!(hyper.lora_for(Family::Sdxl).is_some_and(|(_, f)| f.starts_with("Hyper-SDXL")));
         assert_eq!(hyper.lora_for(Family::Sd2), None);
         assert_eq!(LivePreset::by_id("lightning", Family::Sdxl).lora_for(Family::Sd1), None);
+        assert!(!LivePreset::by_id("lightning", Family::Sdxl).fits(Family::Sd1));
+        assert_eq!(LivePreset::by_id("lightning", Family::Sd1).id, "hyper", "SD 1.x falls back");
+        assert!(LivePreset::by_id("lightning", Family::Sdxl).fits(Family::Sdxl));
+        assert!(LivePreset::by_id("turbo", Family::Sd2).fits(Family::Sd2));
+        assert!(LivePreset::by_id("hyper", Family::Sd1).fits(Family::Sd1));
         let ids: std::collections::HashSet<_> = LIVE_PRESETS.iter().map(|p| p.id).collect();
         assert_eq!(ids.len(), LIVE_PRESETS.len());
     }

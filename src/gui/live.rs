@@ -105,6 +105,14 @@ impl LiveSession {
         self.in_flight.is_some()
     }
 
+    /// Whether the frame on show is of the state as it is now (not of an older canvas).
+    pub fn is_current(&self) -> bool {
+        match (&self.done_key, &self.seen) {
+            (Some(done), Some((seen, _))) => done == seen,
+            _ => false,
+        }
+    }
+
     /// Takes in a finished frame; one of a state that has moved on is dropped.
     pub fn frame_arrived(&mut self, done: FrameDone) {
         let Some(flight) = self.in_flight.take_if(|f| f.id == done.id) else { return };
@@ -146,12 +154,17 @@ pub fn frame_request(state: &AppState, family: Family) -> Result<GenerationReque
     live.preset(family).apply(&mut request);
     request.batch = 1;
     request.strength = live.strength;
+    // A low strength of a short schedule would leave no step to run: lengthen the schedule until
+    // one step is left, as Krita does (the frame stays as quick; its step is a smaller one).
+    while (request.steps as f64 * request.strength).floor() < 1.0 && request.steps < 1000 {
+        request.steps += 1;
+    }
     request.keep_unmasked = false;
     let autoencoder = live.autoencoder.clone().or_else(|| crate::hub::find_preview_decoder(family));
     request.vae = Some(autoencoder.ok_or_else(|| {
         format!(
             "Live painting encodes and decodes with the tiny autoencoder, which is not on this computer: \
-             press “Pull {}” below (about 10 MB), or copy {}'s folder into models/{}",
+             press “Pull {}” (about 10 MB), or copy {}'s folder into models/{}",
             crate::hub::preview_decoder_name(family),
             crate::hub::preview_decoder_repo(family),
             crate::hub::preview_decoder_name(family),
@@ -207,7 +220,14 @@ impl EaselApp {
                 live.problem = None;
             }
         }
-        if live.in_flight.is_some() || live.done_key.as_ref() == Some(&key) || self.canvas.is_stroking() {
+        if self.canvas.is_stroking() {
+            // The release comes with an event of its own; look again a pause after it.
+            ctx.request_repaint_after(Duration::from_secs_f64(
+                self.state.settings.live.pause_secs.clamp(0.0, 5.0),
+            ));
+            return;
+        }
+        if live.in_flight.is_some() || live.done_key.as_ref() == Some(&key) {
             return;
         }
         let still = live.seen.as_ref().map_or(Duration::ZERO, |(_, at)| at.elapsed());
@@ -282,7 +302,7 @@ pub fn live_bar_ui(ui: &mut Ui, state: &mut AppState, out: &mut Commands) {
         egui::ComboBox::from_id_salt("live preset")
             .selected_text(preset.name)
             .show_ui(ui, |ui| {
-                for p in &LIVE_PRESETS {
+                for p in LIVE_PRESETS.iter().filter(|p| p.fits(family)) {
                     let chosen = ui.selectable_label(p.id == preset.id, p.name).on_hover_text(p.needs);
                     if chosen.clicked() {
                         live.preset = p.id.to_string();
@@ -337,6 +357,7 @@ pub fn live_bar_ui(ui: &mut Ui, state: &mut AppState, out: &mut Commands) {
                     if get.clicked() {
                         out.push(UiCommand::GetLiveLora(repo.to_string(), file.to_string()));
                     }
+                    ui.weak("(without it, frames are rough)");
                 }
             }
         }
@@ -344,7 +365,8 @@ pub fn live_bar_ui(ui: &mut Ui, state: &mut AppState, out: &mut Commands) {
         let keep = ui
             .add_enabled(matches!(state.model, ModelStatus::Ready(_)), egui::Button::new("Keep"))
             .on_hover_text(
-                "Render this canvas with the full settings (sampler, steps, VAE, stack) into the gallery",
+                "Render this canvas into the gallery with the left panel's sampler, steps, guidance, VAE and stack \
+                 (without the live LoRA), at the live strength and seed",
             );
         if keep.clicked() {
             out.push(UiCommand::KeepLive);
@@ -372,11 +394,16 @@ fn status_ui(ui: &mut Ui, state: &AppState, out: &mut Commands) {
         } else {
             "Rendering the live frame…"
         });
+    } else if live.frame.is_some() && !live.is_current() {
+        ui.weak("Changed: a new frame follows once the canvas is still.");
     } else if let Some(frame) = &live.frame {
         let t = &frame.timings;
+        let waited = frame.latency_secs - t.total_secs;
+        let queue =
+            if waited > 0.1 { format!(", after {waited:.1} s in the render queue") } else { String::new() };
         ui.weak(format!(
-            "Frame in {:.2} s: {} steps {:.2} s, encode {:.3} s, decode {:.3} s",
-            frame.latency_secs, t.steps, t.denoise_secs, t.encode_secs, t.decode_secs
+            "Frame in {:.2} s: {} steps {:.2} s, encode {:.3} s, decode {:.3} s{queue}",
+            t.total_secs, t.steps, t.denoise_secs, t.encode_secs, t.decode_secs
         ));
     } else {
         ui.weak("Draw: a frame appears on the right a moment after you stop.");
@@ -410,4 +437,26 @@ pub fn frame_ui(ui: &mut Ui, state: &AppState, canvas_px: (u32, u32)) {
         }
     }
     response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, "Live frame"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::session;
+    use super::*;
+
+    #[test]
+    fn a_frame_request_always_leaves_a_step_and_adds_the_live_lora() {
+        let (dir, mut state) = session();
+        state.settings.live.autoencoder = Some(dir.path().join("taesd"));
+        state.settings.live.preset = "lcm".into();
+        state.settings.live.strength = 0.05;
+        state.settings.live.lora = Some(dir.path().join("lcm.safetensors"));
+        let request = frame_request(&state, Family::Sd1).expect("a request");
+        assert_eq!((request.sampler, request.batch), (crate::engine::SamplerKind::Lcm, 1));
+        assert_eq!(request.steps, 20, "the shortest schedule whose 5 % is a step");
+        assert_eq!(request.loras.last().map(|l| l.name.as_str()), Some("lcm"));
+        assert_eq!(request.vae, state.settings.live.autoencoder);
+        state.settings.live.strength = 0.5;
+        assert_eq!(frame_request(&state, Family::Sd1).expect("a request").steps, 6);
+    }
 }
