@@ -730,37 +730,7 @@ fn live_painting_follows_the_brush_and_keep_adds_a_full_picture() {
         easel::gui::live::frame_request(&h.state().state, easel::engine::Family::Sd1).expect("request");
     assert_eq!((request.steps, request.strength, request.seed), (6, 0.5, 7));
     let out = root.path().join("generated.png");
-    let path = |p: &Path| p.display().to_string();
-    let res = easel_owned(
-        &[
-            "generate",
-            "--model",
-            &tiny_model(),
-            "--prompt",
-            "a lighthouse, ink",
-            "--sampler",
-            "lcm",
-            "--steps",
-            "6",
-            "--cfg",
-            "1",
-            "--seed",
-            "7",
-            "--strength",
-            "0.5",
-            "--width",
-            "64",
-            "--height",
-            "64",
-            "--init-image",
-            &path(&canvas),
-            "--vae",
-            &path(&fixtures().join("tiny-taesd")),
-            "-o",
-            &path(&out),
-        ]
-        .map(String::from),
-    );
+    let res = easel_owned(&live_frame_args("a lighthouse, ink", 7, &canvas, &out));
     assert!(res.status.success(), "{}", stderr(&res));
     let frame = h.state().state.live.frame.as_ref().expect("a frame");
     assert_eq!(frame.image.as_raw(), load_rgb(&out).as_raw(), "the newest state's frame");

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use common::*;
 use easel::engine::device::{DeviceChoice, Precision};
 use easel::engine::live::LivePreset;
@@ -25,18 +25,6 @@ fn device() -> Device {
 
 fn taesd() -> std::path::PathBuf {
     fixtures().join("tiny-taesd")
-}
-
-fn max_difference(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .expect("same shape")
-        .abs()
-        .expect("abs")
-        .max_all()
-        .expect("max")
-        .to_scalar::<f32>()
-        .expect("scalar")
 }
 
 #[test]
@@ -217,37 +205,7 @@ fn a_live_frame_is_the_picture_easel_generate_makes_with_the_same_settings() {
     let init = dir.path().join("canvas.png");
     canvas.save(&init).expect("save");
     let out = dir.path().join("generated.png");
-    let path = |p: &Path| p.display().to_string();
-    let res = easel_owned(
-        &[
-            "generate",
-            "--model",
-            &path(&fixtures().join("tiny-sd")),
-            "--prompt",
-            "a lighthouse, ink",
-            "--sampler",
-            "lcm",
-            "--steps",
-            "6",
-            "--cfg",
-            "1",
-            "--seed",
-            "11",
-            "--strength",
-            "0.5",
-            "--width",
-            "64",
-            "--height",
-            "64",
-            "--init-image",
-            &path(&init),
-            "--vae",
-            &path(&taesd()),
-            "-o",
-            &path(&out),
-        ]
-        .map(String::from),
-    );
+    let res = easel_owned(&live_frame_args("a lighthouse, ink", 11, &init, &out));
     assert!(res.status.success(), "{}", stderr(&res));
     assert_eq!(load_rgb(&out).as_raw(), first.image.as_raw(), "the frame is the generated picture");
 

@@ -6,6 +6,7 @@ mod common;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
+use common::max_difference;
 use easel::engine::device::DeviceChoice;
 use easel::engine::tiny_vae::TinyDecoder;
 use easel::engine::weights::read_safetensors;
@@ -30,18 +31,6 @@ fn decoded_by(path: &Path, dtype: DType) -> Tensor {
         .expect("decodes")
         .to_dtype(DType::F32)
         .expect("f32")
-}
-
-fn max_difference(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .expect("same shape")
-        .abs()
-        .expect("abs")
-        .max_all()
-        .expect("max")
-        .to_scalar::<f32>()
-        .expect("scalar")
 }
 
 #[test]

@@ -37,20 +37,9 @@ fn generate(state: &mut State, outbox: &Outbox, job: &GenerateJob) -> Result<()>
         outbox.send(Event::LoraReports { id: job.id, reports });
     }
     let loaded = state.loaded.as_mut().ok_or_else(|| Error::BadRequest("no model is loaded".into()))?;
-    loaded.model.use_vae(job.request.vae.as_deref())?;
     std::fs::create_dir_all(&job.output_dir)
         .map_err(|e| Error::io("cannot create the gallery folder", e, &job.output_dir))?;
-    let mut request = job.request.clone();
-    let dir = std::path::Path::new(crate::engine::controlnet::prepare::DEFAULT_DIR);
-    crate::job::resolve_controlnets(&mut request, dir)?;
-    let controls = crate::engine::controlnet::prepare(
-        &loaded.model,
-        &request,
-        None,
-        job.mask.as_ref(),
-        dir,
-        &mut loaded.controlnets,
-    )?;
+    let (request, controls) = prepare(loaded, &job.request, None, job.mask.as_ref())?;
     let provenance = crate::job::provenance(&loaded.model, loaded.model_hash.clone(), &stack, &request)?;
     let inputs = GenerationInputs {
         init_image: job.init_image.clone(),
@@ -99,6 +88,30 @@ fn generate(state: &mut State, outbox: &Outbox, job: &GenerateJob) -> Result<()>
         &mut on_image,
         &job.cancel,
     )
+}
+
+/// Readies the loaded model for `request` (its autoencoder) and the request's ControlNet units
+/// (models found, maps made from their pictures, or from `canvas` for units without one); returns
+/// the request with its ControlNets' paths resolved, and the units.
+pub(crate) fn prepare(
+    loaded: &mut super::loading::Loaded,
+    request: &crate::engine::GenerationRequest,
+    canvas: Option<&RgbImage>,
+    mask: Option<&image::GrayImage>,
+) -> Result<(crate::engine::GenerationRequest, Vec<crate::engine::controlnet::ControlInput>)> {
+    loaded.model.use_vae(request.vae.as_deref())?;
+    let mut request = request.clone();
+    let dir = std::path::Path::new(crate::engine::controlnet::prepare::DEFAULT_DIR);
+    crate::job::resolve_controlnets(&mut request, dir)?;
+    let controls = crate::engine::controlnet::prepare(
+        &loaded.model,
+        &request,
+        canvas,
+        mask,
+        dir,
+        &mut loaded.controlnets,
+    )?;
+    Ok((request, controls))
 }
 
 /// Saves a picture under a fresh name (`<unix time>-<seed>[-n].png`), never over another.

@@ -62,18 +62,7 @@ fn render(state: &mut State, job: &LiveJob) -> Result<LiveFrame> {
     // The stack is merged only when it differs from the one merged now.
     state.merge_stack(&job.request.loras)?;
     let loaded = state.loaded.as_mut().ok_or_else(|| Error::BadRequest("no model is loaded".into()))?;
-    loaded.model.use_vae(job.request.vae.as_deref())?;
-    let mut request = job.request.clone();
-    let dir = std::path::Path::new(crate::engine::controlnet::prepare::DEFAULT_DIR);
-    crate::job::resolve_controlnets(&mut request, dir)?;
-    let controls = crate::engine::controlnet::prepare(
-        &loaded.model,
-        &request,
-        Some(&job.canvas),
-        None,
-        dir,
-        &mut loaded.controlnets,
-    )?;
+    let (request, controls) = super::generate::prepare(loaded, &job.request, Some(&job.canvas), None)?;
     let inputs = GenerationInputs { init_image: Some(job.canvas.clone()), mask: None, noise: None, controls };
     crate::engine::live::render(&loaded.model, &request, &inputs, &mut loaded.live_texts, &job.cancel)
 }

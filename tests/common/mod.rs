@@ -179,3 +179,51 @@ pub fn formula_weights() -> &'static Path {
         path
     })
 }
+
+/// The largest absolute difference between two tensors of one shape.
+pub fn max_difference(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .expect("same shape")
+        .abs()
+        .expect("abs")
+        .max_all()
+        .expect("max")
+        .to_scalar::<f32>()
+        .expect("scalar")
+}
+
+/// `easel generate` arguments making what a live frame of the tiny model is with the LCM preset:
+/// 64², 6 LCM steps at strength 0.5 from `init`, no guidance, the tiny TAESD as the autoencoder.
+pub fn live_frame_args(prompt: &str, seed: u64, init: &Path, out: &Path) -> Vec<String> {
+    let path = |p: &Path| p.display().to_string();
+    [
+        "generate",
+        "--model",
+        &path(&fixtures().join("tiny-sd")),
+        "--prompt",
+        prompt,
+        "--sampler",
+        "lcm",
+        "--steps",
+        "6",
+        "--cfg",
+        "1",
+        "--seed",
+        &seed.to_string(),
+        "--strength",
+        "0.5",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--init-image",
+        &path(init),
+        "--vae",
+        &path(&fixtures().join("tiny-taesd")),
+        "-o",
+        &path(out),
+    ]
+    .map(String::from)
+    .to_vec()
+}
