@@ -202,3 +202,30 @@ fn missing_inception_weights_say_where_to_put_them() {
         "{err}"
     );
 }
+
+#[test]
+fn kid_with_a_subset_smaller_than_the_sets_follows_torch_fidelity_order() {
+    let golden: Value = serde_json::from_str(
+        &std::fs::read_to_string(metrics_dir().join("kid_order.json")).expect("fixture"),
+    )
+    .expect("json");
+    let size = golden["kid_subset_size"].to_string();
+    let subsets = golden["kid_subsets"].to_string();
+    let report = eval(&["--resize", "tf1", "--kid-subset-size", &size, "--kid-subsets", &subsets]);
+    for (i, set) in ["generated_a", "generated_b"].iter().enumerate() {
+        let g = &golden[set];
+        assert!(g["references"].as_u64() > golden["kid_subset_size"].as_u64(), "the subset is smaller");
+        let kid = report["sets"][i]["kid"]["mean"].as_f64().expect("kid");
+        let (theirs, swapped) =
+            (g["kid_mean"].as_f64().expect("golden"), g["kid_mean_sets_swapped"].as_f64().expect("golden"));
+        // torch-fidelity sums float32 kernels: allow its rounding on top of 1 %.
+        assert!((kid - theirs).abs() <= 0.01 * theirs.abs() + 2e-6, "{set} KID: Easel {kid} vs {theirs}");
+        assert!(
+            (kid - theirs).abs() < (kid - swapped).abs(),
+            "{set}: {kid} is nearer the swapped order's {swapped}"
+        );
+        let std = report["sets"][i]["kid"]["std"].as_f64().expect("std");
+        let theirs_std = g["kid_std"].as_f64().expect("golden");
+        assert!((std - theirs_std).abs() <= 0.02 * theirs_std + 2e-6, "{set} KID std: {std} vs {theirs_std}");
+    }
+}

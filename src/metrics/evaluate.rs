@@ -207,9 +207,11 @@ pub fn evaluate(reference: &Reference, generated: &SetFeatures, options: &EvalOp
         }
         if let Reference::Pictures(r) = reference {
             if r.pool.len() >= 2 {
+                // torch-fidelity's order: the generated set's subset is drawn first, then the
+                // references' (with a subset smaller than the sets, the order changes the value).
                 report.kid = Some(kernel_inception_distance(
-                    &r.pool,
                     &generated.pool,
+                    &r.pool,
                     options.kid_subsets,
                     options.kid_subset_size,
                     options.seed,
