@@ -25,6 +25,7 @@ fn median_secs(runs: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() -> candle_core::Result<()> {
+    println!("machine: {}", easel::engine::kernels::machine::summary());
     println!("micro-kernel: {:?}, threads: {}", Kernel::best().isa(), rayon::current_num_threads());
     println!("{:<34} {:>12} {:>12} {:>7}", "shape (m×k · k×n)", "candle GF/s", "easel GF/s", "ratio");
     // Linear layers (tokens × in · in × out), a 3×3 conv as im2col (out × 9·in · 9·in × pixels),

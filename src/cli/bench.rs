@@ -135,6 +135,9 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
         anyhow::ensure!(s % 8 == 0 && s >= 64, "--sizes: {s} is not a multiple of 8 of at least 64");
     }
     let device = args.device.open()?;
+    if !args.json {
+        println!("machine: {}", easel::engine::kernels::machine::summary());
+    }
     if args.live {
         return live(&args, &device);
     }
@@ -238,6 +241,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<ExitCode> {
         "device": format!("{device:?}"),
         "dtype": args.dtype.id(),
         "threads": candle_core::utils::get_num_threads(),
+        "machine": easel::engine::kernels::machine::summary(),
         "unet": unet_rows,
         "vae_decode": vae_row,
         "preview_decode": preview_row,

@@ -69,7 +69,7 @@ pub fn run(bench: &LiveBench) -> anyhow::Result<serde_json::Value> {
     if !bench.quiet {
         println!(
             "live painting on {} ({} threads), {label}, {}",
-            cpu_name(),
+            easel::engine::kernels::machine::cpu_name(),
             candle_core::utils::get_num_threads(),
             bench.precision.id()
         );
@@ -138,7 +138,9 @@ pub fn run(bench: &LiveBench) -> anyhow::Result<serde_json::Value> {
             "unet_steps_secs": denoise, "tiny_encode_secs": encode, "tiny_decode_secs": decode,
         }));
     }
-    Ok(json!({ "model": label, "preset": preset.id, "cpu": cpu_name(), "frames": rows }))
+    Ok(
+        json!({ "model": label, "preset": preset.id, "cpu": easel::engine::kernels::machine::cpu_name(), "frames": rows }),
+    )
 }
 
 /// One frame's measurements.
@@ -250,17 +252,4 @@ fn write_random_taesd(dir: &Path, device: &Device, dtype: DType) -> anyhow::Resu
     std::fs::write(folder.join("config.json"), r#"{"_class_name": "AutoencoderTiny"}"#)?;
     candle_core::safetensors::save(&tensors, folder.join("diffusion_pytorch_model.safetensors"))?;
     Ok(folder)
-}
-
-/// The processor's name, as the system reports it.
-pub fn cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, name)| name.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }

@@ -32,6 +32,11 @@ const KC_PAIRS: usize = 2 * KC;
 const MC: usize = 120;
 /// Columns of B per block (a multiple of every kernel's `NR`).
 const NC: usize = 4096;
+/// The blocking in use: (`KC`, `MC`, `NC`), for the benchmarks' report.
+pub fn blocking() -> (usize, usize, usize) {
+    (KC, MC, NC)
+}
+
 /// Below this many multiply-adds the threads cost more than they save.
 const PARALLEL_WORK: usize = 1 << 21;
 

@@ -8,6 +8,7 @@ pub mod activations;
 pub mod attention;
 pub mod conv;
 pub mod gemm;
+pub mod machine;
 pub mod norm;
 pub mod pairs;
 pub mod simd;
