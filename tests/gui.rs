@@ -747,4 +747,8 @@ fn live_painting_follows_the_brush_and_keep_adds_a_full_picture() {
     assert_eq!(load_rgb(&init).as_raw(), load_rgb(&canvas).as_raw());
     let texts = easel::export::png::read_png_text(&item.path).expect("text");
     assert!(texts["parameters"].contains("Denoising strength: 0.5"), "{}", texts["parameters"]);
+    assert!(
+        h.state().state.notices.iter().any(|n| n.text.starts_with("Kept as picture")),
+        "the artist is told"
+    );
 }

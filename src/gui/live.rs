@@ -274,7 +274,7 @@ impl EaselApp {
                     return self.state.error(e.in_studio_words());
                 }
                 let label = format!("keep: {}", super::run::job_label(&request.prompt, 1, request.seed));
-                let (id, cancel) = self.state.enqueue(label, 1, super::state::JobKind::Render);
+                let (id, cancel) = self.state.enqueue(label, 1, super::state::JobKind::Keep);
                 let output_dir = self.state.paths.gallery();
                 self.send(Command::Generate(Box::new(crate::worker::GenerateJob {
                     id,

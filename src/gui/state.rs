@@ -62,6 +62,8 @@ pub enum JobStatus {
 pub enum JobKind {
     /// An ordinary render.
     Render,
+    /// Live painting's Keep: the canvas rendered with the full settings.
+    Keep,
     /// One cell of the comparison grid.
     GridCell {
         /// Row (adapter × weight).
@@ -457,10 +459,16 @@ impl AppState {
         // The history hands out ids, so a picture's texture key is unique across restarts.
         item.id = self.history.next_id();
         let kind = self.jobs.iter().find(|j| j.id == id).map(|j| j.kind);
-        if let Some(JobKind::GridCell { row, col }) = kind {
-            self.grid.cells.insert((row, col), item.id);
-        } else {
-            self.selected = Some(item.id);
+        match kind {
+            Some(JobKind::GridCell { row, col }) => {
+                self.grid.cells.insert((row, col), item.id);
+            }
+            Some(JobKind::Keep) => {
+                // The artist stays on the canvas; say where the picture went.
+                self.selected = Some(item.id);
+                self.info(format!("Kept as picture {}: see the Image and Gallery tabs", item.id));
+            }
+            _ => self.selected = Some(item.id),
         }
         self.fresh_images.push((item.id, image));
         self.history.items.push(item);
