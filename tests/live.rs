@@ -255,3 +255,39 @@ fn a_stale_frame_is_skipped_or_stopped_within_a_step() {
         other => panic!("expected a failure, got {:?}", other.map(|f| f.id)),
     }
 }
+
+#[test]
+fn a_tiny_autoencoder_for_other_latents_is_refused_by_name() {
+    use easel::engine::config::TinyVaeConfig;
+    use easel::engine::tiny_vae::{TinyDecoder, TinyEncoder};
+    // A TAESD for 16-channel latents (as SD3's and FLUX's are), 8 channels wide.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let folder = dir.path().join("taesd3");
+    std::fs::create_dir_all(&folder).expect("folder");
+    let cfg = TinyVaeConfig {
+        latent_channels: 16,
+        encoder_block_out_channels: vec![8; 4],
+        decoder_block_out_channels: vec![8; 4],
+        ..TinyVaeConfig::default()
+    };
+    let varmap = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    TinyEncoder::new(vb.pp("encoder.layers"), &cfg, "random".into()).expect("encoder");
+    TinyDecoder::new(vb.pp("decoder.layers"), &cfg, "random".into()).expect("decoder");
+    varmap.save(folder.join("diffusion_pytorch_model.safetensors")).expect("save");
+    std::fs::write(
+        folder.join("config.json"),
+        r#"{"_class_name": "AutoencoderTiny", "latent_channels": 16,
+            "encoder_block_out_channels": [8, 8, 8, 8], "decoder_block_out_channels": [8, 8, 8, 8]}"#,
+    )
+    .expect("config");
+    let out = dir.path().join("out.png");
+    let mut args = live_frame_args("a lighthouse", 1, &fixtures().join("golden/ddim.png"), &out);
+    let at = args.iter().position(|a| a == "--vae").expect("--vae") + 1;
+    args[at] = folder.display().to_string();
+    let res = easel_owned(&args);
+    assert!(!res.status.success());
+    let err = stderr(&res);
+    assert!(err.contains("taesd3") && err.contains("16-channel") && err.contains("TAESDXL"), "{err}");
+    assert!(!out.exists(), "nothing written");
+}

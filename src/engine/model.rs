@@ -159,6 +159,16 @@ impl StableDiffusion {
             return Ok(());
         }
         let autoencoder = super::tiny_vae::TinyAutoencoder::load(path, &self.device, self.dtype)?;
+        let (theirs, ours) = (autoencoder.decoder.latent_channels, self.latent_channels());
+        if theirs != ours {
+            return Err(Error::bad_file(
+                format!(
+                    "this tiny autoencoder works on {theirs}-channel latents but the model's have {ours}; \
+                     use TAESD for SD 1.x/2.x models and TAESDXL for SDXL"
+                ),
+                path,
+            ));
+        }
         self.tiny =
             Some(TinySwap { path: path.to_path_buf(), hash: short_hash(path), autoencoder, active: true });
         Ok(())

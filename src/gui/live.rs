@@ -299,7 +299,9 @@ pub fn live_bar_ui(ui: &mut Ui, state: &mut AppState, out: &mut Commands) {
     ui.horizontal_wrapped(|ui| {
         let preset = live.preset(family);
         let label = ui.label("Live preset");
+        // Fixed widths and decimals: the sliders beside must not shift as values change.
         egui::ComboBox::from_id_salt("live preset")
+            .width(230.0)
             .selected_text(preset.name)
             .show_ui(ui, |ui| {
                 for p in LIVE_PRESETS.iter().filter(|p| p.fits(family)) {
@@ -318,10 +320,10 @@ pub fn live_bar_ui(ui: &mut Ui, state: &mut AppState, out: &mut Commands) {
                 preset.sampler.id(),
                 preset.needs
             ));
-        ui.add(egui::Slider::new(&mut live.strength, 0.05..=1.0).text("Strength")).on_hover_text(
+        ui.add(egui::Slider::new(&mut live.strength, 0.05..=1.0).fixed_decimals(2).text("Strength")).on_hover_text(
             "How far a frame may move from the canvas: low keeps your drawing, high lets the model repaint it",
         );
-        ui.add(egui::Slider::new(&mut live.pause_secs, 0.0..=2.0).suffix(" s").text("Pause"))
+        ui.add(egui::Slider::new(&mut live.pause_secs, 0.0..=2.0).fixed_decimals(2).suffix(" s").text("Pause"))
             .on_hover_text("How long the canvas must stay still before a new frame is rendered");
     });
     ui.horizontal_wrapped(|ui| {
@@ -329,7 +331,7 @@ pub fn live_bar_ui(ui: &mut Ui, state: &mut AppState, out: &mut Commands) {
             Some(path) => {
                 let name = path.file_name().map_or(String::new(), |n| n.to_string_lossy().to_string());
                 ui.label(format!("Live LoRA: {name}"));
-                ui.add(egui::Slider::new(&mut live.lora_weight, 0.0..=1.5).text("Weight"));
+                ui.add(egui::Slider::new(&mut live.lora_weight, 0.0..=1.5).fixed_decimals(2).text("Weight"));
                 if ui.small_button("×").on_hover_text("Render live frames without it").clicked() {
                     live.lora = None;
                 }

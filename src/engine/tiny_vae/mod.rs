@@ -74,6 +74,8 @@ pub struct TinyDecoder {
     conv_in: Conv2d,
     levels: Vec<Level>,
     scale: usize,
+    /// Channels of the latents it reads.
+    pub latent_channels: usize,
     /// The weights file, for messages.
     pub source: PathBuf,
 }
@@ -108,7 +110,13 @@ impl TinyDecoder {
             index += 1;
             levels.push(Level { blocks, upsample: !last, conv });
         }
-        Ok(Self { conv_in, levels, scale: cfg.upsampling_scaling_factor, source })
+        Ok(Self {
+            conv_in,
+            levels,
+            scale: cfg.upsampling_scaling_factor,
+            latent_channels: cfg.latent_channels,
+            source,
+        })
     }
 
     /// Loads a diffusers `AutoencoderTiny` folder or an original single decoder file.
