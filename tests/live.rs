@@ -291,3 +291,48 @@ fn a_tiny_autoencoder_for_other_latents_is_refused_by_name() {
     assert!(err.contains("taesd3") && err.contains("16-channel") && err.contains("TAESDXL"), "{err}");
     assert!(!out.exists(), "nothing written");
 }
+
+#[test]
+fn a_scribble_unit_reads_each_frames_canvas() {
+    use easel::engine::controlnet::{ControlSpec, Preprocessor};
+    let worker = worker_with_model();
+    let canvas = sketch();
+    let unit = ControlSpec {
+        model: fixtures().join("controlnet/sd15"),
+        image: None,
+        preprocess: Preprocessor::Scribble { threshold: 64 },
+        ..ControlSpec::default()
+    };
+    let plain = frame_request("a lighthouse, ink");
+    let steered = GenerationRequest { controls: vec![unit], ..plain.clone() };
+    worker.send(Command::Live(Box::new(live_job(1, plain, &canvas)))).expect("sent");
+    let without = live_outcome(&worker).expect("a frame");
+    worker.send(Command::Live(Box::new(live_job(2, steered.clone(), &canvas)))).expect("sent");
+    let with = live_outcome(&worker).expect("a frame");
+    let (psnr, _) = compare(&without.image, &with.image);
+    assert!(psnr < 45.0, "the unit changed the frame only {psnr:.1} dB");
+    // The unit read this frame's canvas: the same as giving the saved canvas as its picture.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let init = dir.path().join("canvas.png");
+    canvas.save(&init).expect("save");
+    let out = dir.path().join("generated.png");
+    let mut args = live_frame_args("a lighthouse, ink", 11, &init, &out);
+    let model = fixtures().join("controlnet/sd15");
+    args.extend([
+        "--control".to_string(),
+        format!("model={},image={},preprocess=scribble", model.display(), init.display()),
+    ]);
+    let res = easel_owned(&args);
+    assert!(res.status.success(), "{}", stderr(&res));
+    assert_eq!(load_rgb(&out).as_raw(), with.image.as_raw());
+    // Another canvas, another frame.
+    let mut other = canvas.clone();
+    for x in 0..64 {
+        for y in 28..36 {
+            other.put_pixel(x, y, image::Rgb([20, 20, 20]));
+        }
+    }
+    worker.send(Command::Live(Box::new(live_job(3, steered, &other)))).expect("sent");
+    let moved = live_outcome(&worker).expect("a frame");
+    assert_ne!(moved.image.as_raw(), with.image.as_raw());
+}
