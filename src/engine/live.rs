@@ -161,17 +161,14 @@ impl TextCache {
         let key = text_key(request);
         let fresh = self.entry.as_ref().is_none_or(|(k, _)| *k != key);
         if fresh {
+            // The old embeddings go first: a failed encode leaves nothing stale behind.
             self.entry = None;
             self.entry = Some((key, super::conditioning::encode(model, request)?));
         }
-        let (_, context) =
-            self.entry.as_ref().ok_or_else(|| crate::Error::Internal("no embeddings".into()))?;
-        Ok((context, fresh))
-    }
-
-    /// Forgets the embeddings (another model or merged text encoder).
-    pub fn clear(&mut self) {
-        self.entry = None;
+        match &self.entry {
+            Some((_, context)) => Ok((context, fresh)),
+            None => Err(crate::Error::Internal("the text embeddings went missing".into())),
+        }
     }
 }
 

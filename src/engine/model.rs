@@ -126,7 +126,10 @@ impl StableDiffusion {
     /// A tiny autoencoder (a TAESD folder or file) is loaded beside the full VAE and used for
     /// both encoding and decoding until another choice is made.
     pub fn use_vae(&mut self, path: Option<&Path>) -> Result<()> {
-        if let Some(p) = path.filter(|p| super::tiny_vae::is_tiny_autoencoder(p)) {
+        // The tiny autoencoder held already is known without looking at its files again (live
+        // painting asks for it every frame).
+        let held = |p: &Path| self.tiny.as_ref().is_some_and(|t| t.path == p);
+        if let Some(p) = path.filter(|p| held(p) || super::tiny_vae::is_tiny_autoencoder(p)) {
             return self.use_tiny(p);
         }
         if let Some(tiny) = &mut self.tiny {

@@ -199,7 +199,9 @@ impl TinyAutoencoder {
     pub fn encoder(&self) -> Result<&TinyEncoder> {
         self.encoder.as_ref().ok_or_else(|| {
             Error::bad_file(
-                "this tiny autoencoder has only its decoder, so it cannot encode a start picture; use                  the diffusers folder (madebyollin/taesd, taesdxl) or put taesd_encoder.safetensors                  beside the decoder",
+                "this tiny autoencoder has only its decoder, so it cannot encode a start picture; use \
+                 the diffusers folder (madebyollin/taesd, taesdxl) or put taesd_encoder.safetensors \
+                 beside the decoder",
                 &self.decoder.source,
             )
         })
@@ -232,12 +234,7 @@ fn encoder_file(path: &Path, decoder_file: &Path) -> Option<PathBuf> {
 }
 
 fn load_encoder(path: &Path, file: &Path, device: &Device, dtype: DType) -> Result<Option<TinyEncoder>> {
-    let is_pickle = matches!(file.extension().and_then(|e| e.to_str()), Some("pth" | "pt" | "ckpt" | "bin"));
-    let tensors = if is_pickle {
-        weights::read_pickle_checkpoint(file)?
-    } else {
-        weights::read_safetensors_selected(file, Some(dtype), &|name| !name.starts_with("decoder."))?
-    };
+    let tensors = read_weights(file, dtype, "decoder.")?;
     let Some(tensors) = encoder::encoder_tensors(tensors) else { return Ok(None) };
     let cfg = if path.is_dir() {
         read_json::<TinyVaeConfig>(&path.join("config.json"))?
@@ -248,14 +245,18 @@ fn load_encoder(path: &Path, file: &Path, device: &Device, dtype: DType) -> Resu
     TinyEncoder::from_tensors(&tensors, &cfg, file, device, dtype).map(Some)
 }
 
+/// A TAESD file's tensors (a pickle's all; a safetensors file's without those under `skip`, the
+/// other half's, which are left unread).
+fn read_weights(file: &Path, dtype: DType, skip: &str) -> Result<TensorMap> {
+    match file.extension().and_then(|e| e.to_str()) {
+        Some("pth" | "pt" | "ckpt" | "bin") => weights::read_pickle_checkpoint(file),
+        _ => weights::read_safetensors_selected(file, Some(dtype), &|name| !name.starts_with(skip)),
+    }
+}
+
 /// The decoder's tensors under diffusers' names, encoder tensors skipped unread.
 fn read_decoder_weights(file: &Path, dtype: DType) -> Result<TensorMap> {
-    let is_pickle = matches!(file.extension().and_then(|e| e.to_str()), Some("pth" | "pt" | "ckpt" | "bin"));
-    let tensors = if is_pickle {
-        weights::read_pickle_checkpoint(file)?
-    } else {
-        weights::read_safetensors_selected(file, Some(dtype), &|name| !name.starts_with("encoder."))?
-    };
+    let tensors = read_weights(file, dtype, "encoder.")?;
     if tensors.keys().any(|k| k.starts_with("decoder.layers.")) {
         return Ok(tensors.into_iter().filter(|(k, _)| k.starts_with("decoder.")).collect());
     }
